@@ -1,0 +1,25 @@
+import { N } from './native.js';
+
+/** Runs fn with gradient recording off (torch.no_grad). */
+export function noGrad<T>(fn: () => T): T {
+  const prev = N.setGradEnabled(false);
+  try {
+    return fn();
+  } finally {
+    N.setGradEnabled(prev);
+  }
+}
+
+/** Runs fn with gradient recording on, also inside noGrad. */
+export function enableGrad<T>(fn: () => T): T {
+  const prev = N.setGradEnabled(true);
+  try {
+    return fn();
+  } finally {
+    N.setGradEnabled(prev);
+  }
+}
+
+export function isGradEnabled(): boolean {
+  return N.isGradEnabled();
+}

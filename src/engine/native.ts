@@ -1,0 +1,43 @@
+// Loads the native engine and applies the runtime defaults libtorch lacks here:
+// all cores (libtorch defaults to 1 thread on these machines) and the caching CPU allocator.
+import { createRequire } from 'node:module';
+import { existsSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The opaque handle of one libtorch tensor. */
+export interface NativeTensor {
+  dispose(): void;
+  readonly isDisposed: boolean;
+}
+
+// The binding is untyped by nature; src/engine/*.ts are its only callers and give every op a typed signature.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type NativeFn = (...args: any[]) => any;
+
+const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+function load(): Record<string, NativeFn> {
+  const candidates = [join(packageRoot, 'build', 'Release', 'weakseg_native.node')];
+  const path = candidates.find((p) => existsSync(p));
+  if (!path) {
+    throw new Error(
+      `weakseg: the native engine is not built (looked for ${candidates.join(', ')}). ` +
+        'Run `npm run build:native` (it needs libtorch: apt-get install libtorch-dev libopenblas0-pthread).',
+    );
+  }
+  return createRequire(import.meta.url)(path) as Record<string, NativeFn>;
+}
+
+export const N = load();
+
+/** Which libtorch the engine was built against (written by scripts/build-native.mjs). */
+export function buildInfo(): { source: string; inc: string; lib: string; abi: number; cuda: boolean } | null {
+  const p = join(packageRoot, 'build', 'weakseg-libtorch.json');
+  return existsSync(p) ? JSON.parse(readFileSync(p, 'utf8')) : null;
+}
+
+const envThreads = Number(process.env.WEAKSEG_NUM_THREADS);
+N.setNumThreads(Number.isInteger(envThreads) && envThreads > 0 ? envThreads : availableParallelism());
+N.useCachingAllocator(process.env.WEAKSEG_CPU_ALLOCATOR !== 'malloc');

@@ -1,0 +1,41 @@
+// Threads, seeds, devices and memory statistics.
+import { N, buildInfo } from './native.js';
+
+export function setNumThreads(n: number): void { N.setNumThreads(n); }
+export function getNumThreads(): number { return N.getNumThreads(); }
+/** Seeds libtorch's CPU (and CUDA) generators. */
+export function manualSeed(seed: number): void { N.manualSeed(seed); }
+
+export function cudaAvailable(): boolean { return N.cudaAvailable(); }
+export function cudaDeviceCount(): number { return N.cudaDeviceCount(); }
+/** Waits for queued CUDA work (no-op without CUDA); time GPU code only after this. */
+export function synchronize(): void { N.cudaSynchronize(); }
+
+export interface MemoryInfo {
+  /** Native tensor handles not yet released. */
+  liveTensors: number;
+  /** The caching CPU allocator: bytes handed out, bytes held for reuse, cache hits and misses. */
+  allocator: { inUseBytes: number; cachedBytes: number; cacheLimitBytes: number; hits: number; misses: number; active: boolean };
+}
+
+export function memory(): MemoryInfo {
+  return { liveTensors: N.liveHandles(), allocator: N.allocatorStats() };
+}
+
+/** Switches the caching CPU allocator on (the default) or back to libtorch's malloc. */
+export function useCachingAllocator(on: boolean): void { N.useCachingAllocator(on); }
+export function setAllocatorCacheLimit(bytes: number): void { N.setAllocatorCacheLimit(bytes); }
+/** Returns cached free blocks to the system. */
+export function emptyCache(): void { N.emptyCache(); }
+
+export function engineInfo(): {
+  torchVersion: string; cxx11Abi: boolean; cudaAvailable: boolean; cudaDeviceCount: number; mkldnn: boolean;
+  threads: number; libtorch: string | null;
+} {
+  const c = N.config();
+  return {
+    torchVersion: c.torchVersion, cxx11Abi: c.cxx11Abi, cudaAvailable: c.cudaAvailable,
+    cudaDeviceCount: c.cudaDeviceCount, mkldnn: c.mkldnn, threads: N.getNumThreads(),
+    libtorch: buildInfo()?.source ?? null,
+  };
+}
