@@ -1,0 +1,218 @@
+/**
+ * Asynchronous prefetching batch loader.
+ *
+ * Items are transformed (decoded, augmented) ahead of the consumer, up to `prefetch` batches' worth in flight.
+ * Decoding runs in sharp's/libuv's thread pool, so plain async concurrency keeps several cores busy without
+ * worker threads; raise UV_THREADPOOL_SIZE (default 4) before starting node to decode more images at once.
+ * Results are consumed in order, so batch contents depend only on the seed, never on decode timing.
+ */
+import { performance } from 'node:perf_hooks';
+import type { Dataset, DatasetItem } from './dataset.js';
+import { BadFileLog, handleBadFile, type BadFileOptions } from './errors.js';
+import { IGNORE_INDEX } from './mask.js';
+import { Rng } from './rng.js';
+
+/** A transformed item: CHW float image and optional H x W mask and validity map. */
+export interface Sample {
+  image: Float32Array;
+  channels: number;
+  height: number;
+  width: number;
+  mask?: Uint8Array;
+  /** 1 = real pixel, 0 = padding; absent = all real. */
+  valid?: Uint8Array;
+}
+
+export interface TransformContext {
+  /** A generator private to this (seed, epoch, item): results do not depend on scheduling. */
+  rng: Rng;
+  epoch: number;
+  /** Index of the item in `dataset.items`. */
+  index: number;
+}
+
+export type ItemTransform = (item: DatasetItem, context: TransformContext) => Promise<Sample>;
+
+export interface Batch {
+  /** N x C x H x W. */
+  images: Float32Array;
+  shape: [n: number, c: number, h: number, w: number];
+  /** N x numClasses multi-hot image-level labels (foreground classes only). */
+  labels: Float32Array;
+  /** N x H x W, present when any sample has a mask; samples without one are all 255 (ignored). */
+  masks?: Uint8Array;
+  /** N x H x W, present when any sample has a validity map; samples without one are all 1. */
+  valid?: Uint8Array;
+  ids: string[];
+  /** Indices into `dataset.items`. */
+  indices: number[];
+}
+
+export interface LoaderOptions extends BadFileOptions {
+  batchSize: number;
+  /** Reshuffle every epoch (default true); false keeps dataset order, for evaluation. */
+  shuffle?: boolean;
+  /** Seed for the order and for each item's `rng` (default 0). */
+  seed?: number;
+  /** Batches transformed ahead of the consumer (default 2). */
+  prefetch?: number;
+  /** Drop the last, smaller batch of an epoch (default false). */
+  dropLast?: boolean;
+}
+
+/** Time the consumer spent blocked waiting for batches. */
+export interface WaitStats {
+  batches: number;
+  waitMsTotal: number;
+  waitMsMean: number;
+  waitMsMax: number;
+  /** Time spent inside epochs, from each epoch's start to its last batch. */
+  elapsedMs: number;
+  /** waitMsTotal / elapsedMs: the share of the loop spent waiting for data (0 when nothing measured). */
+  waitShare: number;
+}
+
+type Outcome = { ok: true; index: number; sample: Sample } | { ok: false; index: number; error: unknown };
+
+export class BatchLoader {
+  readonly badFiles: BadFileLog;
+  private readonly batchSize: number;
+  private readonly prefetch: number;
+  private readonly seed: number;
+  private waits = { batches: 0, total: 0, max: 0, elapsed: 0 };
+
+  constructor(
+    private readonly dataset: Dataset,
+    private readonly transform: ItemTransform,
+    private readonly options: LoaderOptions,
+  ) {
+    const { batchSize, prefetch = 2, seed = 0 } = options;
+    if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`batchSize must be a positive integer, got ${batchSize}`);
+    if (!Number.isInteger(prefetch) || prefetch < 0) throw new RangeError(`prefetch must be a non-negative integer, got ${prefetch}`);
+    this.batchSize = batchSize;
+    this.prefetch = prefetch;
+    this.seed = seed;
+    this.badFiles = options.badFiles ?? new BadFileLog();
+  }
+
+  /** Batches per epoch if no item is skipped. */
+  get batchesPerEpoch(): number {
+    const n = this.dataset.items.length;
+    return this.options.dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
+  }
+
+  get stats(): WaitStats {
+    const { batches, total, max, elapsed } = this.waits;
+    return {
+      batches,
+      waitMsTotal: total,
+      waitMsMean: batches ? total / batches : 0,
+      waitMsMax: max,
+      elapsedMs: elapsed,
+      waitShare: elapsed > 0 ? total / elapsed : 0,
+    };
+  }
+
+  resetStats(): void {
+    this.waits = { batches: 0, total: 0, max: 0, elapsed: 0 };
+  }
+
+  /**
+   * The batches of one epoch. A failing item is thrown (`onBadFile: 'fail'`) or logged and replaced by the next
+   * item (`'skip'`), so batches stay full. Breaking out early is safe: in-flight transforms finish unobserved.
+   */
+  async *epoch(epoch: number): AsyncGenerator<Batch, void, undefined> {
+    const items = this.dataset.items;
+    const order = items.map((_, i) => i);
+    if (this.options.shuffle ?? true) new Rng(this.seed, epoch).shuffle(order);
+    const policy = this.options.onBadFile ?? 'fail';
+    const window = (this.prefetch + 1) * this.batchSize;
+    const pending: Promise<Outcome>[] = [];
+    let next = 0;
+    const refill = () => {
+      while (next < order.length && pending.length < window) pending.push(this.load(order[next++], epoch));
+    };
+
+    let counted = performance.now(); // elapsed time is added up to here
+    let resumed = counted; // when the consumer last asked for a batch
+    let batch: { index: number; sample: Sample }[] = [];
+    const emit = () => {
+      const out = this.collate(batch);
+      batch = [];
+      const now = performance.now();
+      const wait = now - resumed;
+      this.waits.batches++;
+      this.waits.total += wait;
+      this.waits.max = Math.max(this.waits.max, wait);
+      this.waits.elapsed += now - counted;
+      counted = now;
+      return out;
+    };
+    refill();
+    while (pending.length > 0) {
+      const outcome = await (pending.shift() as Promise<Outcome>);
+      refill();
+      if (outcome.ok) {
+        batch.push(outcome);
+      } else {
+        handleBadFile(policy, this.badFiles, outcome.error, items[outcome.index]?.id);
+      }
+      if (batch.length === this.batchSize) {
+        yield emit();
+        resumed = performance.now();
+      }
+    }
+    if (batch.length > 0 && !this.options.dropLast) yield emit();
+  }
+
+  private async load(index: number, epoch: number): Promise<Outcome> {
+    try {
+      const item = this.dataset.items[index];
+      const sample = await this.transform(item, { rng: new Rng(this.seed, epoch, index), epoch, index });
+      return { ok: true, index, sample };
+    } catch (error) {
+      return { ok: false, index, error };
+    }
+  }
+
+  private collate(samples: { index: number; sample: Sample }[]): Batch {
+    const first = samples[0].sample;
+    const { channels: C, height: H, width: W } = first;
+    const plane = H * W;
+    const numClasses = this.dataset.classes.length;
+    const n = samples.length;
+    const images = new Float32Array(n * C * plane);
+    const labels = new Float32Array(n * numClasses);
+    const anyMask = samples.some((s) => s.sample.mask);
+    const anyValid = samples.some((s) => s.sample.valid);
+    const masks = anyMask ? new Uint8Array(n * plane).fill(IGNORE_INDEX) : undefined;
+    const valid = anyValid ? new Uint8Array(n * plane).fill(1) : undefined;
+    const ids: string[] = [];
+    const indices: number[] = [];
+    samples.forEach(({ index, sample }, k) => {
+      const item = this.dataset.items[index];
+      if (sample.channels !== C || sample.height !== H || sample.width !== W || sample.image.length !== C * plane) {
+        throw new RangeError(
+          `item "${item.id}" was transformed to ${sample.channels}x${sample.height}x${sample.width} ` +
+            `(${sample.image.length} values) but the batch is ${C}x${H}x${W}; use a fixed crop size to batch`,
+        );
+      }
+      images.set(sample.image, k * C * plane);
+      for (const label of item.labels) {
+        if (!(label >= 0 && label < numClasses)) throw new RangeError(`item "${item.id}" has label ${label}, outside 0..${numClasses - 1}`);
+        labels[k * numClasses + label] = 1;
+      }
+      for (const [name, map, target] of [['mask', sample.mask, masks], ['valid', sample.valid, valid]] as const) {
+        if (!map || !target) continue;
+        if (map.length !== plane) throw new RangeError(`item "${item.id}": ${name} has ${map.length} values, expected ${H}x${W}`);
+        target.set(map, k * plane);
+      }
+      ids.push(item.id);
+      indices.push(index);
+    });
+    const out: Batch = { images, shape: [n, C, H, W], labels, ids, indices };
+    if (masks) out.masks = masks;
+    if (valid) out.valid = valid;
+    return out;
+  }
+}

@@ -1,0 +1,235 @@
+/**
+ * PASCAL VOC layout reader:
+ *
+ *   root/JPEGImages/<id>.jpg
+ *   root/SegmentationClass/<id>.png  or  root/SegmentationClassAug/<id>.png   (optional, for scoring)
+ *   root/ImageSets/Segmentation/<split>.txt
+ *   root/Annotations/<id>.xml        (optional: image-level labels)
+ *   root/image_labels.json           (optional: {"classes": [...], "labels": {id: [names]}})
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { VOC_CLASSES, type DatasetItem, type ReadResult } from './dataset.js';
+import {
+  FileIndex,
+  IMAGE_EXTENSIONS,
+  applyPolicy,
+  classIndex,
+  isPlainObject,
+  mapLimit,
+  readJsonFile,
+  sameList,
+  stripExtension,
+  tagsToLabels,
+} from './files.js';
+import { BadFileLog, DataError, describeCause, type BadFileOptions } from './errors.js';
+import { IGNORE_INDEX, readMask } from './mask.js';
+
+export type VocLabelSource = 'xml' | 'json' | 'mask';
+
+export interface VocOptions extends BadFileOptions {
+  root: string;
+  /** Split name, read from `ImageSets/Segmentation/<split>.txt` (e.g. 'train_aug', 'train', 'val'). */
+  split: string;
+  /** Foreground classes in mask-id order. Default: the 20 VOC classes. */
+  classes?: readonly string[];
+  /**
+   * Labels JSON path. Default: `<root>/image_labels.json` when that file exists. `false` disables it.
+   * If the file declares `classes`, they must equal the classes in use (mask ids depend on the order).
+   */
+  labelsJson?: string | false;
+  /** Mask folder under root. Default: `SegmentationClass` if present, else `SegmentationClassAug`. */
+  maskDir?: string;
+  /**
+   * Where image-level labels come from, tried in this order for each item (default: xml, json, mask).
+   * Drop 'mask' to guarantee that no pixel annotation leaks into the labels.
+   */
+  labelSources?: readonly VocLabelSource[];
+}
+
+export interface VocReadResult extends ReadResult {
+  /** How many items took their labels from each source. */
+  labelSources: Record<VocLabelSource, number>;
+}
+
+/** Read a VOC-layout split. Dataset-level faults (no split list, bad labels JSON) always throw. */
+export async function readVoc(options: VocOptions): Promise<VocReadResult> {
+  const { root, split } = options;
+  const policy = options.onBadFile ?? 'fail';
+  const badFiles = options.badFiles ?? new BadFileLog();
+  const classes = [...(options.classes ?? VOC_CLASSES)];
+  const index = classIndex(classes, 'classes option');
+  const files = new FileIndex();
+  const sources = options.labelSources ?? ['xml', 'json', 'mask'];
+
+  const ids = await readSplit(root, split, files);
+  const json = await readLabelsJson(root, options.labelsJson, classes, files);
+  const maskDir =
+    options.maskDir ?? ((await files.list(join(root, 'SegmentationClass'))) ? 'SegmentationClass' : 'SegmentationClassAug');
+  const annotations = join(root, 'Annotations');
+
+  const counts: Record<VocLabelSource, number> = { xml: 0, json: 0, mask: 0 };
+  const checked = await mapLimit(ids, 32, async (id) => {
+    try {
+      const imageStem = join(root, 'JPEGImages', id);
+      const imagePath = await files.findWithExtension(imageStem, IMAGE_EXTENSIONS);
+      if (!imagePath) throw new DataError(`${imageStem}.jpg`, `image not found (listed in split "${split}")`);
+      const maskCandidate = join(root, maskDir, `${id}.png`);
+      const maskPath = (await files.exists(maskCandidate)) ? maskCandidate : undefined;
+
+      for (const source of sources) {
+        let labels: number[] | undefined;
+        if (source === 'xml') {
+          const xmlPath = join(annotations, `${id}.xml`);
+          if (await files.exists(xmlPath)) labels = await labelsFromXml(xmlPath, index);
+        } else if (source === 'json') {
+          const tags = json?.labels.get(id);
+          if (json && tags) labels = tagsToLabels(tags, index, json.path, `labels["${id}"]`);
+        } else if (maskPath) {
+          labels = await labelsFromMask(maskPath, classes.length);
+        }
+        if (labels) {
+          counts[source]++;
+          const item: DatasetItem = maskPath ? { id, imagePath, maskPath, labels } : { id, imagePath, labels };
+          return { id, item };
+        }
+      }
+      throw new DataError(
+        imagePath,
+        `no image-level labels for "${id}" (looked in: ${sources.map((s) => describeSource(s, json?.path)).join(', ')})`,
+      );
+    } catch (error) {
+      return { id, error };
+    }
+  });
+  const items = applyPolicy(checked, policy, badFiles);
+  return { classes, items, badFiles, labelSources: counts };
+}
+
+function describeSource(source: VocLabelSource, jsonPath: string | undefined): string {
+  if (source === 'xml') return 'Annotations/<id>.xml';
+  if (source === 'json') return jsonPath ?? 'labels JSON (none found)';
+  return 'mask';
+}
+
+/** Ids from the split list: first token of each line; DeepLab-style path lists are reduced to their stem. */
+async function readSplit(root: string, split: string, files: FileIndex): Promise<string[]> {
+  const listDir = join(root, 'ImageSets', 'Segmentation');
+  const path = join(listDir, `${split}.txt`);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    const available = [...((await files.list(listDir)) ?? [])].filter((n) => n.endsWith('.txt')).map((n) => n.slice(0, -4));
+    const hint = available.length ? `; available splits: ${available.sort().join(', ')}` : '';
+    throw new DataError(path, `cannot read split list (${describeCause(error)})${hint}`, { cause: error });
+  }
+  const ids: string[] = [];
+  for (const line of text.split(/\r?\n/)) {
+    const token = line.trim().split(/\s+/)[0];
+    if (!token) continue;
+    // e.g. "/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png"
+    ids.push(token.includes('/') || token.includes('.') ? stripExtension(token.slice(token.lastIndexOf('/') + 1)) : token);
+  }
+  if (ids.length === 0) throw new DataError(path, 'split list is empty');
+  return ids;
+}
+
+interface LabelsJson {
+  path: string;
+  labels: Map<string, string[]>;
+}
+
+async function readLabelsJson(
+  root: string,
+  option: string | false | undefined,
+  classes: readonly string[],
+  files: FileIndex,
+): Promise<LabelsJson | undefined> {
+  if (option === false) return undefined;
+  const path = option ?? join(root, 'image_labels.json');
+  if (option === undefined && !(await files.exists(path))) return undefined;
+  const parsed = await readJsonFile(path);
+  if (!isPlainObject(parsed) || !isPlainObject(parsed.labels)) {
+    throw new DataError(path, 'expected {"classes": [...], "labels": {id: [class names]}}');
+  }
+  if (parsed.classes !== undefined) {
+    const declared = parsed.classes;
+    if (!Array.isArray(declared) || !sameList(declared, classes)) {
+      throw new DataError(
+        path,
+        `"classes" (${JSON.stringify(declared)}) differ from the classes in use (${classes.join(', ')}); ` +
+          'mask ids follow the class order, so they must match',
+      );
+    }
+  }
+  const labels = new Map<string, string[]>();
+  for (const [id, tags] of Object.entries(parsed.labels)) {
+    if (!Array.isArray(tags) || !tags.every((t) => typeof t === 'string')) {
+      throw new DataError(path, `labels["${id}"] must be an array of class names`);
+    }
+    labels.set(id, tags);
+  }
+  return { path, labels };
+}
+
+/**
+ * Labels from a VOC annotation: the names of all `<object>`s, difficult and truncated ones included, and names
+ * outside the class list skipped, as the reference label builders do (IRN/SEAM `make_cls_labels.py`).
+ */
+async function labelsFromXml(path: string, index: Map<string, number>): Promise<number[]> {
+  let xml: string;
+  try {
+    xml = await readFile(path, 'utf8');
+  } catch (error) {
+    throw new DataError(path, `cannot read annotation (${describeCause(error)})`, { cause: error });
+  }
+  const labels = new Set<number>();
+  for (const name of vocObjectNames(xml, path)) {
+    const i = index.get(name);
+    if (i !== undefined) labels.add(i);
+  }
+  return [...labels].sort((a, b) => a - b);
+}
+
+/**
+ * Object names of a VOC annotation. A small tolerant extraction rather than a full XML parser: the VOC files are
+ * flat and machine-written. Part names (`<part><name>head</name>`) are excluded; an `<object>` without its closing
+ * tag is an error rather than a silently missed label.
+ */
+export function vocObjectNames(xml: string, source: string): string[] {
+  const text = xml.replace(/<!--[\s\S]*?-->/g, '');
+  if (!/<annotation[\s>]/.test(text)) throw new DataError(source, 'not a VOC annotation (no <annotation> element)');
+  const opened = text.match(/<object[\s>]/g)?.length ?? 0;
+  const blocks = [...text.matchAll(/<object[\s>]([\s\S]*?)<\/object>/g)].map((m) => m[1]);
+  if (blocks.length !== opened) throw new DataError(source, `malformed XML: ${opened} <object> but ${blocks.length} </object>`);
+  return blocks.map((block, k) => {
+    const name = block.replace(/<part[\s>][\s\S]*?<\/part>/g, '').match(/<name>([\s\S]*?)<\/name>/)?.[1];
+    if (name === undefined) throw new DataError(source, `object ${k + 1} has no <name>`);
+    return decodeXmlText(name).trim();
+  });
+}
+
+function decodeXmlText(text: string): string {
+  return text
+    .replace(/<!\[CDATA\[([\s\S]*?)\]\]>/g, '$1')
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&apos;/g, "'")
+    .replace(/&amp;/g, '&');
+}
+
+/** Classes present in a mask (ids 1..C, so label = id - 1); background and 255 are not labels. */
+async function labelsFromMask(path: string, numClasses: number): Promise<number[]> {
+  const mask = await readMask(path);
+  const seen = new Uint8Array(256);
+  for (const v of mask.data) seen[v] = 1;
+  const labels: number[] = [];
+  for (let v = 1; v < 256; v++) {
+    if (!seen[v] || v === IGNORE_INDEX) continue;
+    if (v > numClasses) throw new DataError(path, `mask value ${v} is not a class id (${numClasses} classes, ids 1..${numClasses})`);
+    labels.push(v - 1);
+  }
+  return labels;
+}

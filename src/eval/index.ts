@@ -1,0 +1,2 @@
+export * from './miou.js';
+export * from './threshold.js';
