@@ -1,0 +1,58 @@
+// Shared helpers for the benchmarks: medians, the PyTorch peer process, and the closing JSON line.
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createInterface, type Interface } from 'node:readline';
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** A Python with torch: $WEAKSEG_TORCH_PYTHON, else the first of python3 and /usr/bin/python3 that imports torch. */
+export function findTorchPython(): string | null {
+  const candidates = [process.env.WEAKSEG_TORCH_PYTHON, 'python3', '/usr/bin/python3', '/opt/torch/.venv/bin/python']
+    .filter((p): p is string => Boolean(p));
+  for (const py of candidates) {
+    if (py.startsWith('/') && !existsSync(py)) continue;
+    const r = spawnSync(py, ['-c', 'import torch'], { encoding: 'utf8', timeout: 120000 });
+    if (r.status === 0) return py;
+  }
+  return null;
+}
+
+/** A long-lived Python process answering "<workload> <steps>" with a JSON list of step times in ms. */
+export class TorchPeer {
+  readonly #proc: ChildProcessWithoutNullStreams;
+  readonly #lines: Interface;
+  readonly #pending: ((line: string) => void)[] = [];
+
+  constructor(python: string, script: string, args: string[]) {
+    this.#proc = spawn(python, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.#proc.stderr.on('data', (d: Buffer) => process.stderr.write(`[torch] ${d}`));
+    this.#lines = createInterface({ input: this.#proc.stdout });
+    this.#lines.on('line', (l) => this.#pending.shift()?.(l));
+  }
+
+  run(request: string): Promise<number[]> {
+    return new Promise((resolve, reject) => {
+      const onExit = (code: number | null) => reject(new Error(`PyTorch peer exited (${code}) during '${request}'`));
+      this.#proc.once('exit', onExit);
+      this.#pending.push((line) => {
+        this.#proc.off('exit', onExit);
+        resolve(JSON.parse(line) as number[]);
+      });
+      this.#proc.stdin.write(`${request}\n`);
+    });
+  }
+
+  close(): void {
+    this.#proc.stdin.end();
+    this.#lines.close();
+  }
+}
+
+export function round(x: number, digits = 3): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}

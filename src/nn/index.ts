@@ -1,0 +1,5 @@
+export * from './module.js';
+export * from './layers.js';
+export * as init from './init.js';
+export * from './optim/optimizer.js';
+export * from './optim/schedules.js';

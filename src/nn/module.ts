@@ -1,0 +1,200 @@
+// Module: named parameters, buffers and children, train/eval, freezing, and state dicts with
+// torchvision-style dotted keys ("features.0.0.weight"), so published weights load by name.
+import { type Device, type Tensor, keep, noGrad } from '../engine/index.js';
+
+export type StateDict = Map<string, Tensor>;
+
+export interface LoadReport {
+  missing: string[];
+  unexpected: string[];
+  /** Keys present on both sides with different shapes: "key: checkpoint [a, b] vs model [c, d]". */
+  mismatched: string[];
+  loaded: number;
+}
+
+export class StateDictError extends Error {
+  constructor(readonly report: LoadReport, source: string) {
+    const parts: string[] = [];
+    if (report.missing.length) parts.push(`missing keys (${report.missing.length}): ${report.missing.join(', ')}`);
+    if (report.unexpected.length) parts.push(`unexpected keys (${report.unexpected.length}): ${report.unexpected.join(', ')}`);
+    if (report.mismatched.length) parts.push(`wrongly shaped keys (${report.mismatched.length}): ${report.mismatched.join('; ')}`);
+    super(`cannot load state dict${source ? ` from ${source}` : ''}: ${parts.join('; ')}`);
+    this.name = 'StateDictError';
+  }
+}
+
+export abstract class Module {
+  training = true;
+  readonly #params = new Map<string, Tensor>();
+  readonly #buffers = new Map<string, Tensor>();
+  readonly #children = new Map<string, Module>();
+
+  /** Registers a trainable tensor (set to require grad, exempt from tidy scopes). */
+  protected registerParameter(name: string, t: Tensor): Tensor {
+    this.#checkName(name);
+    keep(t);
+    if (!t.requiresGrad) t.requiresGrad_(true);
+    this.#params.set(name, t);
+    return t;
+  }
+
+  /** Registers state that is saved but not trained (e.g. BatchNorm running statistics). */
+  protected registerBuffer(name: string, t: Tensor): Tensor {
+    this.#checkName(name);
+    this.#buffers.set(name, keep(t));
+    return t;
+  }
+
+  protected registerModule<M extends Module>(name: string, m: M): M {
+    this.#checkName(name);
+    this.#children.set(name, m);
+    return m;
+  }
+
+  #checkName(name: string): void {
+    if (!name || name.includes('.')) throw new TypeError(`invalid member name '${name}'`);
+    if (this.#params.has(name) || this.#buffers.has(name) || this.#children.has(name)) {
+      throw new TypeError(`'${name}' is already registered on ${this.constructor.name}`);
+    }
+  }
+
+  /** The tensor registered under a local name (used by subclasses after load/move replaced it). */
+  protected param(name: string): Tensor {
+    const t = this.#params.get(name);
+    if (!t) throw new Error(`${this.constructor.name} has no parameter '${name}'`);
+    return t;
+  }
+  protected buffer(name: string): Tensor {
+    const t = this.#buffers.get(name);
+    if (!t) throw new Error(`${this.constructor.name} has no buffer '${name}'`);
+    return t;
+  }
+
+  children(): [string, Module][] {
+    return [...this.#children];
+  }
+
+  *namedModules(prefix = ''): Generator<[string, Module]> {
+    yield [prefix, this];
+    for (const [n, c] of this.#children) yield* c.namedModules(prefix ? `${prefix}.${n}` : n);
+  }
+
+  *namedParameters(prefix = ''): Generator<[string, Tensor]> {
+    for (const [n, t] of this.#params) yield [prefix ? `${prefix}.${n}` : n, t];
+    for (const [n, c] of this.#children) yield* c.namedParameters(prefix ? `${prefix}.${n}` : n);
+  }
+
+  *namedBuffers(prefix = ''): Generator<[string, Tensor]> {
+    for (const [n, t] of this.#buffers) yield [prefix ? `${prefix}.${n}` : n, t];
+    for (const [n, c] of this.#children) yield* c.namedBuffers(prefix ? `${prefix}.${n}` : n);
+  }
+
+  parameters(): Tensor[] {
+    return [...this.namedParameters()].map(([, t]) => t);
+  }
+
+  /** Parameters that currently require grad (what an optimizer should see). */
+  trainableParameters(): Tensor[] {
+    return this.parameters().filter((t) => t.requiresGrad);
+  }
+
+  train(mode = true): this {
+    for (const [, m] of this.namedModules()) m.training = mode;
+    return this;
+  }
+
+  eval(): this {
+    return this.train(false);
+  }
+
+  /** Stops gradients to every parameter of this module (or turns them back on). */
+  freeze(frozen = true): this {
+    for (const t of this.parameters()) t.requiresGrad_(!frozen);
+    return this;
+  }
+
+  /** Parameters and buffers by dotted name. The tensors are the module's own: do not dispose them. */
+  stateDict(): StateDict {
+    const out: StateDict = new Map();
+    for (const [k, t] of this.#entries()) out.set(k, t);
+    return out;
+  }
+
+  *#entries(prefix = ''): Generator<[string, Tensor]> {
+    for (const [n, t] of this.#params) yield [prefix ? `${prefix}.${n}` : n, t];
+    for (const [n, t] of this.#buffers) yield [prefix ? `${prefix}.${n}` : n, t];
+    for (const [n, c] of this.#children) yield* c.#entries(prefix ? `${prefix}.${n}` : n);
+  }
+
+  /**
+   * Copies values from a state dict into this module's tensors (converting dtype, keeping identity so
+   * optimizers stay valid). Strict mode checks everything first and changes nothing on a mismatch.
+   * Non-strict mode loads what matches and reports the rest.
+   */
+  loadStateDict(sd: StateDict | Record<string, Tensor>, opts: { strict?: boolean; source?: string } = {}): LoadReport {
+    const src = sd instanceof Map ? sd : new Map(Object.entries(sd));
+    const own = new Map(this.#entries());
+    const report: LoadReport = { missing: [], unexpected: [], mismatched: [], loaded: 0 };
+    for (const [k, t] of own) {
+      const s = src.get(k);
+      if (!s) {
+        report.missing.push(k);
+      } else if (s.shape.join(',') !== t.shape.join(',')) {
+        report.mismatched.push(`${k}: checkpoint [${s.shape.join(', ')}] vs model [${t.shape.join(', ')}]`);
+      }
+    }
+    for (const k of src.keys()) if (!own.has(k)) report.unexpected.push(k);
+    const strict = opts.strict ?? true;
+    if (strict && (report.missing.length || report.unexpected.length || report.mismatched.length)) {
+      throw new StateDictError(report, opts.source ?? '');
+    }
+    noGrad(() => {
+      for (const [k, t] of own) {
+        const s = src.get(k);
+        if (s && s.shape.join(',') === t.shape.join(',')) {
+          t.copy_(s);
+          report.loaded++;
+        }
+      }
+    });
+    return report;
+  }
+
+  /**
+   * Moves every parameter and buffer to a device and/or converts 4-D ones to a memory format
+   * (channels-last convolutions run faster on CPU). Create optimizers after this.
+   */
+  to(target: Device | { device?: Device; memoryFormat?: 'contiguous' | 'channels_last' }): this {
+    const { device, memoryFormat } = typeof target === 'string' ? { device: target, memoryFormat: undefined } : target;
+    noGrad(() => {
+      for (const [, m] of this.namedModules()) {
+        for (const map of [m.#params, m.#buffers]) {
+          for (const [n, t] of map) {
+            let moved = device && t.device !== device ? t.to({ device }) : t;
+            if (memoryFormat && moved.ndim === 4 && !moved.isContiguous(memoryFormat)) {
+              const converted = moved.contiguous(memoryFormat);
+              if (moved !== t) moved.dispose();
+              moved = converted;
+            }
+            if (moved === t) continue;
+            keep(moved);
+            if (t.requiresGrad) moved.requiresGrad_(true);
+            map.set(n, moved);
+            t.dispose();
+          }
+        }
+      }
+    });
+    return this;
+  }
+
+  /** Frees every parameter and buffer. */
+  dispose(): void {
+    for (const [, t] of this.#entries()) t.dispose();
+  }
+
+  /** Number of parameter elements. */
+  numParameters(): number {
+    return this.parameters().reduce((n, t) => n + t.numel, 0);
+  }
+}
