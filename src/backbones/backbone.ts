@@ -1,0 +1,31 @@
+// What every backbone offers the methods: features at a known stride, taps at intermediate stages
+// (SEAM's PCM and the affinity net read them), how its inputs must be normalised, and which of its
+// parameters are pretrained (the methods train those at 1x lr and new layers at 10x).
+import type { Tensor } from '../engine/index.js';
+import type { Module } from '../nn/index.js';
+
+export interface InputNorm {
+  /** Per-channel mean and std on [0, 1] pixels. */
+  mean: [number, number, number];
+  std: [number, number, number];
+}
+
+export interface BackboneOutput {
+  /** The last feature map, N x outChannels x H/outputStride x W/outputStride. */
+  features: Tensor;
+  /** Intermediate feature maps by tap name (see Backbone.taps), for methods that need them. */
+  taps: Map<string, Tensor>;
+}
+
+export interface Backbone extends Module {
+  readonly name: string;
+  readonly outChannels: number;
+  readonly outputStride: number;
+  /** Names and channel counts of the intermediate maps forward() can return, shallow to deep. */
+  readonly taps: { name: string; channels: number; stride: number }[];
+  readonly inputNorm: InputNorm;
+  /** Runs the network; `taps` lists which intermediate maps to return (none by default). */
+  forward(x: Tensor, taps?: string[]): BackboneOutput;
+}
+
+export const IMAGENET_NORM: InputNorm = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
