@@ -211,8 +211,9 @@ c10::List<c10::optional<at::Tensor>> Args::optTensors(size_t i) const {
 static bool as_int(const Napi::Value& v, int64_t* out) {
   if (!v.IsNumber()) return false;
   double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d == d) || d != static_cast<double>(static_cast<int64_t>(d)) || d > 9007199254740991.0 ||
-      d < -9007199254740991.0) {
+  // Range first: casting NaN, infinities or out-of-range doubles to int64 is undefined behaviour.
+  if (!(d == d) || d > 9007199254740991.0 || d < -9007199254740991.0 ||
+      d != static_cast<double>(static_cast<int64_t>(d))) {
     return false;
   }
   *out = static_cast<int64_t>(d);

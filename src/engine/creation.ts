@@ -66,6 +66,7 @@ export function tensor(
   data: Nested | TypedArray,
   opts: CreateOptions & { shape?: number[] } = {},
 ): Tensor {
+  if (opts.dtype !== undefined) itemSize(opts.dtype); // an unknown dtype name fails here, before anything is allocated
   let t: Tensor;
   if (ArrayBuffer.isView(data)) {
     const arr = data as TypedArray;
@@ -88,17 +89,22 @@ export function tensor(
     if (storeAs !== dtype) t = convertAndFree(t, dtype);
   }
   if (opts.device && opts.device !== 'cpu') {
-    const moved = t.to({ device: opts.device });
-    t.dispose();
-    t = moved;
+    const staged = t;
+    try {
+      t = staged.to({ device: opts.device });
+    } finally {
+      staged.dispose(); // the CPU staging tensor, also when the device is unavailable
+    }
   }
   return finish(t, opts);
 }
 
 function convertAndFree(t: Tensor, dtype: DType): Tensor {
-  const out = t.to(dtype);
-  t.dispose();
-  return out;
+  try {
+    return t.to({ dtype });
+  } finally {
+    t.dispose();
+  }
 }
 
 export function empty(shape: number[], opts: CreateOptions = {}): Tensor {

@@ -156,6 +156,9 @@ export class Tensor {
   // ---- conversion ----
   /** Converts dtype and/or device; returns a new tensor (or a view when nothing changes and copy is false). */
   to(target: DType | Device | { dtype?: DType; device?: Device; copy?: boolean }): Tensor {
+    if (typeof target === 'string' && !isDTypeName(target) && !/^(cpu|cuda)(:\d+)?$/.test(target)) {
+      throw new TypeError(`to: '${target}' is neither a dtype (${[...DTYPE_NAMES].join(', ')}) nor a device (cpu, cuda, cuda:N)`);
+    }
     const spec = typeof target === 'string'
       ? (isDTypeName(target) ? { dtype: target } : { device: target })
       : target;
@@ -285,9 +288,15 @@ export class Tensor {
   /** Clamps to [min, max]; either bound may be omitted (null), and bounds may be tensors. */
   clamp(min?: number | Tensor | null, max?: number | Tensor | null): Tensor {
     if (min instanceof Tensor || max instanceof Tensor) {
-      const lo = min instanceof Tensor ? min.handle : min == null ? null : wrapScalarLike(this, min).handle;
-      const hi = max instanceof Tensor ? max.handle : max == null ? null : wrapScalarLike(this, max).handle;
-      return wrap(N.clampTensor(this.handle, lo, hi));
+      // A number next to a tensor bound becomes a temporary scalar tensor, freed right after the call.
+      const lo = typeof min === 'number' ? N.scalarTensor(min, this.dtype, this.device) : null;
+      const hi = typeof max === 'number' ? N.scalarTensor(max, this.dtype, this.device) : null;
+      try {
+        return wrap(N.clampTensor(this.handle, min instanceof Tensor ? min.handle : lo, max instanceof Tensor ? max.handle : hi));
+      } finally {
+        lo?.dispose();
+        hi?.dispose();
+      }
     }
     return wrap(N.clamp(this.handle, min ?? null, max ?? null));
   }
@@ -412,10 +421,6 @@ export function isDTypeName(s: string): s is DType {
 
 function flatArgs(args: number[] | [number[]]): number[] {
   return Array.isArray(args[0]) ? (args[0] as number[]) : (args as number[]);
-}
-
-function wrapScalarLike(like: Tensor, v: number): Tensor {
-  return wrap(N.scalarTensor(v, like.dtype, like.device));
 }
 
 export { normDim };

@@ -107,6 +107,10 @@ export class BatchNorm2d extends Layer {
     return this;
   }
 
+  protected override keepsFrozen(): boolean {
+    return this.#frozen;
+  }
+
   forward(x: Tensor): Tensor {
     const training = this.training && !this.#frozen;
     if (training) this.buffer('num_batches_tracked').add_(1);

@@ -107,10 +107,21 @@ export abstract class Module {
     return this.train(false);
   }
 
-  /** Stops gradients to every parameter of this module (or turns them back on). */
+  /**
+   * Stops gradients to every parameter of this module (or turns them back on, except in submodules that
+   * are frozen for good, such as a frozen BatchNorm2d).
+   */
   freeze(frozen = true): this {
-    for (const t of this.parameters()) t.requiresGrad_(!frozen);
+    for (const [, m] of this.namedModules()) {
+      const off = frozen || m.keepsFrozen();
+      for (const t of m.#params.values()) t.requiresGrad_(!off);
+    }
     return this;
+  }
+
+  /** True while this module's own parameters must stay frozen whatever an enclosing module asks. */
+  protected keepsFrozen(): boolean {
+    return false;
   }
 
   /** Parameters and buffers by dotted name. The tensors are the module's own: do not dispose them. */
