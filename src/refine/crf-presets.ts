@@ -1,0 +1,63 @@
+/** Smoothness kernel exp(-|p_i - p_j|² / 2 sxy²), weighted by a Potts compatibility `compat`. */
+export interface GaussianKernelParams {
+  readonly sxy: number;
+  readonly compat: number;
+}
+
+/** Appearance kernel exp(-|p_i - p_j|² / 2 sxy² - |I_i - I_j|² / 2 srgb²), Potts weight `compat`. */
+export interface BilateralKernelParams {
+  readonly sxy: number;
+  readonly srgb: number;
+  readonly compat: number;
+}
+
+export interface CrfParams {
+  readonly gaussian: GaussianKernelParams;
+  readonly bilateral: BilateralKernelParams;
+  /** Mean-field iterations. */
+  readonly iterations: number;
+  /** Probabilities are clipped to [clip, 1] before -log, as pydensecrf's `unary_from_softmax` (default 1e-5). */
+  readonly clip: number;
+}
+
+/**
+ * Published settings (methods reference §2.5):
+ * - `psa`: PSA/SEAM `tool/imutils.py crf_inference` (label generation uses 10 iterations; SEAM's
+ *   training-time visualisation uses 1, i.e. `crfParams('psa', { iterations: 1 })`).
+ * - `deeplab`: kazuto1011/deeplab-pytorch `libs/utils/crf.py` / `configs/voc12.yaml`, the DeepLab-v2
+ *   retrain used by AdvCAM, ReCAM, CLIMS, CLIP-ES, AMR.
+ */
+export const CRF_PRESETS = {
+  psa: {
+    gaussian: { sxy: 3, compat: 3 },
+    bilateral: { sxy: 80, srgb: 13, compat: 10 },
+    iterations: 10,
+    clip: 1e-5,
+  },
+  deeplab: {
+    gaussian: { sxy: 1, compat: 3 },
+    bilateral: { sxy: 67, srgb: 3, compat: 4 },
+    iterations: 10,
+    clip: 1e-5,
+  },
+} as const satisfies Record<string, CrfParams>;
+
+export type CrfPresetName = keyof typeof CRF_PRESETS;
+
+export interface CrfOverrides {
+  readonly gaussian?: Partial<GaussianKernelParams>;
+  readonly bilateral?: Partial<BilateralKernelParams>;
+  readonly iterations?: number;
+  readonly clip?: number;
+}
+
+/** A preset, optionally with some fields overridden; a full custom setting is just a `CrfParams` literal. */
+export function crfParams(preset: CrfPresetName, overrides: CrfOverrides = {}): CrfParams {
+  const base: CrfParams = CRF_PRESETS[preset];
+  return {
+    gaussian: { ...base.gaussian, ...overrides.gaussian },
+    bilateral: { ...base.bilateral, ...overrides.bilateral },
+    iterations: overrides.iterations ?? base.iterations,
+    clip: overrides.clip ?? base.clip,
+  };
+}
