@@ -1,0 +1,271 @@
+// SEAM: Self-supervised Equivariant Attention Mechanism (Wang et al., CVPR 2020), as the official code
+// (YudeWang/SEAM, network/resnet38_SEAM.py and train_SEAM.py) trains it; methods-reference.md section 3.
+//
+// Two views of a batch: the crop I and A(I), A = bilinear rescale by s = 0.3 (align corners). For each view
+//   cam    = fc8(f)                                  C+1 channels (background first), no bias
+//   cam_rv = PCM(sg(cam), sg(taps), I)               pixel correlation module, see pcm() below
+// both upsampled to the view's size. With y = [1, labels] and maxnorm(M) = ReLU(ReLU(M) - min - e) / (max - min + e):
+//   L_cls = 1/2 [MLSM(GAP(cam¹)[1:], y[1:]) + MLSM(GAP(cam²)[1:], y[1:])]
+//   L_min = 1/2 [mean ReLU(smallest HW/4 of max_c (cam_rv^k y)[1:])]       (code only; switch `minPool`)
+//   Ŷ¹ = A(maxnorm(cam¹)) y,  Ŷ² = maxnorm(cam²) y,  R¹ = A(maxnorm(cam_rv¹)) y,  R² = maxnorm(cam_rv²) y
+//   L_ER  = mean |Ŷ¹[1:] - Ŷ²[1:]|                                           (L1; `erLoss: 'l2'` for the variant)
+//   Ŷ^k[0] = 1 - max_c Ŷ^k[1:],  K(·) keeps only the top foreground class per pixel
+//   L_ECR = TopMean20%|K(sg(Ŷ²)) - R¹| + TopMean20%|K(sg(Ŷ¹)) - R²|          (OHEM; the paper's version: plain mean)
+//   L = L_cls + L_min + L_ER + L_ECR
+// The PCM sees only detached inputs, so its layers learn from L_ECR and L_min alone, and the backbone and fc8
+// from L_cls and L_ER.
+import { F, type Tensor, cat, ones, tidy } from '../engine/index.js';
+import { Conv2d, Dropout2d, Module, type ParamGroupSpec, init } from '../nn/index.js';
+import type { Backbone } from '../backbones/backbone.js';
+import type { LossOutput, Method, StepContext, TrainBatch } from './method.js';
+
+export type SeamTransform = 'rescale' | 'flip' | 'rotate' | 'translate';
+
+export interface SeamOptions {
+  /** Foreground classes; the CAM head has one more channel, for the background. */
+  numClasses: number;
+  /** Two backbone taps feeding the PCM, shallow then deep (ResNet-38: b4_5 / b5_2 pre-activations). */
+  pcmTaps: [string, string];
+  /** Channels of the two tap projections (code: 64, 128) and of the PCM embedding (192). */
+  pcmProjChannels?: [number, number];
+  pcmEmbedChannels?: number;
+  /** The equivariance transform A: the code uses rescale only; the paper also ablates flip, rotate, translate. */
+  transform?: SeamTransform;
+  /** Rescale factor of A (code: 0.3). */
+  scaleFactor?: number;
+  /** Shift in pixels for the translate transform. */
+  translatePixels?: number;
+  /** The min-pooling term on the PCM output (code: on). */
+  minPool?: boolean;
+  /** Fraction of the largest ECR errors averaged (code: 0.2); 1 gives the paper's plain mean. */
+  ohemRatio?: number;
+  erLoss?: 'l1' | 'l2';
+  /** Dropout2d before fc8 (code: 0.5 on ResNet-38). */
+  dropout?: number;
+  /** Learning-rate multiplier of the new layers (fc8 and the PCM; code: 10). */
+  headLrMult?: number;
+}
+
+/** The paper's variant: no OHEM (plain mean of the ECR error) and no min-pooling term. */
+export const SEAM_PAPER: Partial<SeamOptions> = { ohemRatio: 1, minPool: false };
+
+const EPS = 1e-5;
+
+/** Bytes of one PCM affinity matrix (HW x HW float32) for a crop at an output stride. */
+export function pcmAffinityBytes(crop: number, outputStride: number): number {
+  const hw = Math.ceil(crop / outputStride) ** 2;
+  return hw * hw * 4;
+}
+
+/** The network: backbone, fc8 (CAM head) and the PCM layers, under the official code's parameter names. */
+export class SeamNet extends Module {
+  readonly backbone: Backbone;
+  readonly fc8: Conv2d;
+  readonly f8_3: Conv2d;
+  readonly f8_4: Conv2d;
+  readonly f9: Conv2d;
+  readonly dropout: Dropout2d | null;
+  readonly tapNames: [string, string];
+
+  constructor(backbone: Backbone, o: SeamOptions) {
+    super();
+    this.backbone = this.registerModule('backbone', backbone);
+    this.tapNames = o.pcmTaps;
+    const taps = o.pcmTaps.map((name) => {
+      const t = backbone.taps.find((x) => x.name === name);
+      if (!t) throw new Error(`SEAM: backbone ${backbone.name} has no tap '${name}' (it has ${backbone.taps.map((x) => x.name).join(', ')})`);
+      return t;
+    });
+    const [p1, p2] = o.pcmProjChannels ?? [64, 128];
+    const embed = o.pcmEmbedChannels ?? 192;
+    this.fc8 = this.registerModule('fc8', new Conv2d(backbone.outChannels, o.numClasses + 1, 1, { bias: false }));
+    this.f8_3 = this.registerModule('f8_3', new Conv2d(taps[0]!.channels, p1, 1, { bias: false }));
+    this.f8_4 = this.registerModule('f8_4', new Conv2d(taps[1]!.channels, p2, 1, { bias: false }));
+    this.f9 = this.registerModule('f9', new Conv2d(3 + p1 + p2, embed, 1, { bias: false }));
+    init.xavierUniform_(this.fc8.weight);
+    init.kaimingNormal_(this.f8_3.weight);
+    init.kaimingNormal_(this.f8_4.weight);
+    init.xavierUniform_(this.f9.weight, 4);
+    this.dropout = o.dropout ? this.registerModule('dropout7', new Dropout2d(o.dropout)) : null;
+  }
+
+  /** Raw CAM and PCM output at the feature grid (h x w), both N x (C+1) x h x w. */
+  forwardGrid(x: Tensor): { cam: Tensor; camRv: Tensor } {
+    const { features, taps } = this.backbone.forward(x, this.tapNames);
+    const cam = this.fc8.forward(this.dropout ? this.dropout.forward(features) : features);
+    const [h, w] = [cam.size(2), cam.size(3)];
+    const grid = (t: Tensor) => (t.size(2) === h && t.size(3) === w ? t : F.interpolate(t, { size: [h, w], mode: 'bilinear', alignCorners: true }));
+    const g1 = this.f8_3.forward(grid(taps.get(this.tapNames[0])!.detach())).relu();
+    const g2 = this.f8_4.forward(grid(taps.get(this.tapNames[1])!.detach())).relu();
+    const xs = F.interpolate(x, { size: [h, w], mode: 'bilinear', alignCorners: true });
+    const camRv = this.pcm(pcmSeed(cam.detach()), cat([xs, g1, g2], 1));
+    return { cam, camRv };
+  }
+
+  /** CAM and PCM output upsampled to the input size (align corners), as the code's forward returns them. */
+  forward(x: Tensor): { cam: Tensor; camRv: Tensor } {
+    const [H, W] = [x.size(2), x.size(3)];
+    const { cam, camRv } = this.forwardGrid(x);
+    const up = (t: Tensor) => F.interpolate(t, { size: [H, W], mode: 'bilinear', alignCorners: true });
+    return { cam: up(cam), camRv: up(camRv) };
+  }
+
+  /**
+   * Pixel correlation module: e = f9(concat) / ||.||, affinity S = ReLU(eᵀe) (HW x HW per image),
+   * column-normalised A_ij = S_ij / (sum_i S_ij + e), and cam_rv = cam A.
+   */
+  pcm(cam: Tensor, feats: Tensor): Tensor {
+    const [n, c, h, w] = cam.shape as [number, number, number, number];
+    const e = this.f9.forward(feats).view(n, -1, h * w);
+    const norm = e.norm(2, 1, true).add(EPS);
+    const en = e.div(norm);
+    const s = en.transpose(1, 2).bmm(en).relu();
+    const a = s.div(s.sum(1, true).add(EPS));
+    return cam.view(n, c, h * w).bmm(a).view(n, c, h, w);
+  }
+}
+
+/**
+ * The CAM the PCM propagates (no gradient): per channel ReLU(cam - e) / (max + e), background = 1 - max
+ * foreground, and in the foreground channels only the top class per pixel kept.
+ */
+export function pcmSeed(cam: Tensor): Tensor {
+  const r = cam.relu();
+  const peak = r.amax([2, 3], true).add(EPS);
+  const norm = r.sub(EPS).relu().div(peak);
+  const fg = norm.narrow(1, 1, norm.size(1) - 1);
+  const fgMax = fg.amax(1, true);
+  return cat([fgMax.rsub(1), fg.maskedFill(fg.lt(fgMax), 0)], 1);
+}
+
+/** The code's max_norm: per image and channel, ReLU(ReLU(p) - min - e) / (max - min + e). */
+export function maxNorm(p: Tensor): Tensor {
+  const r = p.relu();
+  const mx = r.amax([2, 3], true);
+  const mn = r.amin([2, 3], true);
+  return r.sub(mn).sub(EPS).relu().div(mx.sub(mn).add(EPS));
+}
+
+/** K(x): zero the foreground channels that are not the per-pixel foreground maximum (background kept). */
+export function keepTopForeground(x: Tensor): Tensor {
+  const fg = x.narrow(1, 1, x.size(1) - 1);
+  return cat([x.narrow(1, 0, 1), fg.maskedFill(fg.ne(fg.amax(1, true)), 0)], 1);
+}
+
+/** Sets channel 0 to 1 - max over the foreground channels. */
+export function withBackground(x: Tensor): Tensor {
+  const fg = x.narrow(1, 1, x.size(1) - 1);
+  return cat([fg.amax(1, true).rsub(1), fg], 1);
+}
+
+/** Mean of the largest `ratio` share of each image's entries, then over the batch (OHEM). */
+export function topMean(err: Tensor, ratio: number): Tensor {
+  const flat = err.reshape(err.size(0), -1);
+  if (ratio >= 1) return flat.mean();
+  const k = Math.max(1, Math.floor(flat.size(1) * ratio));
+  return flat.topk(k, 1)[0].mean();
+}
+
+/** Mean of ReLU of the smallest quarter of max_c x[:, c] per image (x: N x C x H x W). */
+export function minPoolLoss(x: Tensor): Tensor {
+  const [n, , h, w] = x.shape as [number, number, number, number];
+  const k = Math.floor((h * w) / 4);
+  const m = x.amax(1).view(n, -1);
+  return m.topk(k, 1, false)[0].relu().sum().div(k * n);
+}
+
+export class SeamMethod implements Method {
+  readonly name = 'seam';
+  readonly model: SeamNet;
+  readonly numClasses: number;
+  readonly options: Required<Omit<SeamOptions, 'pcmProjChannels' | 'pcmEmbedChannels'>>;
+
+  constructor(backbone: Backbone, o: SeamOptions) {
+    this.numClasses = o.numClasses;
+    this.options = {
+      numClasses: o.numClasses,
+      pcmTaps: o.pcmTaps,
+      transform: o.transform ?? 'rescale',
+      scaleFactor: o.scaleFactor ?? 0.3,
+      translatePixels: o.translatePixels ?? 15,
+      minPool: o.minPool ?? true,
+      ohemRatio: o.ohemRatio ?? 0.2,
+      erLoss: o.erLoss ?? 'l1',
+      dropout: o.dropout ?? 0,
+      headLrMult: o.headLrMult ?? 10,
+    };
+    this.model = new SeamNet(backbone, o);
+  }
+
+  get backbone(): Backbone {
+    return this.model.backbone;
+  }
+
+  paramGroups(): ParamGroupSpec[] {
+    const m = this.model;
+    return [
+      { name: 'backbone', params: m.backbone.trainableParameters(), lrMult: 1 },
+      { name: 'new', params: [m.fc8, m.f8_3, m.f8_4, m.f9].flatMap((l) => l.trainableParameters()), lrMult: this.options.headLrMult },
+    ];
+  }
+
+  /** The equivariance transform A on an N x C x H x W tensor (images and maps alike). */
+  transform(x: Tensor): Tensor {
+    switch (this.options.transform) {
+      case 'rescale': return F.interpolate(x, { scaleFactor: this.options.scaleFactor, mode: 'bilinear', alignCorners: true });
+      case 'flip': return x.flip(3);
+      case 'rotate': return x.transpose(2, 3).flip(3);  // 90 degrees clockwise
+      case 'translate': {
+        const d = this.options.translatePixels;
+        const [h, w] = [x.size(2), x.size(3)];
+        return F.pad(x, [d, 0, d, 0]).narrow(2, 0, h).narrow(3, 0, w);  // shift right and down, zero fill
+      }
+    }
+  }
+
+  loss(batch: TrainBatch, _context: StepContext): LossOutput {
+    const o = this.options;
+    const n = batch.images.size(0);
+    const y = cat([ones([n, 1], { device: batch.images.device }), batch.labels], 1).view(n, -1, 1, 1);
+    const v1 = this.model.forward(batch.images);
+    const v2 = this.model.forward(this.transform(batch.images));
+
+    const fgLogits = (cam: Tensor) => F.globalAvgPool(cam).narrow(1, 1, this.numClasses);
+    const cls = F.multilabelSoftMarginLoss(fgLogits(v1.cam), batch.labels)
+      .add(F.multilabelSoftMarginLoss(fgLogits(v2.cam), batch.labels)).div(2);
+
+    const fg = (t: Tensor) => t.narrow(1, 1, this.numClasses);
+    const min = o.minPool
+      ? minPoolLoss(fg(v1.camRv.mul(y))).add(minPoolLoss(fg(v2.camRv.mul(y)))).div(2)
+      : null;
+
+    const y1 = this.transform(maxNorm(v1.cam)).mul(y);
+    const y2 = maxNorm(v2.cam).mul(y);
+    const r1 = this.transform(maxNorm(v1.camRv)).mul(y);
+    const r2 = maxNorm(v2.camRv).mul(y);
+
+    const diff = fg(y1).sub(fg(y2));
+    const er = o.erLoss === 'l1' ? diff.abs().mean() : diff.square().mean();
+
+    const k1 = keepTopForeground(withBackground(y1).detach());
+    const k2 = keepTopForeground(withBackground(y2).detach());
+    const ecr = topMean(k2.sub(r1).abs(), o.ohemRatio).add(topMean(k1.sub(r2).abs(), o.ohemRatio));
+
+    let loss = cls.add(er).add(ecr);
+    if (min) loss = loss.add(min);
+    return { loss, parts: min ? { cls, min, er, ecr } : { cls, er, ecr } };
+  }
+
+  /** Foreground CAMs from the PCM output (the code infers from cam_rv), at the feature grid. */
+  cams(images: Tensor): Tensor {
+    return tidy(() => {
+      const { camRv } = this.model.forwardGrid(images);
+      return camRv.narrow(1, 1, this.numClasses).contiguous();
+    });
+  }
+
+  /** The raw CAM head (without PCM), for comparison. */
+  rawCams(images: Tensor): Tensor {
+    return tidy(() => this.model.forwardGrid(images).cam.narrow(1, 1, this.numClasses).contiguous());
+  }
+}
