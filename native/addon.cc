@@ -164,8 +164,8 @@ at::Tensor& Args::t(size_t i) const {
   return h->tensor;
 }
 
-c10::optional<at::Tensor> Args::ot(size_t i) const {
-  if (!has(i)) return c10::nullopt;
+Opt<at::Tensor> Args::ot(size_t i) const {
+  if (!has(i)) return kNone;
   return t(i);
 }
 
@@ -187,15 +187,15 @@ std::vector<at::Tensor> Args::tensors(size_t i) const {
   return out;
 }
 
-c10::List<c10::optional<at::Tensor>> Args::optTensors(size_t i) const {
+c10::List<Opt<at::Tensor>> Args::optTensors(size_t i) const {
   if (i >= info.Length() || !info[i].IsArray()) fail(i, "an array of Tensors or nulls");
   auto arr = info[i].As<Napi::Array>();
-  c10::List<c10::optional<at::Tensor>> out;
+  c10::List<Opt<at::Tensor>> out;
   auto* data = env().GetInstanceData<InstanceData>();
   for (uint32_t k = 0; k < arr.Length(); ++k) {
     Napi::Value v = arr.Get(k);
     if (v.IsNull() || v.IsUndefined()) {
-      out.push_back(c10::nullopt);
+      out.push_back(kNone);
       continue;
     }
     if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(data->tensor_ctor.Value())) {
@@ -237,8 +237,8 @@ std::vector<int64_t> Args::ints(size_t i) const {
   fail(i, "an integer or an array of integers");
 }
 
-c10::optional<std::vector<int64_t>> Args::oints(size_t i) const {
-  if (!has(i)) return c10::nullopt;
+Opt<std::vector<int64_t>> Args::oints(size_t i) const {
+  if (!has(i)) return kNone;
   return ints(i);
 }
 
@@ -248,8 +248,8 @@ int64_t Args::i64(size_t i) const {
   return v;
 }
 
-c10::optional<int64_t> Args::oi64(size_t i) const {
-  if (!has(i)) return c10::nullopt;
+Opt<int64_t> Args::oi64(size_t i) const {
+  if (!has(i)) return kNone;
   return i64(i);
 }
 
@@ -258,8 +258,8 @@ double Args::f64(size_t i) const {
   return info[i].As<Napi::Number>().DoubleValue();
 }
 
-c10::optional<double> Args::of64(size_t i) const {
-  if (!has(i)) return c10::nullopt;
+Opt<double> Args::of64(size_t i) const {
+  if (!has(i)) return kNone;
   return f64(i);
 }
 
@@ -282,8 +282,8 @@ at::Scalar Args::scalar(size_t i) const {
   return at::Scalar(info[i].As<Napi::Number>().DoubleValue());
 }
 
-c10::optional<at::Scalar> Args::oscalar(size_t i) const {
-  if (!has(i)) return c10::nullopt;
+Opt<at::Scalar> Args::oscalar(size_t i) const {
+  if (!has(i)) return kNone;
   return scalar(i);
 }
 
@@ -295,8 +295,8 @@ at::ScalarType Args::dtype(size_t i) const {
   }
 }
 
-c10::optional<at::ScalarType> Args::odtype(size_t i) const {
-  if (!has(i)) return c10::nullopt;
+Opt<at::ScalarType> Args::odtype(size_t i) const {
+  if (!has(i)) return kNone;
   return dtype(i);
 }
 

@@ -4,11 +4,26 @@
 
 #include <ATen/ATen.h>
 #include <napi.h>
+#include <torch/version.h>
+
+#include <optional>
 
 #include <string>
 #include <vector>
 
 namespace weakseg {
+
+// libtorch 2.4+ spells optionals std::optional (c10::optional became an alias, later deprecated); 1.13 has
+// only its own c10::optional. One name for both keeps the addon building against either.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+template <class T>
+using Opt = std::optional<T>;
+inline constexpr auto kNone = std::nullopt;
+#else
+template <class T>
+using Opt = c10::optional<T>;
+inline constexpr auto kNone = c10::nullopt;
+#endif
 
 // A JS handle owning one at::Tensor. dispose() frees it at once; the GC finalizer is only a backstop.
 class JsTensor : public Napi::ObjectWrap<JsTensor> {
@@ -49,22 +64,22 @@ struct Args {
   [[noreturn]] void fail(size_t i, const std::string& what) const;
 
   at::Tensor& t(size_t i) const;
-  c10::optional<at::Tensor> ot(size_t i) const;
+  Opt<at::Tensor> ot(size_t i) const;
   std::vector<at::Tensor> tensors(size_t i) const;
-  c10::List<c10::optional<at::Tensor>> optTensors(size_t i) const;
+  c10::List<Opt<at::Tensor>> optTensors(size_t i) const;
   std::vector<int64_t> ints(size_t i) const;  // an array of integers, or one integer
-  c10::optional<std::vector<int64_t>> oints(size_t i) const;
+  Opt<std::vector<int64_t>> oints(size_t i) const;
   int64_t i64(size_t i) const;
-  c10::optional<int64_t> oi64(size_t i) const;
+  Opt<int64_t> oi64(size_t i) const;
   double f64(size_t i) const;
-  c10::optional<double> of64(size_t i) const;
+  Opt<double> of64(size_t i) const;
   bool b(size_t i) const;
   bool b(size_t i, bool dflt) const { return has(i) ? b(i) : dflt; }
   std::string s(size_t i) const;
   at::Scalar scalar(size_t i) const;
-  c10::optional<at::Scalar> oscalar(size_t i) const;
+  Opt<at::Scalar> oscalar(size_t i) const;
   at::ScalarType dtype(size_t i) const;
-  c10::optional<at::ScalarType> odtype(size_t i) const;
+  Opt<at::ScalarType> odtype(size_t i) const;
   at::Device device(size_t i) const;
   at::TensorOptions options(size_t dtypeIndex, size_t deviceIndex) const;
   at::MemoryFormat memoryFormat(size_t i) const;

@@ -218,17 +218,17 @@ void register_tensor_ops(Napi::Object e) {
   WS_OP(e, argmax, return wrap(env, at::argmax(a.t(0), a.oi64(1), a.b(2, false))););
   WS_OP(e, argmin, return wrap(env, at::argmin(a.t(0), a.oi64(1), a.b(2, false))););
   WS_OP(e, std, {
-    c10::optional<std::vector<int64_t>> d = a.oints(1);
+    Opt<std::vector<int64_t>> d = a.oints(1);
     return wrap(env, at::std(a.t(0), d ? at::OptionalIntArrayRef(*d) : at::OptionalIntArrayRef(), a.b(2, true),
                              a.b(3, false)));
   });
   WS_OP(e, var, {
-    c10::optional<std::vector<int64_t>> d = a.oints(1);
+    Opt<std::vector<int64_t>> d = a.oints(1);
     return wrap(env, at::var(a.t(0), d ? at::OptionalIntArrayRef(*d) : at::OptionalIntArrayRef(), a.b(2, true),
                              a.b(3, false)));
   });
   WS_OP(e, norm, {  // vector norm of order p over dims (all when null)
-    c10::optional<std::vector<int64_t>> d = a.oints(2);
+    Opt<std::vector<int64_t>> d = a.oints(2);
     return wrap(env, at::linalg_vector_norm(a.t(0), a.scalar(1),
                                             d ? at::OptionalIntArrayRef(*d) : at::OptionalIntArrayRef(),
                                             a.b(3, false)));
