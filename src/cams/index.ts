@@ -1,0 +1,3 @@
+export * from './infer.js';
+export * from './format.js';
+export * from './seeds.js';

@@ -1,0 +1,4 @@
+export * from './method.js';
+export * from './blocks.js';
+export * from './cam.js';
+export * from './seam.js';

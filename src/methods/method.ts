@@ -1,0 +1,55 @@
+// What the shared trainer and the CAM stage need from a weakly supervised method: its model (with the
+// backbone inside), which parameters train at which rate, the loss of one batch and the class activation maps
+// of a batch at inference. Each method is one file (cam.ts, and later seam.ts, ...) that reads like its paper.
+import type { Tensor } from '../engine/index.js';
+import type { Backbone } from '../backbones/backbone.js';
+import type { Module, ParamGroupSpec } from '../nn/index.js';
+
+/** One training batch, already on the model's device. */
+export interface TrainBatch {
+  /** N x 3 x H x W, normalised as the backbone wants. */
+  images: Tensor;
+  /** N x C multi-hot float32 image-level labels (foreground classes only). */
+  labels: Tensor;
+  /** N x H x W bool, true on real pixels and false on crop padding: pixel losses must ignore the padding. */
+  valid?: Tensor;
+  ids: string[];
+}
+
+/** Where training stands, for methods whose loss changes over time (warm-ups, ramps). */
+export interface StepContext {
+  epoch: number;
+  /** Global step, 0-based. */
+  step: number;
+  totalSteps: number;
+}
+
+export interface LossOutput {
+  /** The scalar to minimise. */
+  loss: Tensor;
+  /** Named scalar terms for the log (e.g. { cls, er, ecr }); each a 0-d tensor. */
+  parts?: Record<string, Tensor>;
+}
+
+export interface Method {
+  /** Short name used in run directories and checkpoints ('cam', ...). */
+  readonly name: string;
+  /** Everything with parameters (backbone and new layers); checkpoints save its state dict. */
+  readonly model: Module;
+  readonly backbone: Backbone;
+  /** Foreground classes: the width of the label vectors and the number of CAM planes. */
+  readonly numClasses: number;
+  /**
+   * The trainable parameters by learning-rate group: the pretrained backbone at 1x and new layers at
+   * `lrMult` x (10 in CAM/IRN/SEAM). Frozen parameters (e.g. frozen BatchNorm) are left out.
+   */
+  paramGroups(): ParamGroupSpec[];
+  /** The loss of one batch, with its autograd graph (the trainer calls backward). */
+  loss(batch: TrainBatch, context: StepContext): LossOutput;
+  /**
+   * Class activation maps of a batch at inference: N x numClasses x h x w scores before any ReLU or
+   * normalisation, at the backbone's output stride. The CAM stage rectifies, fuses scales and flips, and
+   * normalises them.
+   */
+  cams(images: Tensor): Tensor;
+}

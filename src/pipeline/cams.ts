@@ -1,0 +1,103 @@
+// Stage 2: multi-scale + flip CAMs of every image of the chosen splits, one file per image (src/cams/format.ts).
+import { existsSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import cliProgress from 'cli-progress';
+import { type Tensor, emptyCache, noGrad, tensor, tidy } from '../engine/index.js';
+import { BatchLoader, evalTransform } from '../data/index.js';
+import { multiScaleCam } from '../cams/infer.js';
+import { writeCam, writeCamIndex } from '../cams/format.js';
+import { latestCheckpoint, loadModelWeights } from '../train/checkpoint.js';
+import type { WeaksegConfig } from './config.js';
+import { type StageHooks, buildMethod, logger, prepareRun, readSplit, recordMetrics, runPaths } from './common.js';
+
+export interface CamSplitSummary {
+  split: string;
+  dir: string;
+  images: number;
+  seconds: number;
+  msPerImage: number;
+}
+
+export interface CamsSummary {
+  checkpoint: string;
+  splits: CamSplitSummary[];
+}
+
+/** The weights the CAM stage uses: cams.checkpoint, else the run's model.safetensors, else its newest checkpoint. */
+export function camWeightsPath(config: WeaksegConfig): string {
+  const paths = runPaths(config);
+  const path = config.cams.checkpoint ?? (existsSync(paths.model) ? paths.model : latestCheckpoint(paths.checkpoints));
+  if (!path) throw new Error(`${paths.root} has no trained model (model.safetensors or checkpoints/); run \`weakseg train\` first or set cams.checkpoint`);
+  return path;
+}
+
+export async function makeCams(config: WeaksegConfig, hooks: StageHooks = {}): Promise<CamsSummary> {
+  const paths = prepareRun(config);
+  const log = logger(hooks);
+  const weights = camWeightsPath(config);
+  // Blocks cached for training's activation shapes would fill the allocator's cache and make every new image
+  // size allocate fresh (page-faulting) memory; start from an empty cache.
+  emptyCache();
+  const c = config.cams;
+  const summaries: CamSplitSummary[] = [];
+  let method: ReturnType<typeof buildMethod> | null = null;
+  try {
+    for (const split of c.splits) {
+      const dataset = await readSplit(config, split);
+      if (!method) {
+        method = buildMethod(config, dataset.classes.length, hooks);
+        loadModelWeights(weights, method.model);
+        if (config.device !== 'cpu' || config.model.channelsLast) {
+          method.model.to({ device: config.device, memoryFormat: config.model.channelsLast ? 'channels_last' : undefined });
+        }
+        method.model.eval();
+        log(`CAMs with ${weights}: scales ${c.scales.join('/')}${c.flip ? ' + flips' : ''}`);
+      }
+      const m = method;
+      const dir = paths.cams(split);
+      const loader = new BatchLoader(dataset, evalTransform({ norm: m.backbone.inputNorm, withMask: false }), {
+        batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile,
+      });
+      const useBar = (hooks.progress ?? 'auto') === 'auto' ? Boolean(process.stderr.isTTY) : Boolean(hooks.progress);
+      const bar = useBar
+        ? new cliProgress.SingleBar({ format: `CAMs ${split} |{bar}| {value}/{total} | {rate} img/s | ETA {eta_formatted}`, hideCursor: true, clearOnComplete: true, fps: 4 }, cliProgress.Presets.shades_classic)
+        : null;
+      bar?.start(dataset.items.length, 0, { rate: '-' });
+      const t0 = performance.now();
+      const ids: string[] = [];
+      for await (const batch of loader.epoch(0)) {
+        hooks.signal?.throwIfAborted();
+        const item = dataset.items[batch.indices[0]!]!;
+        noGrad(() => tidy(() => {
+          const [, ch, h, w] = batch.shape;
+          let image: Tensor = tensor(batch.images, { shape: [1, ch, h, w] });
+          if (config.device !== 'cpu') image = image.to({ device: config.device });
+          const cams = multiScaleCam(m, image, item.labels, { scales: c.scales, flip: c.flip, channelsLast: config.model.channelsLast });
+          writeCam(dir, cams, item.labels, {
+            id: item.id, classes: dataset.classes, scales: c.scales, flip: c.flip, method: m.name, backbone: m.backbone.name,
+          });
+        }));
+        ids.push(item.id);
+        const rate = ids.length / ((performance.now() - t0) / 1000);
+        bar?.update(ids.length, { rate: rate.toFixed(2) });
+        if (!bar && (ids.length % 50 === 0 || ids.length === dataset.items.length)) {
+          log(`CAMs ${split}: ${ids.length}/${dataset.items.length} (${rate.toFixed(2)} img/s)`);
+        }
+        await new Promise<void>((r) => setImmediate(r));
+      }
+      bar?.stop();
+      const seconds = (performance.now() - t0) / 1000;
+      writeCamIndex(dir, {
+        format: 'weakseg-cams/1', split, classes: dataset.classes, scales: [...c.scales], flip: c.flip, count: ids.length,
+        ids, checkpoint: weights, method: m.name, backbone: m.backbone.name,
+      });
+      summaries.push({ split, dir, images: ids.length, seconds, msPerImage: ids.length ? (1000 * seconds) / ids.length : 0 });
+      log(`CAMs ${split}: ${ids.length} images in ${seconds.toFixed(1)} s -> ${dir}`);
+    }
+  } finally {
+    method?.model.dispose();
+  }
+  const summary: CamsSummary = { checkpoint: weights, splits: summaries };
+  recordMetrics(config, 'cams', summary);
+  return summary;
+}

@@ -1,0 +1,128 @@
+// What the stages share: the run directory, datasets by split, building the method, metrics.json.
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { setNumThreads } from '../engine/index.js';
+import { type Dataset, readFolder, readVoc } from '../data/index.js';
+import type { Backbone } from '../backbones/backbone.js';
+import { createBackbone } from '../backbones/index.js';
+import { CamMethod } from '../methods/cam.js';
+import { SEAM_PAPER, SeamMethod } from '../methods/seam.js';
+import type { Method } from '../methods/method.js';
+import type { WeaksegConfig } from './config.js';
+
+export interface StageHooks {
+  /** Where human-readable lines go (default: stdout). */
+  log?: (line: string) => void;
+  /** Progress bars: 'auto' (default) shows them on a terminal. */
+  progress?: boolean | 'auto';
+  signal?: AbortSignal;
+  /** Builds the backbone instead of createBackbone (tests plug in tiny networks here). */
+  backboneFactory?: (config: WeaksegConfig) => Backbone;
+}
+
+export function logger(hooks: StageHooks): (line: string) => void {
+  return hooks.log ?? ((line: string) => process.stdout.write(`${line}\n`));
+}
+
+export const runPaths = (config: WeaksegConfig) => {
+  const root = resolve(config.runDir);
+  return {
+    root,
+    config: join(root, 'config.json'),
+    checkpoints: join(root, 'checkpoints'),
+    model: join(root, 'model.safetensors'),
+    trainLog: join(root, 'train.log'),
+    trainJsonLog: join(root, 'train.log.jsonl'),
+    metrics: join(root, 'metrics.json'),
+    cams: (split: string) => join(root, 'cams', split),
+    seeds: (split: string) => join(root, 'seeds', split),
+    evalLog: join(root, 'eval.log'),
+  };
+};
+
+function writeJsonAtomic(path: string, value: unknown): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`);
+  renameSync(tmp, path);
+}
+
+/** Creates the run directory, applies engine settings and saves the resolved config. */
+export function prepareRun(config: WeaksegConfig): ReturnType<typeof runPaths> {
+  const paths = runPaths(config);
+  mkdirSync(paths.root, { recursive: true });
+  if (config.threads) setNumThreads(config.threads);
+  writeJsonAtomic(paths.config, config);
+  return paths;
+}
+
+/** Merges one stage's results into metrics.json ({ train, cams, eval, ... }). */
+export function recordMetrics(config: WeaksegConfig, stage: string, value: unknown): void {
+  const { metrics } = runPaths(config);
+  let all: Record<string, unknown> = {};
+  if (existsSync(metrics)) {
+    try {
+      all = JSON.parse(readFileSync(metrics, 'utf8')) as Record<string, unknown>;
+    } catch {
+      all = {};
+    }
+  }
+  all[stage] = value;
+  writeJsonAtomic(metrics, all);
+}
+
+/** The dataset of a split (VOC) or the whole folder (folder format). Labels only; masks where present. */
+export async function readSplit(config: WeaksegConfig, split: string): Promise<Dataset> {
+  const d = config.data;
+  if (d.format === 'folder') {
+    return readFolder({ root: d.root, labels: d.labels!, masks: d.masks, onBadFile: d.onBadFile });
+  }
+  const opts: Parameters<typeof readVoc>[0] = { root: d.root, split, onBadFile: d.onBadFile };
+  if (d.labelsJson) opts.labelsJson = d.labelsJson;
+  return readVoc(opts);
+}
+
+export function buildBackbone(config: WeaksegConfig, hooks: StageHooks): Backbone {
+  if (hooks.backboneFactory) return hooks.backboneFactory(config);
+  const m = config.model;
+  return createBackbone(m.backbone, {
+    weights: m.weights,
+    outputStride: m.outputStride,
+    ...(m.padding ? { padding: m.padding } : {}),
+  });
+}
+
+/** SEAM's PCM taps: ResNet-38's conv4/conv5 as in the code; the reference run's features.6/.13 on MobileNetV2. */
+function defaultPcmTaps(backbone: Backbone): [string, string] {
+  const byName: Record<string, [string, string]> = {
+    resnet38: ['conv4', 'conv5'],
+    mobilenet_v2: ['features.6', 'features.13'],
+    resnet50: ['layer2', 'layer3'],
+    resnet101: ['layer2', 'layer3'],
+  };
+  const taps = byName[backbone.name];
+  if (!taps) throw new Error(`SEAM: no default PCM taps for backbone '${backbone.name}'; set seam.pcmTaps`);
+  return taps;
+}
+
+export function buildMethod(config: WeaksegConfig, numClasses: number, hooks: StageHooks): Method {
+  const backbone = buildBackbone(config, hooks);
+  switch (config.model.method) {
+    case 'cam':
+      return new CamMethod(backbone, { numClasses, headLrMult: config.train.headLrMult });
+    case 'seam': {
+      const s = config.seam;
+      return new SeamMethod(backbone, {
+        numClasses,
+        pcmTaps: s.pcmTaps ?? defaultPcmTaps(backbone),
+        transform: s.transform,
+        scaleFactor: s.scaleFactor,
+        erLoss: s.erLoss,
+        dropout: s.dropout,
+        headLrMult: config.train.headLrMult,
+        ...(s.variant === 'paper' ? SEAM_PAPER : {}),
+      });
+    }
+    default:
+      throw new Error(`unknown method '${String(config.model.method)}'`);
+  }
+}

@@ -1,0 +1,304 @@
+// The run configuration: one object for every stage (train, cams, eval), validated with zod so that a bad
+// value is reported with its dotted path ("train.batchSize: expected a positive integer, got "16"").
+// Sources, lowest precedence first: defaults, the run directory's saved config.json, a config file, flags.
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { z } from 'zod';
+
+const positiveInt = z.number().int().positive();
+const fraction = z.number().min(0).max(1);
+
+const DataSchema = z.object({
+  /** VOC-layout root (JPEGImages/, ImageSets/Segmentation/, SegmentationClass/, labels). */
+  root: z.string().min(1),
+  format: z.enum(['voc', 'folder']).default('voc'),
+  /** Split (VOC) trained on. */
+  trainSplit: z.string().min(1).default('train_aug'),
+  /** folder format: the labels file (CSV or JSON) relative to the working directory. */
+  labels: z.string().optional(),
+  /** folder format: the ground-truth mask folder, for scoring. */
+  masks: z.string().optional(),
+  /** Labels JSON for VOC (default: <root>/image_labels.json when present). */
+  labelsJson: z.string().optional(),
+  /** What to do with an unreadable image: stop ('fail') or log and skip it ('skip'). */
+  onBadFile: z.enum(['fail', 'skip']).default('fail'),
+}).strict();
+
+const ModelSchema = z.object({
+  method: z.enum(['cam', 'seam']).default('cam'),
+  backbone: z.string().min(1).default('mobilenet_v2'),
+  /** Pretrained weights (.safetensors or .pth); their metadata sets the input normalisation and padding. */
+  weights: z.string().optional(),
+  outputStride: z.union([z.literal(8), z.literal(16), z.literal(32)]).default(8),
+  /** Convolution padding: 'same' (TensorFlow) or 'symmetric'; default: what the weights' metadata says. */
+  padding: z.enum(['same', 'symmetric']).optional(),
+  /** Run convolutions in channels-last memory order. */
+  channelsLast: z.boolean().default(false),
+}).strict();
+
+/** SEAM's settings (methods-reference.md section 3); defaults are the official code's. */
+const SeamSchema = z.object({
+  /** 'code' (OHEM in ECR and the min-pool term, as released) or 'paper' (plain ECR mean, no min-pool). */
+  variant: z.enum(['code', 'paper']).default('code'),
+  /** The equivariance transform: the code uses rescale only; the paper also ablates the others. */
+  transform: z.enum(['rescale', 'flip', 'rotate', 'translate']).default('rescale'),
+  scaleFactor: z.number().positive().max(1).default(0.3),
+  erLoss: z.enum(['l1', 'l2']).default('l1'),
+  /** Dropout2d before the CAM head (the code: 0.5 on ResNet-38). */
+  dropout: fraction.default(0),
+  /** The two backbone taps feeding the PCM (default per backbone: the ones the code and the reference use). */
+  pcmTaps: z.tuple([z.string().min(1), z.string().min(1)]).optional(),
+}).strict();
+
+const JitterSchema = z.object({
+  brightness: z.number().min(0).optional(),
+  contrast: z.number().min(0).optional(),
+  saturation: z.number().min(0).optional(),
+}).strict();
+
+const TrainSchema = z.object({
+  epochs: positiveInt.default(8),
+  batchSize: positiveInt.default(16),
+  cropSize: positiveInt.default(224),
+  /** Random rescale range before the crop; null disables it. */
+  scaleRange: z.tuple([z.number().positive(), z.number().positive()]).refine(([a, b]) => a <= b, 'must be [low, high] with low <= high')
+    .nullable().default([0.7, 1.3]),
+  flip: z.boolean().default(true),
+  jitter: JitterSchema.nullable().default(null),
+  /** Backbone learning rate; new layers get lr * headLrMult. */
+  lr: z.number().positive().default(0.01),
+  headLrMult: z.number().positive().default(10),
+  /** 0.9 by default; 0 reproduces the official PSA/SEAM/IRN code (its momentum quirk). */
+  momentum: z.number().min(0).max(1).default(0.9),
+  nesterov: z.boolean().default(false),
+  weightDecay: z.number().min(0).default(1e-4),
+  polyPower: z.number().min(0).default(0.9),
+  seed: z.number().int().min(0).default(0),
+  /** Batches prepared ahead of the engine. */
+  prefetch: z.number().int().min(0).default(3),
+  /** Steps between log lines. */
+  logEvery: positiveInt.default(10),
+  /** Checkpoints kept (newest); 0 keeps every epoch's. */
+  keepCheckpoints: z.number().int().min(0).default(0),
+  /** Stop after this many steps (smoke tests); the schedule still spans all epochs. */
+  maxSteps: positiveInt.optional(),
+}).strict();
+
+const CamsSchema = z.object({
+  /** Splits to make CAMs for. */
+  splits: z.array(z.string().min(1)).min(1).default(['train', 'val']),
+  scales: z.array(z.number().positive()).min(1).default([0.5, 1, 1.5, 2]),
+  flip: z.boolean().default(true),
+  /** Weights to use: default the run's model.safetensors (or its newest checkpoint). */
+  checkpoint: z.string().optional(),
+}).strict();
+
+const ThresholdRange = z.object({
+  from: fraction.default(0.05),
+  to: fraction.default(0.6),
+  step: z.number().positive().max(1).default(0.01),
+}).strict().refine((r) => r.from <= r.to, 'from must be <= to');
+
+const EvalSchema = z.object({
+  /** The split reported (its ground truth is used only for scoring). */
+  split: z.string().min(1).default('train'),
+  /** Leak-free mode: choose t on this split (e.g. 'val') and report on `split`. null: no fit split. */
+  fitSplit: z.string().min(1).nullable().default('val'),
+  /** Fixed mode: report at this t (overrides fitSplit). */
+  threshold: fraction.nullable().default(null),
+  thresholds: ThresholdRange.prefault({}),
+  /** Write seed PNGs of `split` at the chosen threshold. */
+  writeSeeds: z.boolean().default(true),
+}).strict();
+
+export const ConfigSchema = z.object({
+  /** Everything a run writes goes here (config.json, logs, checkpoints, CAMs, seeds, metrics.json). */
+  runDir: z.string().min(1),
+  device: z.string().regex(/^(cpu|cuda(:\d+)?)$/, "must be 'cpu', 'cuda' or 'cuda:N'").default('cpu'),
+  /** Engine threads (default: all cores, or $WEAKSEG_NUM_THREADS). */
+  threads: positiveInt.optional(),
+  data: DataSchema,
+  model: ModelSchema.prefault({}),
+  seam: SeamSchema.prefault({}),
+  train: TrainSchema.prefault({}),
+  cams: CamsSchema.prefault({}),
+  eval: EvalSchema.prefault({}),
+}).strict();
+
+export type WeaksegConfig = z.output<typeof ConfigSchema>;
+export type WeaksegConfigInput = z.input<typeof ConfigSchema>;
+
+export class ConfigError extends Error {
+  constructor(message: string, readonly issues: string[] = []) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+function describeValue(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  const s = JSON.stringify(v);
+  return s && s.length > 60 ? `${s.slice(0, 57)}...` : String(s);
+}
+
+function at(obj: unknown, path: readonly PropertyKey[]): unknown {
+  let cur = obj;
+  for (const k of path) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<PropertyKey, unknown>)[k];
+  }
+  return cur;
+}
+
+function keysOf(path: readonly PropertyKey[]): string[] {
+  let cur: z.ZodType = ConfigSchema;
+  for (const k of path) {
+    const shape = shapeOf(cur);
+    if (!shape || !(String(k) in shape)) return [];
+    cur = shape[String(k)]!;
+  }
+  return Object.keys(shapeOf(cur) ?? {});
+}
+
+function shapeOf(s: z.ZodType): Record<string, z.ZodType> | null {
+  // Unwrap defaults/optionals/pipes/refinements to reach an object's shape.
+  let cur: unknown = s;
+  for (let i = 0; i < 8 && cur; i++) {
+    const def = (cur as { def?: { type?: string; innerType?: unknown; in?: unknown; shape?: Record<string, z.ZodType> } }).def;
+    if (!def) return null;
+    if (def.type === 'object') return def.shape ?? null;
+    cur = def.innerType ?? def.in ?? null;
+  }
+  return null;
+}
+
+function closest(name: string, options: string[]): string | null {
+  const lower = name.toLowerCase();
+  const hit = options.find((o) => o.toLowerCase() === lower);
+  if (hit) return hit;
+  let best: string | null = null;
+  let bestD = 3;
+  for (const o of options) {
+    const d = editDistance(lower, o.toLowerCase());
+    if (d < bestD) { best = o; bestD = d; }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  const dp = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = dp[0]!;
+    dp[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = dp[j]!;
+      dp[j] = Math.min(dp[j]! + 1, dp[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return dp[b.length]!;
+}
+
+/** One line per problem, each starting with the field's dotted path. */
+export function formatIssues(error: z.ZodError, input: unknown): string[] {
+  const lines: string[] = [];
+  for (const issue of error.issues) {
+    const path = issue.path.map(String).join('.');
+    if (issue.code === 'unrecognized_keys') {
+      const known = keysOf(issue.path);
+      for (const key of issue.keys) {
+        const full = path ? `${path}.${key}` : key;
+        const guess = closest(key, known);
+        lines.push(`${full}: unknown setting${guess ? ` (did you mean '${path ? `${path}.` : ''}${guess}'?)` : ''}; ` +
+          `known here: ${known.join(', ')}`);
+      }
+      continue;
+    }
+    const got = at(input, issue.path);
+    if (issue.code === 'invalid_type' && got === undefined) {
+      lines.push(`${path}: missing (expected ${issue.expected})`);
+      continue;
+    }
+    const message = issue.message.replace(/^Invalid input: /, '').replace(/, received \w+$/, '');
+    lines.push(`${path || '(config)'}: ${message}${issue.code === 'invalid_type' || issue.code === 'too_small' ||
+      issue.code === 'too_big' || issue.code === 'invalid_value' || issue.code === 'custom' ? `, got ${describeValue(got)}` : ''}`);
+  }
+  return lines;
+}
+
+/** Validates and fills in defaults; throws ConfigError naming every bad field. */
+export function resolveConfig(input: unknown, source = 'config'): WeaksegConfig {
+  const parsed = ConfigSchema.safeParse(input);
+  if (!parsed.success) {
+    const issues = formatIssues(parsed.error, input);
+    throw new ConfigError(`invalid ${source}:\n  ${issues.join('\n  ')}`, issues);
+  }
+  const c = parsed.data;
+  if (c.data.format === 'folder' && !c.data.labels) {
+    throw new ConfigError(`invalid ${source}:\n  data.labels: required when data.format is 'folder'`, ['data.labels: required']);
+  }
+  return c;
+}
+
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Deep merge of plain objects (arrays and scalars from `over` replace). */
+export function mergeConfig(base: unknown, over: unknown): unknown {
+  if (!isPlainObject(base) || !isPlainObject(over)) return over === undefined ? base : over;
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    if (v === undefined) continue;
+    out[k] = mergeConfig(base[k], v);
+  }
+  return out;
+}
+
+/** Reads a JSON config file; a syntax error names the file and position. */
+export function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read config file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(`config file ${path} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (!isPlainObject(parsed)) throw new ConfigError(`config file ${path} must hold a JSON object`);
+  return parsed;
+}
+
+/** The run directory's saved (resolved) config, if the run exists. */
+export function readRunConfig(runDir: string): Record<string, unknown> | null {
+  const p = resolve(runDir, 'config.json');
+  return existsSync(p) ? readConfigFile(p) : null;
+}
+
+/** Sets a dotted key ("train.lr") in a plain object, creating the intermediate objects. */
+export function setPath(obj: Record<string, unknown>, dotted: string, value: unknown): void {
+  const keys = dotted.split('.');
+  let cur = obj;
+  for (const k of keys.slice(0, -1)) {
+    if (!isPlainObject(cur[k])) cur[k] = {};
+    cur = cur[k] as Record<string, unknown>;
+  }
+  cur[keys[keys.length - 1]!] = value;
+}
+
+/** The thresholds of a range, rounded to the step's decimals (0.05, 0.06, ... 0.60). */
+export function thresholdList(r: { from: number; to: number; step: number }): number[] {
+  const decimals = Math.max(0, Math.ceil(-Math.log10(r.step)) + 1);
+  const f = 10 ** decimals;
+  const out: number[] = [];
+  for (let i = 0; ; i++) {
+    const t = Math.round((r.from + i * r.step) * f) / f;
+    if (t > r.to + 1e-9) break;
+    out.push(t);
+  }
+  return out;
+}

@@ -1,0 +1,128 @@
+// Stage 3: score CAM seeds against ground-truth masks (methods-reference.md sections 1.2-1.4).
+//
+// Modes, named in every report:
+//   leak-free  t chosen on eval.fitSplit (a labelled held-out split, e.g. val) and reported on eval.split
+//   fixed      t given (eval.threshold)
+//   oracle     t chosen on the reported split itself: leaks its pixel labels into the number (as SEAM's curve does);
+//              only used when there is neither a fit split nor a fixed t
+// In every mode the reported split's own best-t curve is saved too, marked as the oracle figure.
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type Dataset, readMask } from '../data/index.js';
+import { type CamSample, type MiouResult, type SweepResult, ThresholdSweep, formatMiouTable, withBackground } from '../eval/index.js';
+import { camPath, readCam } from '../cams/format.js';
+import { writeSeeds } from '../cams/seeds.js';
+import { thresholdList, type WeaksegConfig } from './config.js';
+import { type StageHooks, logger, prepareRun, readSplit, recordMetrics, runPaths } from './common.js';
+
+export type EvalMode = 'leak-free' | 'fixed' | 'oracle';
+
+export interface EvalReport {
+  mode: EvalMode;
+  /** The split whose seeds are scored. */
+  split: string;
+  /** Where t came from: a split name, or 'given'. */
+  thresholdChosenOn: string;
+  threshold: number;
+  /** Scores of `split` at `threshold` (fractions in [0, 1]). */
+  result: MiouResult;
+  /** `split`'s own curve (its best is the oracle, leaky figure). */
+  curve: { thresholds: number[]; miou: (number | null)[]; bestThreshold: number; bestMiou: number | null };
+  /** The fit split's curve (leak-free mode). */
+  fitCurve?: { split: string; thresholds: number[]; miou: (number | null)[]; bestThreshold: number; bestMiou: number | null };
+  seedsDir: string | null;
+}
+
+async function* camSamples(config: WeaksegConfig, dataset: Dataset, split: string): AsyncGenerator<CamSample> {
+  const dir = runPaths(config).cams(split);
+  const scored = dataset.items.filter((i) => i.maskPath);
+  if (scored.length === 0) throw new Error(`split '${split}' has no ground-truth masks to score against`);
+  for (const item of scored) {
+    const path = camPath(dir, item.id);
+    if (!existsSync(path)) {
+      throw new Error(`no CAM for '${item.id}' of split '${split}' (${path}); run \`weakseg cams\` with '${split}' in cams.splits`);
+    }
+    const cam = readCam(path);
+    const gt = await readMask(item.maskPath!);
+    if (gt.width !== cam.width || gt.height !== cam.height) {
+      throw new Error(`${item.id}: CAM is ${cam.width}x${cam.height} but its mask ${gt.width}x${gt.height}`);
+    }
+    yield { labels: cam.labels, cams: cam.cams, width: cam.width, height: cam.height, gt: gt.data, id: item.id };
+  }
+}
+
+function curveOf(r: SweepResult) {
+  return { thresholds: r.thresholds, miou: r.miou, bestThreshold: r.best.threshold, bestMiou: r.best.result.miou };
+}
+
+const pct = (v: number | null) => (v === null ? '-' : (100 * v).toFixed(2));
+
+export async function evaluateSeeds(config: WeaksegConfig, hooks: StageHooks = {}): Promise<EvalReport> {
+  const paths = prepareRun(config);
+  const log = logger(hooks);
+  const e = config.eval;
+  const thresholds = thresholdList(e.thresholds);
+  const dataset = await readSplit(config, e.split);
+  const K = dataset.classes.length + 1;
+  const names = withBackground(dataset.classes);
+
+  const sweep = new ThresholdSweep(K, thresholds);
+  for await (const s of camSamples(config, dataset, e.split)) sweep.add(s);
+  const curve = sweep.result(names);
+
+  let mode: EvalMode;
+  let threshold: number;
+  let chosenOn: string;
+  let result: MiouResult;
+  let fitCurve: EvalReport['fitCurve'];
+  if (e.threshold !== null) {
+    mode = 'fixed';
+    threshold = e.threshold;
+    chosenOn = 'given';
+    const exact = new ThresholdSweep(K, [threshold]);
+    for await (const s of camSamples(config, dataset, e.split)) exact.add(s);
+    result = exact.confusionAt(0).score(names);
+  } else if (e.fitSplit) {
+    mode = 'leak-free';
+    const fitSet = await readSplit(config, e.fitSplit);
+    const fit = new ThresholdSweep(K, thresholds);
+    for await (const s of camSamples(config, fitSet, e.fitSplit)) fit.add(s);
+    const fitResult = fit.result(names);
+    fitCurve = { split: e.fitSplit, ...curveOf(fitResult) };
+    threshold = fitResult.best.threshold;
+    chosenOn = e.fitSplit;
+    result = sweep.confusionAt(fitResult.best.index).score(names);
+  } else {
+    mode = 'oracle';
+    threshold = curve.best.threshold;
+    chosenOn = e.split;
+    result = curve.best.result;
+  }
+
+  let seedsDir: string | null = null;
+  if (e.writeSeeds) {
+    seedsDir = paths.seeds(e.split);
+    const dir = runPaths(config).cams(e.split);
+    for (const item of dataset.items) {
+      const p = camPath(dir, item.id);
+      if (existsSync(p)) await writeSeeds(seedsDir, readCam(p), threshold);
+    }
+    writeFileSync(join(seedsDir, 'info.json'), `${JSON.stringify({ split: e.split, threshold, mode, thresholdChosenOn: chosenOn,
+      format: 'VOC palette PNG: 0 background, class index + 1 for objects' }, null, 2)}\n`);
+  }
+
+  const report: EvalReport = { mode, split: e.split, thresholdChosenOn: chosenOn, threshold, result, curve: curveOf(curve), fitCurve, seedsDir };
+  const lines = [
+    `seed evaluation of '${e.split}' [mode: ${mode}]: t = ${threshold} ` +
+      (mode === 'leak-free' ? `(chosen on '${chosenOn}', whose best mIoU is ${pct(fitCurve!.bestMiou)} %)` :
+        mode === 'fixed' ? '(given)' : `(chosen on '${e.split}' itself: oracle, leaks pixel labels)`),
+    formatMiouTable(result),
+    `[${mode}] seed mIoU on '${e.split}' at t = ${threshold}: ${pct(result.miou)} %`,
+    `[oracle, leaky] best t on '${e.split}' itself: ${curve.best.threshold} -> ${pct(curve.best.result.miou)} %`,
+    `curve on '${e.split}' (t: mIoU %): ` + curve.thresholds.map((t, i) => `${t.toFixed(2)}: ${pct(curve.miou[i] ?? null)}`).join(', '),
+  ];
+  for (const l of lines) log(l);
+  writeFileSync(paths.evalLog, `${lines.join('\n')}\n`);
+  recordMetrics(config, 'eval', report);
+  return report;
+}

@@ -1,0 +1,5 @@
+export * from './config.js';
+export * from './common.js';
+export * from './train.js';
+export * from './cams.js';
+export * from './evaluate.js';

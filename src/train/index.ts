@@ -1,0 +1,3 @@
+export * from './trainer.js';
+export * from './checkpoint.js';
+export * from './reporter.js';

@@ -1,0 +1,236 @@
+// The shared trainer: epochs over BatchLoader batches, SGD with the methods' learning-rate groups (1x backbone,
+// 10x new layers), a poly schedule, one tidy scope and one yield to the event loop per step (so the loader keeps
+// decoding ahead), per-epoch atomic checkpoints with resume, and structured progress events. Any Method plugs in.
+import { performance } from 'node:perf_hooks';
+import { type Device, type Tensor, manualSeed, tensor, tidy } from '../engine/index.js';
+import { LrScheduler, SGD, poly } from '../nn/index.js';
+import { type Batch, type BatchLoader, Rng } from '../data/index.js';
+import type { Method, StepContext, TrainBatch } from '../methods/method.js';
+import { latestCheckpoint, loadCheckpoint, pruneCheckpoints, saveCheckpoint } from './checkpoint.js';
+
+export interface OptimizerSettings {
+  /** Base (backbone) learning rate; each group multiplies it by its lrMult. */
+  lr: number;
+  /** 0.9 in the reference PyTorch run; 0 reproduces the official PSA/SEAM/IRN code (methods-reference 3(c)). */
+  momentum: number;
+  weightDecay: number;
+  nesterov?: boolean;
+  /** Poly exponent: lr = lr0 (1 - step / totalSteps)^power. */
+  polyPower: number;
+}
+
+export type TrainEvent =
+  | { type: 'start'; epochs: number; stepsPerEpoch: number; totalSteps: number; startEpoch: number; startStep: number;
+    groups: { name: string; params: number; lr: number }[] }
+  | { type: 'resume'; path: string; epoch: number; step: number }
+  | { type: 'step'; epoch: number; step: number; totalSteps: number; stepInEpoch: number; stepsPerEpoch: number;
+    loss: number; parts: Record<string, number>; lr: number; stepMs: number; waitMs: number; imagesPerSec: number;
+    etaSec: number }
+  | { type: 'epoch'; epoch: number; epochs: number; step: number; meanLoss: number; seconds: number; steps: number;
+    stepMsMean: number; imagesPerSec: number; dataWaitShare: number; checkpoint: string | null }
+  | { type: 'done'; epochs: number; step: number; seconds: number; dataWaitShare: number };
+
+export interface TrainerOptions {
+  method: Method;
+  /** Built with `dropLast: true` and a fixed crop size, seeded with `seed`. */
+  loader: BatchLoader;
+  epochs: number;
+  optimizer: OptimizerSettings;
+  /** Seeds libtorch per epoch (data order and augmentation come from the loader's own seed). */
+  seed?: number;
+  device?: Device;
+  /** Run the convolutions in channels-last memory order (often faster on CPU). */
+  channelsLast?: boolean;
+  /** Where per-epoch checkpoints go; none are written without it. */
+  checkpointDir?: string;
+  /** Continue from the newest checkpoint in checkpointDir, if any (default false). */
+  resume?: boolean;
+  /** Checkpoints to keep (newest first); 0 keeps all (default 0). */
+  keepCheckpoints?: number;
+  /** Stop after this many global steps (smoke runs, tests); the schedule still spans all epochs. */
+  maxSteps?: number;
+  /** Receives every event (log files, progress bars, tests). */
+  onEvent?: (event: TrainEvent) => void;
+  /** Strings stored in each checkpoint's metadata (backbone, config...). */
+  checkpointMetadata?: Record<string, string>;
+  signal?: AbortSignal;
+}
+
+export interface TrainResult {
+  epochsCompleted: number;
+  steps: number;
+  /** Mean loss of each epoch run in this call. */
+  epochLosses: number[];
+  /** Every step's loss run in this call. */
+  stepLosses: number[];
+  lastCheckpoint: string | null;
+  seconds: number;
+  dataWaitShare: number;
+  stepMsMean: number;
+}
+
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** Moves a collated batch to tensors on the device (owned by the current tidy scope). */
+export function batchToTensors(batch: Batch, numClasses: number, device: Device, channelsLast: boolean): TrainBatch {
+  const [n, c, h, w] = batch.shape;
+  let images: Tensor = tensor(batch.images, { shape: [n, c, h, w] });
+  if (device !== 'cpu') images = images.to({ device });
+  if (channelsLast) images = images.channelsLast();
+  let labels: Tensor = tensor(batch.labels, { shape: [n, numClasses] });
+  if (device !== 'cpu') labels = labels.to({ device });
+  const out: TrainBatch = { images, labels, ids: batch.ids };
+  if (batch.valid) {
+    let valid = tensor(batch.valid, { shape: [n, h, w], dtype: 'bool' });
+    if (device !== 'cpu') valid = valid.to({ device });
+    out.valid = valid;
+  }
+  return out;
+}
+
+/** Builds the SGD optimizer over the method's parameter groups. */
+export function makeOptimizer(method: Method, s: OptimizerSettings): SGD {
+  const groups = method.paramGroups().filter((g) => g.params.length > 0);
+  return new SGD(groups, { lr: s.lr, momentum: s.momentum, weightDecay: s.weightDecay, nesterov: s.nesterov ?? false });
+}
+
+export async function train(options: TrainerOptions): Promise<TrainResult> {
+  const { method, loader, epochs } = options;
+  const device = options.device ?? 'cpu';
+  const seed = options.seed ?? 0;
+  const emit = options.onEvent ?? (() => {});
+  if (!Number.isInteger(epochs) || epochs < 1) throw new RangeError(`epochs must be a positive integer, got ${epochs}`);
+  const stepsPerEpoch = loader.batchesPerEpoch;
+  if (stepsPerEpoch < 1) throw new RangeError('the training set is smaller than one batch');
+  const totalSteps = epochs * stepsPerEpoch;
+
+  if (device !== 'cpu' || options.channelsLast) {
+    method.model.to({ device, memoryFormat: options.channelsLast ? 'channels_last' : undefined });
+  }
+  method.model.train();
+  const optimizer = makeOptimizer(method, options.optimizer);
+  const scheduler = new LrScheduler(optimizer, poly(totalSteps, options.optimizer.polyPower));
+
+  let startEpoch = 0;
+  let step = 0;
+  let lastCheckpoint: string | null = null;
+  if (options.resume && options.checkpointDir) {
+    const path = latestCheckpoint(options.checkpointDir);
+    if (path) {
+      const { info } = loadCheckpoint(path, method.model, optimizer);
+      if (info.method && info.method !== method.name) {
+        throw new Error(`${path}: checkpoint of method '${info.method}', cannot resume method '${method.name}'`);
+      }
+      if (info.totalSteps !== totalSteps) {
+        throw new Error(`${path}: checkpoint was made for ${info.totalSteps} total steps, this run has ${totalSteps} ` +
+          '(epochs, batch size or dataset changed); start a new run directory');
+      }
+      startEpoch = info.epoch;
+      step = info.step;
+      lastCheckpoint = path;
+      scheduler.setStep(step);
+      emit({ type: 'resume', path, epoch: startEpoch, step });
+    }
+  }
+
+  emit({
+    type: 'start', epochs, stepsPerEpoch, totalSteps, startEpoch, startStep: step,
+    groups: optimizer.groups.map((g) => ({ name: g.name, params: g.params.length, lr: g.initialLr })),
+  });
+
+  const t0 = performance.now();
+  const epochLosses: number[] = [];
+  const stepLosses: number[] = [];
+  let waitTotal = 0;
+  let elapsedTotal = 0;
+  let stepMsTotal = 0;
+  let stepsRun = 0;
+  const maxSteps = options.maxSteps ?? Infinity;
+  let epochsCompleted = startEpoch;
+
+  for (let epoch = startEpoch; epoch < epochs && step < maxSteps; epoch++) {
+    manualSeed(new Rng(seed, epoch).nextUint32());
+    loader.resetStats();
+    const epochStart = performance.now();
+    let lossSum = 0;
+    let count = 0;
+    let images = 0;
+    let stepMsEpoch = 0;
+    let stepInEpoch = 0;
+    let lastEnd = performance.now();
+    for await (const batch of loader.epoch(epoch)) {
+      options.signal?.throwIfAborted();
+      const waitMs = performance.now() - lastEnd;
+      const context: StepContext = { epoch, step, totalSteps };
+      const lr = optimizer.groups[0]?.lr ?? 0;
+      const s0 = performance.now();
+      const { loss, parts } = tidy(() => {
+        const tb = batchToTensors(batch, method.numClasses, device, options.channelsLast ?? false);
+        const out = method.loss(tb, context);
+        optimizer.zeroGrad();
+        out.loss.backward();
+        const value = out.loss.item();
+        if (!Number.isFinite(value)) {
+          throw new Error(`training diverged: loss is ${value} at epoch ${epoch + 1}, step ${step + 1} ` +
+            '(lower the learning rate, or check the inputs)');
+        }
+        optimizer.step();
+        const named: Record<string, number> = {};
+        for (const [k, t] of Object.entries(out.parts ?? {})) named[k] = t.item();
+        return { loss: value, parts: named };
+      });
+      const stepMs = performance.now() - s0;
+      scheduler.next();
+      step++;
+      stepInEpoch++;
+      stepsRun++;
+      count++;
+      images += batch.ids.length;
+      lossSum += loss;
+      stepLosses.push(loss);
+      stepMsEpoch += stepMs;
+      stepMsTotal += stepMs;
+      const now = performance.now();
+      const perStep = (now - t0) / stepsRun;
+      emit({
+        type: 'step', epoch, step, totalSteps, stepInEpoch, stepsPerEpoch, loss, parts, lr, stepMs, waitMs,
+        imagesPerSec: batch.ids.length / ((now - lastEnd) / 1000),
+        etaSec: (perStep * (Math.min(totalSteps, maxSteps) - step)) / 1000,
+      });
+      await yieldToEventLoop();
+      lastEnd = performance.now();
+      if (step >= maxSteps) break;
+    }
+    const seconds = (performance.now() - epochStart) / 1000;
+    const stats = loader.stats;
+    waitTotal += stats.waitMsTotal;
+    elapsedTotal += stats.elapsedMs;
+    const finished = stepInEpoch === stepsPerEpoch;
+    let checkpoint: string | null = null;
+    if (finished) {
+      epochsCompleted = epoch + 1;
+      if (options.checkpointDir) {
+        checkpoint = saveCheckpoint(options.checkpointDir, method.model, optimizer, {
+          epoch: epoch + 1, step, totalSteps, seed, method: method.name, extra: options.checkpointMetadata,
+        });
+        pruneCheckpoints(options.checkpointDir, options.keepCheckpoints ?? 0);
+        lastCheckpoint = checkpoint;
+      }
+    }
+    const meanLoss = count ? lossSum / count : NaN;
+    epochLosses.push(meanLoss);
+    emit({
+      type: 'epoch', epoch: epoch + 1, epochs, step, meanLoss, seconds, steps: count,
+      stepMsMean: count ? stepMsEpoch / count : 0, imagesPerSec: images / seconds, dataWaitShare: stats.waitShare,
+      checkpoint,
+    });
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const dataWaitShare = elapsedTotal > 0 ? waitTotal / elapsedTotal : 0;
+  emit({ type: 'done', epochs: epochsCompleted, step, seconds, dataWaitShare });
+  optimizer.dispose();
+  return {
+    epochsCompleted, steps: step, epochLosses, stepLosses, lastCheckpoint, seconds, dataWaitShare,
+    stepMsMean: stepsRun ? stepMsTotal / stepsRun : 0,
+  };
+}

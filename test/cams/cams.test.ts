@@ -1,0 +1,105 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+
+import { manualSeed, randn, tidy } from '../../src/engine/index.js';
+import { readMask } from '../../src/data/index.js';
+import { CamMethod } from '../../src/methods/index.js';
+import { multiScaleCam, readCam, readCamMetadata, seedsFromCam, writeCam, writeSeeds } from '../../src/cams/index.js';
+import { camsToSeeds } from '../../src/eval/index.js';
+import { TinyBackbone } from '../methods/tiny.js';
+
+function planeMax(data: Float32Array, k: number, plane: number): number {
+  let m = -Infinity;
+  for (let i = 0; i < plane; i++) m = Math.max(m, data[k * plane + i]!);
+  return m;
+}
+
+test('multi-scale flip CAM: original resolution, zero for absent classes, max 1 per present class', () => {
+  manualSeed(3);
+  const method = new CamMethod(new TinyBackbone({ channels: 8 }), { numClasses: 5 });
+  method.model.eval();
+  tidy(() => {
+    const image = randn([1, 3, 37, 50]); // odd sizes: every scale rounds differently
+    const cams = multiScaleCam(method, image, [1, 3], { scales: [0.5, 1, 1.5, 2], flip: true });
+    assert.deepEqual(cams.shape, [5, 37, 50]);
+    const data = cams.toFloat32Array();
+    const plane = 37 * 50;
+    for (const absent of [0, 2, 4]) assert.equal(planeMax(data, absent, plane), 0, `class ${absent} is not in the tags`);
+    for (const present of [1, 3]) {
+      const m = planeMax(data, present, plane);
+      // A class whose channel never fires stays all zero; with random weights both fire here.
+      assert.ok(Math.abs(m - 1) < 1e-6, `class ${present} peaks at ${m}`);
+    }
+    let min = Infinity;
+    for (const v of data) min = Math.min(min, v);
+    assert.ok(min >= 0, 'CAMs are rectified');
+  });
+  method.model.dispose();
+});
+
+test('flip equivariance: a flip-equivariant backbone gives CAM(flip(x)) = flip(CAM(x))', () => {
+  manualSeed(4);
+  const method = new CamMethod(new TinyBackbone({ channels: 6, flipEquivariant: true }), { numClasses: 3 });
+  tidy(() => {
+    const x = randn([1, 3, 21, 30]);
+    for (const flip of [false, true]) {
+      const a = multiScaleCam(method, x, [0, 1, 2], { scales: [0.5, 1, 1.5], flip });
+      const b = multiScaleCam(method, x.flip(3), [0, 1, 2], { scales: [0.5, 1, 1.5], flip });
+      assert.ok(b.allclose(a.flip(2), 1e-4, 1e-5), `flip=${flip}: max diff ${b.sub(a.flip(2)).abs().max().item()}`);
+    }
+  });
+  method.model.dispose();
+});
+
+test('with flip passes, the CAM of any backbone is flip-equivariant', () => {
+  manualSeed(5);
+  const method = new CamMethod(new TinyBackbone({ channels: 6 }), { numClasses: 2 });
+  tidy(() => {
+    const x = randn([1, 3, 24, 33]);
+    const a = multiScaleCam(method, x, [0, 1], { scales: [1, 2] });
+    const b = multiScaleCam(method, x.flip(3), [0, 1], { scales: [1, 2] });
+    assert.ok(b.allclose(a.flip(2), 1e-4, 1e-5));
+  });
+  method.model.dispose();
+});
+
+test('CAM files round-trip (float16, label planes only) and seeds become palette PNGs', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'weakseg-cams-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  manualSeed(6);
+  const method = new CamMethod(new TinyBackbone({ channels: 8 }), { numClasses: 4 });
+  const { full, path } = tidy(() => {
+    const cams = multiScaleCam(method, randn([1, 3, 19, 23]), [0, 2], { scales: [1] });
+    const p = writeCam(join(dir, 'cams'), cams, [0, 2], {
+      id: 'sub/img_1', classes: ['a', 'b', 'c', 'd'], scales: [1], flip: true, method: 'cam', backbone: 'tiny',
+    });
+    return { full: cams.toFloat32Array().slice(), path: p };
+  });
+  assert.ok(path.endsWith(join('cams', 'sub', 'img_1.safetensors')));
+  const rec = readCam(path);
+  assert.deepEqual([rec.id, rec.width, rec.height], ['sub/img_1', 23, 19]);
+  assert.deepEqual(rec.labels, [0, 2]);
+  const plane = 19 * 23;
+  assert.equal(rec.cams.length, 2 * plane);
+  for (const [k, cls] of [[0, 0], [1, 2]] as const) {
+    for (let i = 0; i < plane; i++) {
+      const want = full[cls * plane + i]!;
+      assert.ok(Math.abs(rec.cams[k * plane + i]! - want) <= 1e-3 * Math.max(1, want), 'float16 precision');
+    }
+  }
+  const meta = readCamMetadata(path);
+  assert.equal(meta.format, 'weakseg-cams/1');
+  assert.deepEqual(JSON.parse(meta.classes!), ['a', 'c']);
+
+  const seeds = seedsFromCam(rec, 0.3);
+  assert.deepEqual(seeds.data, camsToSeeds(rec.cams, rec.labels, 23, 19, 0.3));
+  const values = new Set(seeds.data);
+  for (const v of values) assert.ok([0, 1, 3].includes(v), `seed value ${v}: 0 background, label + 1`);
+  const png = await writeSeeds(join(dir, 'seeds'), rec, 0.3);
+  const back = await readMask(png);
+  assert.deepEqual(back.data, seeds.data);
+  method.model.dispose();
+});

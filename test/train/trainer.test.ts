@@ -1,0 +1,124 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+
+import { manualSeed, tidy } from '../../src/engine/index.js';
+import { BatchLoader } from '../../src/data/index.js';
+import { loadSafetensors } from '../../src/engine/serialize/index.js';
+import { CamMethod } from '../../src/methods/index.js';
+import { SGD } from '../../src/nn/index.js';
+import { type TrainEvent, listCheckpoints, loadCheckpoint, train } from '../../src/train/index.js';
+import { TinyBackbone, synthDataset, synthTransform } from '../methods/tiny.js';
+
+const OPT = { lr: 0.1, momentum: 0.9, weightDecay: 1e-4, polyPower: 0.9 };
+const dataset = synthDataset(24, 5);
+
+function setup(initSeed: number) {
+  manualSeed(initSeed);
+  const method = new CamMethod(new TinyBackbone({ channels: 8 }), { numClasses: 3 });
+  const loader = new BatchLoader(dataset, synthTransform(16), { batchSize: 6, seed: 11, dropLast: true });
+  return { method, loader };
+}
+
+function params(m: CamMethod): Map<string, number[]> {
+  return new Map([...m.model.stateDict()].map(([k, t]) => [k, Array.from(t.toFloat32Array())]));
+}
+
+test('checkpoint then resume continues at the right step with identical parameters', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'weakseg-resume-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const epochs = 3;
+
+  // Uninterrupted reference run.
+  const a = setup(7);
+  const full = await train({ ...a, epochs, optimizer: OPT, seed: 2, checkpointDir: join(dir, 'a') });
+  assert.equal(full.steps, 12);
+  assert.deepEqual(listCheckpoints(join(dir, 'a')).map((c) => c.epoch), [1, 2, 3]);
+
+  // Interrupted after 5 steps (epoch 2 unfinished: only epoch 1 is checkpointed).
+  const b = setup(7);
+  const part = await train({ ...b, epochs, optimizer: OPT, seed: 2, checkpointDir: join(dir, 'b'), maxSteps: 5 });
+  assert.equal(part.steps, 5);
+  assert.equal(part.epochsCompleted, 1);
+  assert.deepEqual(listCheckpoints(join(dir, 'b')).map((c) => c.epoch), [1]);
+  b.method.model.dispose();
+
+  // A fresh process would build the model from a different init; resume must overwrite all of it.
+  const c = setup(99);
+  const events: TrainEvent[] = [];
+  const rest = await train({
+    ...c, epochs, optimizer: OPT, seed: 2, checkpointDir: join(dir, 'b'), resume: true, onEvent: (e) => events.push(e),
+  });
+  const resume = events.find((e) => e.type === 'resume');
+  assert.ok(resume && resume.type === 'resume');
+  assert.equal(resume.epoch, 1);
+  assert.equal(resume.step, 4);
+  const firstStep = events.find((e) => e.type === 'step');
+  assert.ok(firstStep && firstStep.type === 'step');
+  assert.equal(firstStep.step, 5, 'the first step after resuming is global step 5');
+  assert.equal(firstStep.epoch, 1);
+  // The learning rate picks up where the schedule was: lr0 * (1 - 4/12)^0.9.
+  assert.ok(Math.abs(firstStep.lr - 0.1 * Math.pow(1 - 4 / 12, 0.9)) < 1e-12, `lr ${firstStep.lr}`);
+  assert.equal(rest.steps, 12);
+  assert.equal(rest.epochsCompleted, 3);
+  assert.deepEqual(full.stepLosses.slice(4), rest.stepLosses, 'same losses after resuming');
+  const pa = params(a.method);
+  const pc = params(c.method);
+  for (const [k, v] of pa) assert.deepEqual(pc.get(k), v, `parameter ${k} differs after resume`);
+  a.method.model.dispose();
+  c.method.model.dispose();
+});
+
+test('checkpoints hold model, momentum and position; no temporary files are left', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'weakseg-ckpt-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const s = setup(3);
+  await train({ ...s, epochs: 2, optimizer: OPT, seed: 4, checkpointDir: dir, keepCheckpoints: 1 });
+  assert.deepEqual(readdirSync(dir), ['epoch-002.safetensors'], 'only the newest is kept, no temp files');
+  const { tensors, metadata } = loadSafetensors(join(dir, 'epoch-002.safetensors'));
+  assert.equal(metadata.format, 'weakseg-checkpoint/1');
+  assert.equal(metadata.epoch, '2');
+  assert.equal(metadata.step, '8');
+  assert.equal(metadata.seed, '4');
+  assert.equal(metadata.method, 'cam');
+  const keys = [...tensors.keys()];
+  assert.ok(keys.includes('model.classifier.conv.weight'));
+  assert.ok(keys.includes('model.backbone.conv1.weight'));
+  assert.ok(keys.some((k) => /^optimizer\.1\.0\.momentum_buffer$/.test(k)), `momentum of the head group in ${keys.join(', ')}`);
+  for (const v of tensors.values()) v.dispose();
+
+  // Loading restores the optimizer's momentum exactly.
+  const fresh = setup(50);
+  const opt = new SGD(fresh.method.paramGroups(), { lr: 0.1, momentum: 0.9 });
+  const { info } = loadCheckpoint(join(dir, 'epoch-002.safetensors'), fresh.method.model, opt);
+  assert.deepEqual([info.epoch, info.step, info.totalSteps], [2, 8, 8]);
+  tidy(() => {
+    const saved = loadSafetensors(join(dir, 'epoch-002.safetensors')).tensors;
+    const state = opt.stateDict();
+    assert.ok(state.get('1.0.momentum_buffer')!.equal(saved.get('optimizer.1.0.momentum_buffer')!));
+    for (const v of [...state.values(), ...saved.values()]) v.dispose();
+  });
+  opt.dispose();
+  fresh.method.model.dispose();
+  s.method.model.dispose();
+});
+
+test('resuming a run made for a different length is refused', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'weakseg-len-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const s = setup(3);
+  await train({ ...s, epochs: 1, optimizer: OPT, checkpointDir: dir });
+  await assert.rejects(train({ ...s, epochs: 2, optimizer: OPT, checkpointDir: dir, resume: true }), /total steps/);
+  s.method.model.dispose();
+});
+
+test('a diverging loss stops training with a clear message', async () => {
+  const s = setup(3);
+  await assert.rejects(
+    train({ ...s, epochs: 1, optimizer: { ...OPT, lr: 1e30 }, maxSteps: 3 }),
+    /training diverged: loss is (NaN|Infinity)/,
+  );
+  s.method.model.dispose();
+});
