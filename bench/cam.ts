@@ -19,7 +19,7 @@ import { CamMethod, type Method, SeamMethod } from '../src/methods/index.js';
 import { makeOptimizer } from '../src/train/index.js';
 import { formatMiouTable } from '../src/eval/index.js';
 import { evaluateSeeds, makeCams, readSplit, resolveConfig, trainClassifier } from '../src/pipeline/index.js';
-import { TorchPeer, findTorchPython, median, round } from './common.js';
+import { TUNED_GLIBC_ENV, TorchPeer, findTorchPython, median, round } from './common.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '..', '..');
@@ -119,25 +119,9 @@ function ourSteps(n: number): number[] {
 const torchScript = join(repo, 'bench', `${method}_torch.py`);
 const python = existsSync(torchScript) ? findTorchPython() : null;
 const torchArgs = [String(getNumThreads()), '16', '224', '--batch-file', batchFile];
-/** Starts a peer with extra environment variables (read by glibc at the child's start-up only). */
-function peerWithEnv(env: Record<string, string>): TorchPeer {
-  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
-  Object.assign(process.env, env);
-  try {
-    return new TorchPeer(python!, torchScript, torchArgs);
-  } finally {
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  }
-}
-// Two PyTorch baselines. "tuned": glibc told to keep freed memory in its heap (no mmap for big blocks, no
-// trimming), which spares PyTorch the page faults that dominate its step here; this is the strongest PyTorch
-// we found and the one step_ratio is measured against. "default": PyTorch as installed.
 const peers = python ? {
-  tuned: peerWithEnv({ MALLOC_MMAP_MAX_: '0', MALLOC_TRIM_THRESHOLD_: '1099511627776' }),
-  default: peerWithEnv({}),
+  tuned: new TorchPeer(python, torchScript, torchArgs, TUNED_GLIBC_ENV),
+  default: new TorchPeer(python, torchScript, torchArgs),
 } : null;
 console.log(python ? `PyTorch peer: ${python}` : 'PyTorch peer: none found (set WEAKSEG_TORCH_PYTHON); step_ratio skipped');
 const warmup = Number(args.warmup);

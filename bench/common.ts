@@ -27,8 +27,9 @@ export class TorchPeer {
   readonly #lines: Interface;
   readonly #pending: ((line: string) => void)[] = [];
 
-  constructor(python: string, script: string, args: string[]) {
-    this.#proc = spawn(python, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  /** `env` adds variables for the child only (glibc reads its malloc settings at start-up). */
+  constructor(python: string, script: string, args: string[], env: Record<string, string> = {}) {
+    this.#proc = spawn(python, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     this.#proc.stderr.on('data', (d: Buffer) => process.stderr.write(`[torch] ${d}`));
     this.#lines = createInterface({ input: this.#proc.stdout });
     this.#lines.on('line', (l) => this.#pending.shift()?.(l));
@@ -51,6 +52,12 @@ export class TorchPeer {
     this.#lines.close();
   }
 }
+
+/**
+ * glibc told to keep freed memory in its heap (no mmap for big blocks, no trimming): it spares PyTorch the page
+ * faults that dominate its step on these machines, so it is the strongest PyTorch here and the ratios' reference.
+ */
+export const TUNED_GLIBC_ENV = { MALLOC_MMAP_MAX_: '0', MALLOC_TRIM_THRESHOLD_: '1099511627776' };
 
 export function round(x: number, digits = 3): number {
   const f = 10 ** digits;

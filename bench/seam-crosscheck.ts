@@ -32,7 +32,7 @@ import { BatchLoader, type Dataset, readVoc, trainTransform } from '../src/data/
 import { mobilenetV2 } from '../src/backbones/index.js';
 import { SEAM_PAPER, SeamMethod } from '../src/methods/seam.js';
 import { makeOptimizer } from '../src/train/index.js';
-import { TorchPeer, findTorchPython, median, round } from './common.js';
+import { TUNED_GLIBC_ENV, TorchPeer, findTorchPython, median, round } from './common.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '..', '..');
@@ -240,22 +240,10 @@ if (args.time) {
     return out;
   };
   const torchArgs = [String(threads), String(n), String(crop), '--batch-file', batchFile, '--weights', modelFile];
-  const peerWithEnv = (env: Record<string, string>): TorchPeer => {
-    const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
-    Object.assign(process.env, env);
-    try {
-      return new TorchPeer(python, torchScript, torchArgs);
-    } finally {
-      for (const [k, v] of Object.entries(saved)) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
-      }
-    }
-  };
   // As bench/cam.ts: "tuned" = glibc keeping freed memory (the strongest PyTorch here, the ratio's reference).
   const peers = {
-    tuned: peerWithEnv({ MALLOC_MMAP_MAX_: '0', MALLOC_TRIM_THRESHOLD_: '1099511627776' }),
-    default: peerWithEnv({}),
+    tuned: new TorchPeer(python, torchScript, torchArgs, TUNED_GLIBC_ENV),
+    default: new TorchPeer(python, torchScript, torchArgs),
   };
   const warmup = Number(args.warmup);
   const rounds = Number(args.rounds);
