@@ -1,0 +1,23 @@
+// The shipped config presets must stay valid as the schema evolves.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+import { resolveConfig } from '../../src/pipeline/index.js';
+
+const dir = resolve(import.meta.dirname, '..', '..', '..', 'configs');
+
+test('every preset in configs/ validates, with the method and settings its name promises', () => {
+  const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
+  assert.ok(files.length >= 3, `expected the presets in ${dir}`);
+  for (const f of files) {
+    const c = resolveConfig(JSON.parse(readFileSync(join(dir, f), 'utf8')), f);
+    assert.equal(c.model.method, f.split('-')[0], `${f}: method`);
+    if (f.includes('resnet38')) {
+      // the paper's setting: ResNet-38, 448 crops, batch 8, 8 epochs, lr 0.01, and the code's momentum quirk
+      assert.deepEqual([c.model.backbone, c.train.cropSize, c.train.batchSize, c.train.epochs, c.train.lr, c.train.momentum],
+        ['resnet38', 448, 8, 8, 0.01, 0]);
+    }
+  }
+});
