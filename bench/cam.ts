@@ -1,4 +1,4 @@
-// npm run bench:cam  [-- --epochs 8] [--run-dir runs/bench-cam] [--resume] [--rounds 3] [--steps 2] [--skip-train]
+// npm run bench:cam  [-- --epochs 8] [--run-dir runs/bench-cam] [--resume] [--rounds 4] [--steps 2] [--skip-train] [--skip-cams]
 // npm run bench:seam [-- same options]   (this file with --method seam)
 //
 // A method (the CAM baseline, or SEAM) end to end on voc-mini: train on train_aug with the MobileNetV2 ImageNet weights (the reference
@@ -35,7 +35,7 @@ const { values: args } = parseArgs({
     resume: { type: 'boolean', default: false },
     'skip-train': { type: 'boolean', default: false },
     'skip-cams': { type: 'boolean', default: false },
-    rounds: { type: 'string', default: '3' },
+    rounds: { type: 'string', default: '4' },
     steps: { type: 'string', default: '2' },
     warmup: { type: 'string', default: '2' },
     momentum: { type: 'string', default: '0.9' },
@@ -83,71 +83,94 @@ const cams = args['skip-cams'] ? null : await makeCams(config, { progress: false
 const report = await evaluateSeeds(config, { progress: false });
 
 // ---- 4. step time, ours vs PyTorch's, same model and batch, interleaved ----
+// Each memory format is timed in turn (NCHW, then channels-last), ours interleaved with PyTorch's round by round,
+// one format at a time so that only one PyTorch process holds its memory. step_ratio compares each engine in its
+// faster format; the same-format ratios are reported too.
 const dataset = await readSplit(config, 'train_aug');
-const benchBackbone = mobilenetV2({ weights, outputStride: 8 });
-const bench: Method = method === 'seam'
-  ? new SeamMethod(benchBackbone, { numClasses: dataset.classes.length, pcmTaps: ['features.6', 'features.13'] })
-  : new CamMethod(benchBackbone, { numClasses: dataset.classes.length });
-const loader = new BatchLoader(dataset, trainTransform({ cropSize: 224, scaleRange: [0.7, 1.3], norm: bench.backbone.inputNorm }),
-  { batchSize: 16, seed: 0, dropLast: true });
+const makeBench = (): Method => {
+  const backbone = mobilenetV2({ weights, outputStride: 8 });
+  return method === 'seam'
+    ? new SeamMethod(backbone, { numClasses: dataset.classes.length, pcmTaps: ['features.6', 'features.13'] })
+    : new CamMethod(backbone, { numClasses: dataset.classes.length });
+};
+const norm = mobilenetV2({ weights, outputStride: 8 }).inputNorm;
+// prefetch 0: nothing is decoded in the background while steps are timed.
+const loader = new BatchLoader(dataset, trainTransform({ cropSize: 224, scaleRange: [0.7, 1.3], norm }),
+  { batchSize: 16, seed: 0, dropLast: true, prefetch: 0 });
 const batch = (await loader.epoch(0).next()).value!;
 const batchFile = join(runDir, 'bench-batch.f32');
 mkdirSync(runDir, { recursive: true });
 writeFileSync(batchFile, Buffer.concat([Buffer.from(batch.images.buffer, batch.images.byteOffset, batch.images.byteLength),
   Buffer.from(batch.labels.buffer, batch.labels.byteOffset, batch.labels.byteLength)]));
-const opt = makeOptimizer(bench, { lr: 0.01, momentum: 0.9, weightDecay: 1e-4, polyPower: 0.9 });
-bench.model.train();
-const x = tensor(batch.images, { shape: batch.shape });
+const x0 = tensor(batch.images, { shape: batch.shape });
 const y = tensor(batch.labels, { shape: [16, dataset.classes.length] });
-emptyCache();
-
-function ourSteps(n: number): number[] {
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    tidy(() => {
-      const { loss } = bench.loss({ images: x, labels: y, ids: batch.ids }, { epoch: 0, step: 0, totalSteps: 1 });
-      opt.zeroGrad();
-      loss.backward();
-      opt.step();
-    });
-    out.push(performance.now() - t0);
-  }
-  return out;
-}
 
 const torchScript = join(repo, 'bench', `${method}_torch.py`);
 const python = existsSync(torchScript) ? findTorchPython() : null;
 const torchArgs = [String(getNumThreads()), '16', '224', '--batch-file', batchFile];
-const peers = python ? {
-  tuned: new TorchPeer(python, torchScript, torchArgs, TUNED_GLIBC_ENV),
-  default: new TorchPeer(python, torchScript, torchArgs),
-} : null;
 console.log(python ? `PyTorch peer: ${python}` : 'PyTorch peer: none found (set WEAKSEG_TORCH_PYTHON); step_ratio skipped');
 const warmup = Number(args.warmup);
 const rounds = Number(args.rounds);
 const steps = Number(args.steps);
-ourSteps(warmup);
-if (peers) {
-  await peers.tuned.run(`step ${warmup}`);
-  await peers.default.run('step 1');
-}
-const ours: number[] = [];
-const tuned: number[] = [];
-const plain: number[] = [];
-for (let r = 0; r < rounds; r++) {
-  ours.push(...ourSteps(steps));
-  if (peers) {
-    tuned.push(...(await peers.tuned.run(`step ${steps}`)));
-    plain.push(...(await peers.default.run('step 1')));
+type Format = 'nchw' | 'cl';
+/** Per format: our steps, PyTorch's with glibc keeping freed memory ("tuned"), PyTorch as installed (NCHW only). */
+const timed: Record<Format, { ours: number[]; tuned: number[]; plain: number[] }> = {
+  nchw: { ours: [], tuned: [], plain: [] }, cl: { ours: [], tuned: [], plain: [] },
+};
+for (const fmt of ['nchw', 'cl'] as const) {
+  const m = makeBench();
+  if (fmt === 'cl') m.model.to({ memoryFormat: 'channels_last' });
+  const opt = makeOptimizer(m, { lr: 0.01, momentum: 0.9, weightDecay: 1e-4, polyPower: 0.9 });
+  m.model.train();
+  const x = fmt === 'cl' ? x0.channelsLast() : x0;
+  emptyCache();
+  const ourSteps = (n: number): number[] => {
+    const out: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now();
+      tidy(() => {
+        const { loss } = m.loss({ images: x, labels: y, ids: batch.ids }, { epoch: 0, step: 0, totalSteps: 1 });
+        opt.zeroGrad();
+        loss.backward();
+        opt.step();
+      });
+      out.push(performance.now() - t0);
+    }
+    return out;
+  };
+  const peerArgs = fmt === 'cl' ? [...torchArgs, '--channels-last'] : torchArgs;
+  const tunedPeer = python ? new TorchPeer(python, torchScript, peerArgs, TUNED_GLIBC_ENV) : null;
+  ourSteps(warmup);
+  await tunedPeer?.run(`step ${warmup}`);
+  const t = timed[fmt];
+  for (let r = 0; r < rounds; r++) {
+    t.ours.push(...ourSteps(steps));
+    if (tunedPeer) t.tuned.push(...(await tunedPeer.run(`step ${steps}`)));
+    await new Promise((res) => setImmediate(res));
   }
-  await new Promise((res) => setImmediate(res));
+  tunedPeer?.close();
+  // PyTorch as installed, timed on its own afterwards: its page-faulting steps disturb whatever runs next.
+  if (python && fmt === 'nchw') {
+    const plainPeer = new TorchPeer(python, torchScript, peerArgs);
+    await plainPeer.run('step 1');
+    t.plain.push(...(await plainPeer.run(`step ${Math.max(2, rounds)}`)));
+    plainPeer.close();
+  }
+  opt.dispose();
+  m.model.dispose();
+  if (x !== x0) x.dispose();
+  emptyCache();
 }
-peers?.tuned.close();
-peers?.default.close();
-const stepMs = median(ours);
-const torchMs = peers ? median(tuned) : null;
-const torchDefaultMs = peers ? median(plain) : null;
+const med = (xs: number[]) => (xs.length ? median(xs) : null);
+const oursMs = { nchw: med(timed.nchw.ours)!, cl: med(timed.cl.ours)! };
+const torchFmtMs = { nchw: med(timed.nchw.tuned), cl: med(timed.cl.tuned) };
+const ourBest: Format = oursMs.cl < oursMs.nchw ? 'cl' : 'nchw';
+const torchBest: Format | null = torchFmtMs.nchw === null || torchFmtMs.cl === null ? null
+  : torchFmtMs.cl < torchFmtMs.nchw ? 'cl' : 'nchw';
+const stepMs = oursMs[ourBest];
+const torchMs = torchBest ? torchFmtMs[torchBest] : null;
+const torchDefaultMs = med(timed.nchw.plain);
+const fmtName = (f: Format) => (f === 'cl' ? 'channels-last' : 'NCHW');
 
 // ---- report ----
 const pct = (v: number | null | undefined) => (v === null || v === undefined ? null : round(100 * v, 2));
@@ -172,9 +195,16 @@ if (train) {
     `${train.msPerStep.toFixed(0)} ms per step (compute), data wait ${(100 * train.dataWaitShare).toFixed(2)} % of the time`);
 }
 if (cams) for (const s of cams.splits) console.log(`CAMs ${s.split}: ${s.images} images, ${s.msPerImage.toFixed(0)} ms per image`);
-console.log(`training step (batch 16, 224 px), median of ${ours.length}: weakseg ${stepMs.toFixed(0)} ms` +
-  (torchMs !== null ? `, PyTorch ${torchMs.toFixed(0)} ms (glibc keeping freed memory; ratio ${(stepMs / torchMs).toFixed(3)}), ` +
-    `PyTorch as installed ${torchDefaultMs!.toFixed(0)} ms (ratio ${(stepMs / torchDefaultMs!).toFixed(3)})` : ''));
+for (const f of ['nchw', 'cl'] as const) {
+  const tm = torchFmtMs[f];
+  console.log(`training step (batch 16, 224 px, ${fmtName(f)}), median of ${timed[f].ours.length}: weakseg ${oursMs[f].toFixed(0)} ms` +
+    (tm !== null ? `, PyTorch ${tm.toFixed(0)} ms (glibc keeping freed memory), ratio ${(oursMs[f] / tm).toFixed(3)}` : ''));
+}
+if (torchMs !== null && torchBest) {
+  console.log(`step_ratio, each engine in its faster format: weakseg ${fmtName(ourBest)} ${stepMs.toFixed(0)} ms / ` +
+    `PyTorch ${fmtName(torchBest)} ${torchMs.toFixed(0)} ms = ${(stepMs / torchMs).toFixed(3)}; ` +
+    `PyTorch as installed (NCHW, default malloc) ${torchDefaultMs!.toFixed(0)} ms (ratio ${(stepMs / torchDefaultMs!).toFixed(3)})`);
+}
 
 const baseline = method === 'seam' && existsSync(camSummaryPath)
   ? (JSON.parse(readFileSync(camSummaryPath, 'utf8')) as { seed_miou_valt: number | null; seed_miou_frequent7: number | null })
@@ -198,6 +228,14 @@ const summary = {
   step_ratio: torchMs !== null ? round(stepMs / torchMs, 3) : null,
   step_ms: round(stepMs, 1),
   torch_step_ms: torchMs !== null ? round(torchMs, 1) : null,
+  step_format: fmtName(ourBest),
+  torch_step_format: torchBest ? fmtName(torchBest) : null,
+  step_ratio_nchw: torchFmtMs.nchw !== null ? round(oursMs.nchw / torchFmtMs.nchw, 3) : null,
+  step_ratio_channels_last: torchFmtMs.cl !== null ? round(oursMs.cl / torchFmtMs.cl, 3) : null,
+  step_ms_nchw: round(oursMs.nchw, 1),
+  step_ms_channels_last: round(oursMs.cl, 1),
+  torch_step_ms_nchw: torchFmtMs.nchw !== null ? round(torchFmtMs.nchw, 1) : null,
+  torch_step_ms_channels_last: torchFmtMs.cl !== null ? round(torchFmtMs.cl, 1) : null,
   step_ratio_vs_default_torch: torchDefaultMs !== null ? round(stepMs / torchDefaultMs, 3) : null,
   torch_default_step_ms: torchDefaultMs !== null ? round(torchDefaultMs, 1) : null,
   data_wait_share: train ? round(train.dataWaitShare, 4) : null,
