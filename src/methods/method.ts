@@ -13,6 +13,8 @@ export interface TrainBatch {
   labels: Tensor;
   /** N x H x W bool, true on real pixels and false on crop padding: pixel losses must ignore the padding. */
   valid?: Tensor;
+  /** N x H x W int64 pixel labels (255 = ignore), when the loader gave masks (pseudo-masks, affinity labels). */
+  masks?: Tensor;
   ids: string[];
 }
 
@@ -31,14 +33,13 @@ export interface LossOutput {
   parts?: Record<string, Tensor>;
 }
 
-export interface Method {
-  /** Short name used in run directories and checkpoints ('cam', ...). */
+/** What the shared trainer needs: a model on a backbone, its learning-rate groups and the loss of a batch. */
+export interface Trainable {
+  /** Short name used in run directories and checkpoints ('cam', 'affinity', 'deeplab', ...). */
   readonly name: string;
   /** Everything with parameters (backbone and new layers); checkpoints save its state dict. */
   readonly model: Module;
   readonly backbone: Backbone;
-  /** Foreground classes: the width of the label vectors and the number of CAM planes. */
-  readonly numClasses: number;
   /**
    * The trainable parameters by learning-rate group: the pretrained backbone at 1x and new layers at
    * `lrMult` x (10 in CAM/IRN/SEAM). Frozen parameters (e.g. frozen BatchNorm) are left out.
@@ -46,6 +47,12 @@ export interface Method {
   paramGroups(): ParamGroupSpec[];
   /** The loss of one batch, with its autograd graph (the trainer calls backward). */
   loss(batch: TrainBatch, context: StepContext): LossOutput;
+}
+
+/** A weakly supervised method: a trainable classifier that also gives class activation maps. */
+export interface Method extends Trainable {
+  /** Foreground classes: the width of the label vectors and the number of CAM planes. */
+  readonly numClasses: number;
   /**
    * Class activation maps of a batch at inference: N x numClasses x h x w scores before any ReLU or
    * normalisation, at the backbone's output stride. The CAM stage rectifies, fuses scales and flips, and

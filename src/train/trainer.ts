@@ -1,11 +1,12 @@
 // The shared trainer: epochs over BatchLoader batches, SGD with the methods' learning-rate groups (1x backbone,
 // 10x new layers), a poly schedule, one tidy scope and one yield to the event loop per step (so the loader keeps
-// decoding ahead), per-epoch atomic checkpoints with resume, and structured progress events. Any Method plugs in.
+// decoding ahead), per-epoch atomic checkpoints with resume, and structured progress events. Any Trainable (a method,
+// the affinity net, a segmenter) plugs in.
 import { performance } from 'node:perf_hooks';
 import { type Device, type Tensor, manualSeed, tensor, tidy } from '../engine/index.js';
 import { LrScheduler, SGD, poly } from '../nn/index.js';
 import { type Batch, type BatchLoader, Rng } from '../data/index.js';
-import type { Method, StepContext, TrainBatch } from '../methods/method.js';
+import type { StepContext, TrainBatch, Trainable } from '../methods/method.js';
 import { latestCheckpoint, loadCheckpoint, pruneCheckpoints, saveCheckpoint } from './checkpoint.js';
 
 export interface OptimizerSettings {
@@ -31,7 +32,7 @@ export type TrainEvent =
   | { type: 'done'; epochs: number; step: number; seconds: number; dataWaitShare: number };
 
 export interface TrainerOptions {
-  method: Method;
+  method: Trainable;
   /** Built with `dropLast: true` and a fixed crop size, seeded with `seed`. */
   loader: BatchLoader;
   epochs: number;
@@ -72,8 +73,9 @@ export interface TrainResult {
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** Moves a collated batch to tensors on the device (owned by the current tidy scope). */
-export function batchToTensors(batch: Batch, numClasses: number, device: Device, channelsLast: boolean): TrainBatch {
+export function batchToTensors(batch: Batch, device: Device, channelsLast: boolean): TrainBatch {
   const [n, c, h, w] = batch.shape;
+  const numClasses = batch.labels.length / n;
   let images: Tensor = tensor(batch.images, { shape: [n, c, h, w] });
   if (device !== 'cpu') images = images.to({ device });
   if (channelsLast) images = images.channelsLast();
@@ -85,11 +87,16 @@ export function batchToTensors(batch: Batch, numClasses: number, device: Device,
     if (device !== 'cpu') valid = valid.to({ device });
     out.valid = valid;
   }
+  if (batch.masks) {
+    let masks = tensor(batch.masks, { shape: [n, h, w] }).long();
+    if (device !== 'cpu') masks = masks.to({ device });
+    out.masks = masks;
+  }
   return out;
 }
 
 /** Builds the SGD optimizer over the method's parameter groups. */
-export function makeOptimizer(method: Method, s: OptimizerSettings): SGD {
+export function makeOptimizer(method: Trainable, s: OptimizerSettings): SGD {
   const groups = method.paramGroups().filter((g) => g.params.length > 0);
   return new SGD(groups, { lr: s.lr, momentum: s.momentum, weightDecay: s.weightDecay, nesterov: s.nesterov ?? false });
 }
@@ -165,7 +172,7 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
       const lr = optimizer.groups[0]?.lr ?? 0;
       const s0 = performance.now();
       const { loss, parts } = tidy(() => {
-        const tb = batchToTensors(batch, method.numClasses, device, options.channelsLast ?? false);
+        const tb = batchToTensors(batch, device, options.channelsLast ?? false);
         const out = method.loss(tb, context);
         optimizer.zeroGrad();
         out.loss.backward();
