@@ -37,6 +37,27 @@ export const runPaths = (config: WeaksegConfig) => {
     cams: (split: string) => join(root, 'cams', split),
     seeds: (split: string) => join(root, 'seeds', split),
     evalLog: join(root, 'eval.log'),
+    /** Seeds at the chosen threshold after a dense CRF (palette PNGs). */
+    crf: (split: string) => join(root, 'crf', split),
+    /** AffinityNet: its training labels (la/ha combination, palette PNGs, 255 uncertain), model and logs. */
+    affinity: {
+      labels: join(root, 'affinity', 'labels'),
+      model: join(root, 'affinity', 'model.safetensors'),
+      checkpoints: join(root, 'affinity', 'checkpoints'),
+      trainLog: join(root, 'affinity', 'train.log'),
+      trainJsonLog: join(root, 'affinity', 'train.log.jsonl'),
+    },
+    /** Random-walk pseudo-masks (palette PNGs, 255 where uncertain). */
+    pseudo: (split: string) => join(root, 'pseudo', split),
+    /** The segmentation network, its logs and its predictions (palette PNGs). */
+    seg: {
+      model: join(root, 'seg', 'model.safetensors'),
+      checkpoints: join(root, 'seg', 'checkpoints'),
+      trainLog: join(root, 'seg', 'train.log'),
+      trainJsonLog: join(root, 'seg', 'train.log.jsonl'),
+      predictions: (split: string) => join(root, 'seg', 'pred', split),
+    },
+    report: join(root, 'report', 'index.html'),
   };
 };
 

@@ -111,6 +111,84 @@ const EvalSchema = z.object({
   writeSeeds: z.boolean().default(true),
 }).strict();
 
+/** Refinement of CAMs into pseudo-masks (methods-reference.md sections 2.5, 2.6); defaults are PSA/SEAM's. */
+const RefineSchema = z.object({
+  /** Dense CRF settings: 'psa' (PSA/SEAM) or 'deeplab' (deeplab-pytorch); iterations override the preset's. */
+  crf: z.object({
+    preset: z.enum(['psa', 'deeplab']).default('psa'),
+    iterations: z.number().int().min(0).optional(),
+  }).strict().prefault({}),
+  /** Affinity labels: background score (1 - max fg)^alpha; 'low' gives reliable foreground, 'high' background. */
+  alphaLow: z.number().positive().default(4),
+  alphaHigh: z.number().positive().default(24),
+  /** AffinityNet training (PSA/SEAM: crop 448, batch 8, 8 epochs, lr 0.01, wd 5e-4). */
+  affinity: z.object({
+    epochs: positiveInt.default(8),
+    batchSize: positiveInt.default(8),
+    cropSize: positiveInt.default(448),
+    scaleRange: z.tuple([z.number().positive(), z.number().positive()]).nullable().default([0.9, 1.1]),
+    lr: z.number().positive().default(0.01),
+    headLrMult: z.number().positive().default(10),
+    momentum: z.number().min(0).max(1).default(0.9),
+    weightDecay: z.number().min(0).default(5e-4),
+    polyPower: z.number().min(0).default(0.9),
+    /** Pair radius on the feature grid (PSA: 5). */
+    radius: positiveInt.default(5),
+    /** Affinity-net backbone taps feeding the 1x1 reductions (default per backbone). */
+    taps: z.array(z.string().min(1)).optional(),
+    seed: z.number().int().min(0).default(0),
+    maxSteps: positiveInt.optional(),
+  }).strict().prefault({}),
+  /** Random walk (PSA/SEAM infer_aff.py): A^beta, T^(2^logt), background (1 - max fg)^bgAlpha. */
+  randomWalk: z.object({
+    beta: z.number().positive().default(8),
+    logt: z.number().int().min(0).max(12).default(6),
+    bgAlpha: z.number().positive().default(6),
+    /** Labels whose refined score is below this fraction of the pixel's best are left; 255 marks pixels no label claims. */
+    uncertainBelow: fraction.default(0),
+  }).strict().prefault({}),
+}).strict();
+
+/** The segmentation network retrained on pseudo-masks (methods-reference.md section 2.8). */
+const SegSchema = z.object({
+  /** Pseudo-masks to train on: random-walk ('randomWalk'), CRF'd seeds ('crf') or plain seeds ('seeds'). */
+  pseudoMasks: z.enum(['randomWalk', 'crf', 'seeds']).default('randomWalk'),
+  head: z.enum(['largefov', 'aspp']).default('largefov'),
+  /** Backbone and weights: default the classifier's (model.backbone, model.weights). */
+  backbone: z.string().min(1).optional(),
+  weights: z.string().optional(),
+  outputStride: z.union([z.literal(8), z.literal(16)]).default(8),
+  epochs: positiveInt.default(10),
+  batchSize: positiveInt.default(8),
+  cropSize: positiveInt.default(321),
+  scaleRange: z.tuple([z.number().positive(), z.number().positive()]).nullable().default([0.5, 1.5]),
+  flip: z.boolean().default(true),
+  lr: z.number().positive().default(0.001),
+  headLrMult: z.number().positive().default(10),
+  momentum: z.number().min(0).max(1).default(0.9),
+  weightDecay: z.number().min(0).default(5e-4),
+  polyPower: z.number().min(0).default(0.9),
+  dropout: fraction.default(0.5),
+  seed: z.number().int().min(0).default(0),
+  maxSteps: positiveInt.optional(),
+  /** Split scored after training (its ground truth is used only for scoring). */
+  evalSplit: z.string().min(1).default('val'),
+  /** Test-time scales and flip; probabilities are averaged over the passes. */
+  scales: z.array(z.number().positive()).min(1).default([0.5, 0.75, 1, 1.25, 1.5]),
+  testFlip: z.boolean().default(true),
+  /** Dense CRF on the predictions (null: none). */
+  crf: z.enum(['psa', 'deeplab']).nullable().default(null),
+}).strict();
+
+/** What `weakseg run` does and the report it writes. */
+const RunSchema = z.object({
+  /** Stages run in order (each skipped when its outputs are complete and its inputs unchanged). */
+  stages: z.array(z.enum(['train', 'cams', 'eval', 'crf', 'affinity', 'randomWalk', 'seg', 'segEval', 'report']))
+    .min(1).default(['train', 'cams', 'eval', 'crf', 'affinity', 'randomWalk', 'seg', 'segEval', 'report']),
+  /** Images in the report's gallery. */
+  galleryImages: z.number().int().min(0).default(12),
+}).strict();
+
 export const ConfigSchema = z.object({
   /** Everything a run writes goes here (config.json, logs, checkpoints, CAMs, seeds, metrics.json). */
   runDir: z.string().min(1),
@@ -123,6 +201,9 @@ export const ConfigSchema = z.object({
   train: TrainSchema.prefault({}),
   cams: CamsSchema.prefault({}),
   eval: EvalSchema.prefault({}),
+  refine: RefineSchema.prefault({}),
+  seg: SegSchema.prefault({}),
+  run: RunSchema.prefault({}),
 }).strict();
 
 export type WeaksegConfig = z.output<typeof ConfigSchema>;
