@@ -99,6 +99,7 @@ export async function readSplit(config: WeaksegConfig, split: string): Promise<D
   }
   const opts: Parameters<typeof readVoc>[0] = { root: d.root, split, onBadFile: d.onBadFile };
   if (d.labelsJson) opts.labelsJson = d.labelsJson;
+  if (d.classes) opts.classes = d.classes;
   return readVoc(opts);
 }
 

@@ -18,6 +18,8 @@ const DataSchema = z.object({
   labels: z.string().optional(),
   /** folder format: the ground-truth mask folder, for scoring. */
   masks: z.string().optional(),
+  /** Foreground classes in mask-id order (VOC format; default the 20 VOC classes). */
+  classes: z.array(z.string().min(1)).min(1).optional(),
   /** Labels JSON for VOC (default: <root>/image_labels.json when present). */
   labelsJson: z.string().optional(),
   /** What to do with an unreadable image: stop ('fail') or log and skip it ('skip'). */
