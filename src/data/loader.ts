@@ -120,15 +120,17 @@ export class BatchLoader {
   /**
    * The batches of one epoch. A failing item is thrown (`onBadFile: 'fail'`) or logged and replaced by the next
    * item (`'skip'`), so batches stay full. Breaking out early is safe: in-flight transforms finish unobserved.
+   * `skipBatches` starts the epoch that many batches in, without loading them (resuming mid-epoch); with
+   * `onBadFile: 'skip'` the batches after a skipped bad file can differ from an uninterrupted epoch's.
    */
-  async *epoch(epoch: number): AsyncGenerator<Batch, void, undefined> {
+  async *epoch(epoch: number, options: { skipBatches?: number } = {}): AsyncGenerator<Batch, void, undefined> {
     const items = this.dataset.items;
     const order = items.map((_, i) => i);
     if (this.options.shuffle ?? true) new Rng(this.seed, epoch).shuffle(order);
     const policy = this.options.onBadFile ?? 'fail';
     const window = (this.prefetch + 1) * this.batchSize;
     const pending: Promise<Outcome>[] = [];
-    let next = 0;
+    let next = Math.min(order.length, (options.skipBatches ?? 0) * this.batchSize);
     const refill = () => {
       while (next < order.length && pending.length < window) pending.push(this.load(order[next++], epoch));
     };

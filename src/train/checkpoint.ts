@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Tensor, dispose } from '../engine/index.js';
-import { loadSafetensors, saveSafetensors } from '../engine/serialize/index.js';
+import { loadSafetensors, readSafetensorsHeader, saveSafetensors } from '../engine/serialize/index.js';
 import type { Module, Optimizer } from '../nn/index.js';
 
 export const CHECKPOINT_FORMAT = 'weakseg-checkpoint/1';
@@ -28,6 +28,11 @@ export function checkpointPath(dir: string, epoch: number): string {
   return join(dir, `epoch-${String(epoch).padStart(3, '0')}.safetensors`);
 }
 
+/** The rolling mid-epoch checkpoint (overwritten every few steps), so a killed run loses only those steps. */
+export function midEpochCheckpointPath(dir: string): string {
+  return join(dir, 'last.safetensors');
+}
+
 /** The checkpoints in a folder, oldest first. */
 export function listCheckpoints(dir: string): { epoch: number; path: string }[] {
   if (!existsSync(dir)) return [];
@@ -38,20 +43,30 @@ export function listCheckpoints(dir: string): { epoch: number; path: string }[] 
     .sort((a, b) => a.epoch - b.epoch);
 }
 
+/** The checkpoint furthest into training: the newest epoch's, or the mid-epoch one when it is further. */
 export function latestCheckpoint(dir: string): string | null {
   const all = listCheckpoints(dir);
-  return all.length ? all[all.length - 1]!.path : null;
+  const epochPath = all.length ? all[all.length - 1]!.path : null;
+  const mid = midEpochCheckpointPath(dir);
+  if (!existsSync(mid)) return epochPath;
+  if (!epochPath) return mid;
+  return stepOf(mid) > stepOf(epochPath) ? mid : epochPath;
+}
+
+function stepOf(path: string): number {
+  return Number(readSafetensorsHeader(path).metadata.step ?? -1);
 }
 
 /** Writes model + optimizer state atomically; returns the path. */
-export function saveCheckpoint(dir: string, model: Module, optimizer: Optimizer, info: CheckpointInfo): string {
+export function saveCheckpoint(
+  dir: string, model: Module, optimizer: Optimizer, info: CheckpointInfo, path = checkpointPath(dir, info.epoch),
+): string {
   mkdirSync(dir, { recursive: true });
   const tensors = new Map<string, Tensor>();
   for (const [k, t] of model.stateDict()) tensors.set(`model.${k}`, t);
   const optState = optimizer.stateDict();
   try {
     for (const [k, t] of optState) tensors.set(`optimizer.${k}`, t);
-    const path = checkpointPath(dir, info.epoch);
     saveSafetensors(path, tensors, {
       format: CHECKPOINT_FORMAT,
       epoch: String(info.epoch),

@@ -2,12 +2,13 @@
 // 10x new layers), a poly schedule, one tidy scope and one yield to the event loop per step (so the loader keeps
 // decoding ahead), per-epoch atomic checkpoints with resume, and structured progress events. Any Trainable (a method,
 // the affinity net, a segmenter) plugs in.
+import { rmSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { type Device, type Tensor, manualSeed, tensor, tidy } from '../engine/index.js';
 import { LrScheduler, SGD, poly } from '../nn/index.js';
 import { type Batch, type BatchLoader, Rng } from '../data/index.js';
 import type { StepContext, TrainBatch, Trainable } from '../methods/method.js';
-import { latestCheckpoint, loadCheckpoint, pruneCheckpoints, saveCheckpoint } from './checkpoint.js';
+import { latestCheckpoint, loadCheckpoint, midEpochCheckpointPath, pruneCheckpoints, saveCheckpoint } from './checkpoint.js';
 
 export interface OptimizerSettings {
   /** Base (backbone) learning rate; each group multiplies it by its lrMult. */
@@ -46,6 +47,11 @@ export interface TrainerOptions {
   checkpointDir?: string;
   /** Continue from the newest checkpoint in checkpointDir, if any (default false). */
   resume?: boolean;
+  /**
+   * Also write a rolling mid-epoch checkpoint (checkpoints/last.safetensors) every this many steps, so a killed
+   * run resumes within the epoch (default 0: epoch checkpoints only).
+   */
+  checkpointEverySteps?: number;
   /** Checkpoints to keep (newest first); 0 keeps all (default 0). */
   keepCheckpoints?: number;
   /** Stop after this many global steps (smoke runs, tests); the schedule still spans all epochs. */
@@ -132,7 +138,8 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
         throw new Error(`${path}: checkpoint was made for ${info.totalSteps} total steps, this run has ${totalSteps} ` +
           '(epochs, batch size or dataset changed); start a new run directory');
       }
-      startEpoch = info.epoch;
+      // A mid-epoch checkpoint resumes inside its epoch: the loader skips the batches already trained on.
+      startEpoch = Math.floor(info.step / stepsPerEpoch);
       step = info.step;
       lastCheckpoint = path;
       scheduler.setStep(step);
@@ -155,18 +162,21 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
   const maxSteps = options.maxSteps ?? Infinity;
   let epochsCompleted = startEpoch;
 
+  const everySteps = options.checkpointEverySteps ?? 0;
   for (let epoch = startEpoch; epoch < epochs && step < maxSteps; epoch++) {
-    manualSeed(new Rng(seed, epoch).nextUint32());
+    const skipBatches = step - epoch * stepsPerEpoch;
     loader.resetStats();
     const epochStart = performance.now();
     let lossSum = 0;
     let count = 0;
     let images = 0;
     let stepMsEpoch = 0;
-    let stepInEpoch = 0;
+    let stepInEpoch = skipBatches;
     let lastEnd = performance.now();
-    for await (const batch of loader.epoch(epoch)) {
+    for await (const batch of loader.epoch(epoch, { skipBatches })) {
       options.signal?.throwIfAborted();
+      // Seeded per step (dropout, random init inside losses), so a resumed run repeats the same numbers.
+      manualSeed(new Rng(seed, step).nextUint32());
       const waitMs = performance.now() - lastEnd;
       const context: StepContext = { epoch, step, totalSteps };
       const lr = optimizer.groups[0]?.lr ?? 0;
@@ -204,6 +214,11 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
         imagesPerSec: batch.ids.length / ((now - lastEnd) / 1000),
         etaSec: (perStep * (Math.min(totalSteps, maxSteps) - step)) / 1000,
       });
+      if (options.checkpointDir && everySteps > 0 && step % everySteps === 0 && stepInEpoch < stepsPerEpoch) {
+        saveCheckpoint(options.checkpointDir, method.model, optimizer, {
+          epoch, step, totalSteps, seed, method: method.name, extra: options.checkpointMetadata,
+        }, midEpochCheckpointPath(options.checkpointDir));
+      }
       await yieldToEventLoop();
       lastEnd = performance.now();
       if (step >= maxSteps) break;
@@ -212,7 +227,7 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
     const stats = loader.stats;
     waitTotal += stats.waitMsTotal;
     elapsedTotal += stats.elapsedMs;
-    const finished = stepInEpoch === stepsPerEpoch;
+    const finished = stepInEpoch === stepsPerEpoch && count > 0;
     let checkpoint: string | null = null;
     if (finished) {
       epochsCompleted = epoch + 1;
@@ -221,6 +236,7 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
           epoch: epoch + 1, step, totalSteps, seed, method: method.name, extra: options.checkpointMetadata,
         });
         pruneCheckpoints(options.checkpointDir, options.keepCheckpoints ?? 0);
+        rmSync(midEpochCheckpointPath(options.checkpointDir), { force: true });
         lastCheckpoint = checkpoint;
       }
     }

@@ -71,6 +71,40 @@ test('checkpoint then resume continues at the right step with identical paramete
   c.method.model.dispose();
 });
 
+test('a mid-epoch checkpoint resumes inside the epoch and repeats the uninterrupted run exactly', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'weakseg-midepoch-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const epochs = 2; // 4 steps per epoch
+
+  const a = setup(3);
+  const full = await train({ ...a, epochs, optimizer: OPT, seed: 5 });
+
+  // Killed after step 7 (epoch 2, third batch); the rolling checkpoint was written at step 6.
+  const b = setup(3);
+  await train({ ...b, epochs, optimizer: OPT, seed: 5, checkpointDir: dir, checkpointEverySteps: 2, maxSteps: 7 });
+  b.method.model.dispose();
+  assert.deepEqual(listCheckpoints(dir).map((c) => c.epoch), [1]);
+  assert.ok(readdirSync(dir).includes('last.safetensors'), 'rolling mid-epoch checkpoint written');
+
+  const c = setup(42);
+  const events: TrainEvent[] = [];
+  const rest = await train({
+    ...c, epochs, optimizer: OPT, seed: 5, checkpointDir: dir, checkpointEverySteps: 2, resume: true,
+    onEvent: (e) => events.push(e),
+  });
+  const resume = events.find((e) => e.type === 'resume');
+  assert.ok(resume && resume.type === 'resume' && resume.step === 6 && resume.path.endsWith('last.safetensors'));
+  const firstStep = events.find((e) => e.type === 'step');
+  assert.ok(firstStep && firstStep.type === 'step' && firstStep.step === 7 && firstStep.stepInEpoch === 3);
+  assert.deepEqual(rest.stepLosses, full.stepLosses.slice(6), 'the two remaining steps see the same batches');
+  const pa = params(a.method);
+  const pc = params(c.method);
+  for (const [k, v] of pa) assert.deepEqual(pc.get(k), v, `parameter ${k} differs after a mid-epoch resume`);
+  assert.ok(!readdirSync(dir).includes('last.safetensors'), 'the finished epoch replaces the rolling checkpoint');
+  a.method.model.dispose();
+  c.method.model.dispose();
+});
+
 test('checkpoints hold model, momentum and position; no temporary files are left', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'weakseg-ckpt-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
