@@ -5,7 +5,7 @@ import cliProgress from 'cli-progress';
 import { type Tensor, emptyCache, noGrad, tensor, tidy } from '../engine/index.js';
 import { BatchLoader, evalTransform } from '../data/index.js';
 import { multiScaleCam } from '../cams/infer.js';
-import { writeCam, writeCamIndex } from '../cams/format.js';
+import { camPath, writeCam, writeCamIndex } from '../cams/format.js';
 import { latestCheckpoint, loadModelWeights } from '../train/checkpoint.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, buildMethod, logger, prepareRun, readSplit, recordMetrics, runPaths } from './common.js';
@@ -55,19 +55,23 @@ export async function makeCams(config: WeaksegConfig, hooks: StageHooks = {}): P
       }
       const m = method;
       const dir = paths.cams(split);
-      const loader = new BatchLoader(dataset, evalTransform({ norm: m.backbone.inputNorm, withMask: false }), {
-        batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile,
-      });
       const useBar = (hooks.progress ?? 'auto') === 'auto' ? Boolean(process.stderr.isTTY) : Boolean(hooks.progress);
       const bar = useBar
         ? new cliProgress.SingleBar({ format: `CAMs ${split} |{bar}| {value}/{total} | {rate} img/s | ETA {eta_formatted}`, hideCursor: true, clearOnComplete: true, fps: 4 }, cliProgress.Presets.shades_classic)
         : null;
-      bar?.start(dataset.items.length, 0, { rate: '-' });
       const t0 = performance.now();
-      const ids: string[] = [];
+      // Resuming keeps the CAM files already written (each is written atomically, so a file is complete).
+      const written = new Set(hooks.resume ? dataset.items.filter((i) => existsSync(camPath(dir, i.id))).map((i) => i.id) : []);
+      const todo = written.size ? { ...dataset, items: dataset.items.filter((i) => !written.has(i.id)) } : dataset;
+      if (written.size) log(`CAMs ${split}: resuming, ${written.size} of ${dataset.items.length} already written`);
+      bar?.start(dataset.items.length, written.size, { rate: '-' });
+      let made = 0;
+      const loader = new BatchLoader(todo, evalTransform({ norm: m.backbone.inputNorm, withMask: false }), {
+        batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile,
+      });
       for await (const batch of loader.epoch(0)) {
         hooks.signal?.throwIfAborted();
-        const item = dataset.items[batch.indices[0]!]!;
+        const item = todo.items[batch.indices[0]!]!;
         noGrad(() => tidy(() => {
           const [, ch, h, w] = batch.shape;
           let image: Tensor = tensor(batch.images, { shape: [1, ch, h, w] });
@@ -77,21 +81,23 @@ export async function makeCams(config: WeaksegConfig, hooks: StageHooks = {}): P
             id: item.id, classes: dataset.classes, scales: c.scales, flip: c.flip, method: m.name, backbone: m.backbone.name,
           });
         }));
-        ids.push(item.id);
-        const rate = ids.length / ((performance.now() - t0) / 1000);
-        bar?.update(ids.length, { rate: rate.toFixed(2) });
-        if (!bar && (ids.length % 50 === 0 || ids.length === dataset.items.length)) {
-          log(`CAMs ${split}: ${ids.length}/${dataset.items.length} (${rate.toFixed(2)} img/s)`);
+        written.add(item.id);
+        made++;
+        const rate = made / ((performance.now() - t0) / 1000);
+        bar?.update(written.size, { rate: rate.toFixed(2) });
+        if (!bar && (written.size % 50 === 0 || written.size === dataset.items.length)) {
+          log(`CAMs ${split}: ${written.size}/${dataset.items.length} (${rate.toFixed(2)} img/s)`);
         }
         await new Promise<void>((r) => setImmediate(r));
       }
       bar?.stop();
       const seconds = (performance.now() - t0) / 1000;
+      const ids = dataset.items.map((i) => i.id).filter((id) => written.has(id));
       writeCamIndex(dir, {
         format: 'weakseg-cams/1', split, classes: dataset.classes, scales: [...c.scales], flip: c.flip, count: ids.length,
         ids, checkpoint: weights, method: m.name, backbone: m.backbone.name,
       });
-      summaries.push({ split, dir, images: ids.length, seconds, msPerImage: ids.length ? (1000 * seconds) / ids.length : 0 });
+      summaries.push({ split, dir, images: ids.length, seconds, msPerImage: made ? (1000 * seconds) / made : 0 });
       log(`CAMs ${split}: ${ids.length} images in ${seconds.toFixed(1)} s -> ${dir}`);
     }
   } finally {

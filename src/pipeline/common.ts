@@ -16,6 +16,8 @@ export interface StageHooks {
   /** Progress bars: 'auto' (default) shows them on a terminal. */
   progress?: boolean | 'auto';
   signal?: AbortSignal;
+  /** Continue an interrupted stage: keep the outputs already written (per-image files, checkpoints). */
+  resume?: boolean;
   /** Builds the backbone instead of createBackbone (tests plug in tiny networks here). */
   backboneFactory?: (config: WeaksegConfig) => Backbone;
 }

@@ -82,6 +82,8 @@ const TrainSchema = z.object({
   logEvery: positiveInt.default(10),
   /** Checkpoints kept (newest); 0 keeps every epoch's. */
   keepCheckpoints: z.number().int().min(0).default(0),
+  /** A rolling mid-epoch checkpoint every this many steps (0: epoch checkpoints only), for resuming killed runs. */
+  checkpointEverySteps: z.number().int().min(0).default(20),
   /** Stop after this many steps (smoke tests); the schedule still spans all epochs. */
   maxSteps: positiveInt.optional(),
 }).strict();

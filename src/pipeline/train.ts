@@ -8,10 +8,8 @@ import { type TrainResult, train } from '../train/trainer.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, buildMethod, prepareRun, readSplit, recordMetrics } from './common.js';
 
-export interface TrainOptions extends StageHooks {
-  /** Continue from the newest checkpoint of the run (default false: refuse a run that has checkpoints). */
-  resume?: boolean;
-}
+/** `resume`: continue from the newest checkpoint of the run (default false: refuse a run that has checkpoints). */
+export type TrainOptions = StageHooks;
 
 export interface TrainSummary {
   runDir: string;
@@ -62,6 +60,7 @@ export async function trainClassifier(config: WeaksegConfig, options: TrainOptio
       method, loader, epochs: t.epochs, seed: t.seed, device: config.device, channelsLast: config.model.channelsLast,
       optimizer: { lr: t.lr, momentum: t.momentum, weightDecay: t.weightDecay, nesterov: t.nesterov, polyPower: t.polyPower },
       checkpointDir: paths.checkpoints, resume: options.resume ?? false, keepCheckpoints: t.keepCheckpoints,
+      checkpointEverySteps: t.checkpointEverySteps,
       maxSteps: t.maxSteps, onEvent: reporter.onEvent, signal: options.signal,
       checkpointMetadata: { backbone: method.backbone.name, config: JSON.stringify(config) },
     });
