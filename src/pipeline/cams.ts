@@ -1,5 +1,6 @@
 // Stage 2: multi-scale + flip CAMs of every image of the chosen splits, one file per image (src/cams/format.ts).
-import { existsSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import cliProgress from 'cli-progress';
 import { type Tensor, emptyCache, noGrad, tensor, tidy } from '../engine/index.js';
@@ -40,6 +41,8 @@ export async function makeCams(config: WeaksegConfig, hooks: StageHooks = {}): P
   emptyCache();
   const c = config.cams;
   const summaries: CamSplitSummary[] = [];
+  // Splits overlap (VOC's train is inside train_aug): an image's CAM is made once and hard-linked elsewhere.
+  const madeThisRun = new Map<string, string>();
   let method: ReturnType<typeof buildMethod> | null = null;
   try {
     for (const split of c.splits) {
@@ -61,9 +64,18 @@ export async function makeCams(config: WeaksegConfig, hooks: StageHooks = {}): P
         : null;
       const t0 = performance.now();
       // Resuming keeps the CAM files already written (each is written atomically, so a file is complete).
-      const written = new Set(hooks.resume ? dataset.items.filter((i) => existsSync(camPath(dir, i.id))).map((i) => i.id) : []);
+      for (const item of dataset.items) {
+        const made = madeThisRun.get(item.id);
+        const target = camPath(dir, item.id);
+        if (made && made !== target) {
+          mkdirSync(dirname(target), { recursive: true });
+          rmSync(target, { force: true });
+          linkSync(made, target);
+        }
+      }
+      const written = new Set(dataset.items.filter((i) => (hooks.resume || madeThisRun.has(i.id)) && existsSync(camPath(dir, i.id))).map((i) => i.id));
       const todo = written.size ? { ...dataset, items: dataset.items.filter((i) => !written.has(i.id)) } : dataset;
-      if (written.size) log(`CAMs ${split}: resuming, ${written.size} of ${dataset.items.length} already written`);
+      if (written.size) log(`CAMs ${split}: ${written.size} of ${dataset.items.length} already made (${hooks.resume ? 'resumed or ' : ''}shared with an earlier split)`);
       bar?.start(dataset.items.length, written.size, { rate: '-' });
       let made = 0;
       const loader = new BatchLoader(todo, evalTransform({ norm: m.backbone.inputNorm, withMask: false }), {
@@ -82,6 +94,7 @@ export async function makeCams(config: WeaksegConfig, hooks: StageHooks = {}): P
           });
         }));
         written.add(item.id);
+        madeThisRun.set(item.id, camPath(dir, item.id));
         made++;
         const rate = made / ((performance.now() - t0) / 1000);
         bar?.update(written.size, { rate: rate.toFixed(2) });
