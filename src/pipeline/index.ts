@@ -3,3 +3,4 @@ export * from './common.js';
 export * from './train.js';
 export * from './cams.js';
 export * from './evaluate.js';
+export * from './report.js';
