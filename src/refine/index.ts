@@ -1,0 +1,6 @@
+// Refinement of CAMs into pseudo-masks: dense CRF, AffinityNet labels and training, the random walk.
+export * from './crf.js';
+export * from './crf-presets.js';
+export * from './affinity-labels.js';
+export * from './affinity-net.js';
+export * from './random-walk.js';
