@@ -71,9 +71,11 @@ svg.chart .grid { stroke: #eceef2; }
 svg.chart .axis { stroke: #9aa3b2; }
 svg.chart .title { font-size: 13px; font-weight: 600; fill: var(--fg); }
 .gallery { border-collapse: separate; border-spacing: 4px; }
+.gallery.wide { table-layout: fixed; width: 100%; }
+.gallery.wide col.idcol { width: 22px; }
 .gallery td, .gallery th { border: none; padding: 0; text-align: center; font-size: 12px; }
 .gallery th { background: none; color: var(--muted); font-weight: 600; padding-bottom: 2px; }
-.gallery img { display: block; margin: 0 auto; max-width: 240px; max-height: 240px; border-radius: 3px; }
+.gallery img { display: block; margin: 0 auto; max-width: min(240px, 100%); height: auto; border-radius: 3px; }
 .gallery .id { writing-mode: vertical-rl; transform: rotate(180deg); color: var(--muted); font-size: 11px; white-space: nowrap; }
 .gallery .cap { color: var(--muted); font-size: 11px; max-width: 240px; margin-top: 2px; }
 .gallery .missing { width: 120px; height: 90px; display: flex; align-items: center; justify-content: center;

@@ -112,7 +112,7 @@ function perClassSection(m: ReportModel): string {
     domain: [0, 100],
     xLabel: 'IoU %',
     width: 760,
-    barHeight: scored.length > 2 ? 6 : 8,
+    barHeight: scored.length > 2 ? 9 : 10,
     valueLabel: (v) => v.toFixed(1),
   });
   return section('per-class', 'Per-class IoU', chart +
@@ -151,7 +151,7 @@ function trainingSection(m: ReportModel): string {
         color: '#9db7d9', points: thin, strokeWidth: 1 });
     }
     if (c.epochs.length) series.push({ name: 'epoch mean', color: '#c4320a', points: c.epochs, dots: true, strokeWidth: 2 });
-    return `<div>${lineChart({ title: c.title, xLabel: 'step', yLabel: 'loss', series, width: 600, height: 280 })}` +
+    return `<div>${lineChart({ title: c.title, xLabel: 'step', yLabel: 'loss', series, width: 560, height: 280 })}` +
       `<div class="muted">${escapeHtml(c.source)}</div></div>`;
   });
   return section('training', 'Training curves', `<div class="charts">${charts.join('')}</div>`);
@@ -171,8 +171,13 @@ function gallerySection(m: ReportModel): string {
     const rows = g.rows.map((r) => `<tr><td><div class="id">${escapeHtml(r.id)}</div></td>${r.cells.map((c) => `<td>${cellHtml(c)}</td>`).join('')}</tr>`);
     const legend = legendEntries(g.labels, m.classNames, palette)
       .map((e) => `<span><span class="sw" style="background: rgb(${e.rgb.join(',')})"></span>${escapeHtml(e.name)}</span>`).join('');
+    // Five columns or more would overflow at full thumbnail size: the table then takes the page width and the
+    // thumbnails shrink to fit their columns.
+    const wide = g.columns.length >= 5;
+    const table = `<table class="gallery${wide ? ' wide' : ''}">${wide ? '<colgroup><col class="idcol"></colgroup>' : ''}` +
+      `${head}${rows.join('')}</table>`;
     return `<h3>${escapeHtml(g.title)}</h3>` + (legend ? `<div class="legend">${legend}</div>` : '') +
-      (g.rows.length ? `<table class="gallery">${head}${rows.join('')}</table>` : paragraph('No images.', 'muted'));
+      (g.rows.length ? table : paragraph('No images.', 'muted'));
   });
   return section('gallery', 'Gallery', notes + body.join(''));
 }
