@@ -131,14 +131,20 @@ const RefineSchema = z.object({
     batchSize: positiveInt.default(8),
     cropSize: positiveInt.default(448),
     scaleRange: z.tuple([z.number().positive(), z.number().positive()]).nullable().default([0.9, 1.1]),
+    /** Horizontal flips and colour jitter of the crops (train_aff.py: flip, ColorJitter 0.3/0.3/0.3). */
+    flip: z.boolean().default(true),
+    jitter: JitterSchema.nullable().default({ brightness: 0.3, contrast: 0.3, saturation: 0.3 }),
     lr: z.number().positive().default(0.01),
     headLrMult: z.number().positive().default(10),
     momentum: z.number().min(0).max(1).default(0.9),
     weightDecay: z.number().min(0).default(5e-4),
     polyPower: z.number().min(0).default(0.9),
-    /** Pair radius on the feature grid (PSA: 5). */
-    radius: positiveInt.default(5),
-    /** Affinity-net backbone taps feeding the 1x1 reductions (default per backbone). */
+    /** Pair radius on the feature grid (PSA: 5, 34 pairs per pixel). */
+    radius: z.number().int().min(2).default(5),
+    /**
+     * Affinity-net taps feeding the 1x1 reductions, "name" or "name:width"; 'output' is the backbone's last map
+     * (default per backbone: src/refine/affinity-net.ts).
+     */
     taps: z.array(z.string().min(1)).optional(),
     seed: z.number().int().min(0).default(0),
     maxSteps: positiveInt.optional(),

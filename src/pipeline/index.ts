@@ -4,3 +4,4 @@ export * from './train.js';
 export * from './cams.js';
 export * from './evaluate.js';
 export * from './report.js';
+export * from './refine.js';

@@ -1,0 +1,510 @@
+// Stages 4-6: refining CAMs into pseudo-masks (methods-reference.md sections 2.5, 2.6, 3(e)).
+//
+//   crf         seeds at the eval stage's threshold, refined by a dense CRF           -> crf/<split>/*.png
+//   affinity    AffinityNet labels from CRF'd CAMs (la/ha), then AffinityNet training  -> affinity/
+//   randomWalk  CAMs propagated by the affinity net's random walk                       -> pseudo/<split>/*.png
+//
+// Each scoring stage records { split, result, ... } in metrics.json under its name. Images in two splits (VOC's
+// train is inside train_aug) are computed once per stage and hard-linked into the other split's folder.
+import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import cliProgress from 'cli-progress';
+import { F, type Tensor, emptyCache, tensor, tidy } from '../engine/index.js';
+import { saveSafetensors } from '../engine/serialize/index.js';
+import {
+  BatchLoader, type Dataset, type DatasetItem, type LabelMap, decodeImage, evalTransform, readMask, trainTransform, writeMask,
+} from '../data/index.js';
+import { type CamRecord, camPath, readCam } from '../cams/format.js';
+import { ConfusionMatrix, type MiouResult, formatMiouTable, withBackground } from '../eval/index.js';
+import { type CrfParams, crfParams } from '../refine/crf-presets.js';
+import { denseCrf, labelMap } from '../refine/crf.js';
+import {
+  type LabelShares, LabelShareCounter, affinityLabelMap, planeIndexToMaskIds,
+} from '../refine/affinity-labels.js';
+import { AffinityNet, affinityTaps, freezeAffinityStem } from '../refine/affinity-net.js';
+import { randomWalkMask } from '../refine/random-walk.js';
+import { latestCheckpoint, listCheckpoints, loadModelWeights } from '../train/checkpoint.js';
+import { TrainReporter } from '../train/reporter.js';
+import { type TrainResult, train } from '../train/trainer.js';
+import type { WeaksegConfig } from './config.js';
+import { type StageHooks, buildBackbone, logger, prepareRun, readSplit, recordMetrics, runPaths } from './common.js';
+
+const pct = (v: number | null) => (v === null ? '-' : (100 * v).toFixed(2));
+
+/** A progress bar on a terminal, else a log line every 50 images. */
+function progress(hooks: StageHooks, label: string, total: number) {
+  const log = logger(hooks);
+  const useBar = (hooks.progress ?? 'auto') === 'auto' ? Boolean(process.stderr.isTTY) : Boolean(hooks.progress);
+  const bar = useBar
+    ? new cliProgress.SingleBar({ format: `${label} |{bar}| {value}/{total} | {rate} img/s | ETA {eta_formatted}`, hideCursor: true, clearOnComplete: true, fps: 4 }, cliProgress.Presets.shades_classic)
+    : null;
+  bar?.start(total, 0, { rate: '-' });
+  const t0 = performance.now();
+  let done = 0;
+  return {
+    tick(): void {
+      done++;
+      const rate = (done / ((performance.now() - t0) / 1000)).toFixed(2);
+      bar?.update(done, { rate });
+      if (!bar && (done % 50 === 0 || done === total)) log(`${label}: ${done}/${total} (${rate} img/s)`);
+    },
+    /** Stops the bar; returns the seconds since the start. */
+    stop(): number {
+      bar?.stop();
+      return (performance.now() - t0) / 1000;
+    },
+  };
+}
+
+/** The CAM file of an item; a missing one is an error naming the file and the stage that makes it. */
+function camFile(config: WeaksegConfig, split: string, item: DatasetItem): string {
+  const path = camPath(runPaths(config).cams(split), item.id);
+  if (!existsSync(path)) {
+    throw new Error(`no CAM for '${item.id}' of split '${split}' (${path}); run \`weakseg cams\` with '${split}' in cams.splits`);
+  }
+  return path;
+}
+
+/** Per-image outputs of one stage across splits: made once, hard-linked into later splits, kept on resume. */
+class StageOutputs {
+  readonly #made = new Map<string, string>();
+
+  constructor(private readonly resume: boolean) {}
+
+  /** An existing output for this image at `path` (linked from an earlier split of this run, or resumed), or null. */
+  existing(id: string, path: string): string | null {
+    const made = this.#made.get(id);
+    if (made && made !== path) {
+      mkdirSync(dirname(path), { recursive: true });
+      rmSync(path, { force: true });
+      linkSync(made, path);
+      return path;
+    }
+    if (made || (this.resume && existsSync(path))) return path;
+    return null;
+  }
+
+  add(id: string, path: string): void {
+    this.#made.set(id, path);
+  }
+}
+
+/** Accumulates a split's scores against its ground truth (images without a mask are not scored). */
+class SplitScore {
+  readonly cm: ConfusionMatrix;
+  scored = 0;
+
+  constructor(readonly dataset: Dataset) {
+    this.cm = new ConfusionMatrix(dataset.classes.length + 1);
+  }
+
+  async add(item: DatasetItem, pred: LabelMap): Promise<void> {
+    if (!item.maskPath) return;
+    const gt = await readMask(item.maskPath);
+    if (gt.width !== pred.width || gt.height !== pred.height) {
+      throw new Error(`${item.id}: prediction is ${pred.width}x${pred.height} but its mask ${item.maskPath} ${gt.width}x${gt.height}`);
+    }
+    this.cm.add(pred.data, gt.data, item.id);
+    this.scored++;
+  }
+
+  result(): MiouResult | null {
+    return this.scored ? this.cm.score(withBackground(this.dataset.classes)) : null;
+  }
+}
+
+const unique = (xs: string[]) => [...new Set(xs)];
+
+export interface RefineSplitSummary {
+  split: string;
+  dir: string;
+  images: number;
+  /** Images computed in this call (the rest were resumed or shared with an earlier split). */
+  computed: number;
+  seconds: number;
+  /** Per computed image. */
+  msPerImage: number;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// crf: seeds at the chosen threshold, refined by a dense CRF
+
+export interface ChosenThreshold {
+  threshold: number;
+  mode: string;
+  thresholdChosenOn: string;
+}
+
+/** The seed threshold the eval stage chose (metrics.json eval.threshold). */
+export function chosenThreshold(config: WeaksegConfig): ChosenThreshold {
+  const { metrics } = runPaths(config);
+  let evalMetrics: { threshold?: unknown; mode?: unknown; thresholdChosenOn?: unknown } | undefined;
+  if (existsSync(metrics)) {
+    try {
+      evalMetrics = (JSON.parse(readFileSync(metrics, 'utf8')) as { eval?: typeof evalMetrics }).eval;
+    } catch (e) {
+      throw new Error(`${metrics}: cannot read (${(e as Error).message})`);
+    }
+  }
+  const t = evalMetrics?.threshold;
+  if (typeof t !== 'number' || !(t >= 0 && t <= 1)) {
+    throw new Error(`${metrics} has no eval.threshold (the seed threshold chosen by the eval stage); run \`weakseg eval\` first`);
+  }
+  return { threshold: t, mode: String(evalMetrics?.mode ?? 'unknown'), thresholdChosenOn: String(evalMetrics?.thresholdChosenOn ?? 'unknown') };
+}
+
+/** Seeds at background threshold t refined by a dense CRF: unary from [t, cam_1 .. cam_L], argmax -> mask ids. */
+export function crfSeedMask(image: { data: Uint8Array; width: number; height: number }, record: CamRecord, threshold: number, crf: CrfParams): LabelMap {
+  const { width, height } = record;
+  if (image.width !== width || image.height !== height) {
+    throw new Error(`${record.id}: CAM is ${width}x${height} but the image ${image.width}x${image.height}`);
+  }
+  const plane = width * height;
+  const L = record.labels.length;
+  const prob = new Float32Array((L + 1) * plane);
+  prob.fill(threshold, 0, plane);
+  prob.set(record.cams, plane);
+  const q = denseCrf({ rgb: image.data, width, height }, prob, L + 1, crf);
+  return { width, height, data: planeIndexToMaskIds(labelMap(q, L + 1), record.labels) };
+}
+
+export interface CrfSummary {
+  /** The split scored (eval.split). */
+  split: string;
+  threshold: number;
+  /** How the eval stage chose the threshold (leak-free, fixed, oracle) and on which split. */
+  mode: string;
+  thresholdChosenOn: string;
+  crf: CrfParams;
+  /** null when the split has no ground truth. */
+  result: MiouResult | null;
+  splits: RefineSplitSummary[];
+}
+
+function crfSettings(config: WeaksegConfig): CrfParams {
+  const c = config.refine.crf;
+  return crfParams(c.preset, c.iterations !== undefined ? { iterations: c.iterations } : {});
+}
+
+export async function crfSeeds(config: WeaksegConfig, hooks: StageHooks = {}): Promise<CrfSummary> {
+  const paths = prepareRun(config);
+  const log = logger(hooks);
+  const chosen = chosenThreshold(config);
+  const crf = crfSettings(config);
+  const scoredSplit = config.eval.split;
+  const trainSplit = config.data.trainSplit;
+  const splits = unique([scoredSplit, ...(existsSync(paths.cams(trainSplit)) ? [trainSplit] : [])]);
+  log(`CRF seeds at t = ${chosen.threshold} (${chosen.mode}, chosen on '${chosen.thresholdChosenOn}'), ` +
+    `${config.refine.crf.preset} CRF with ${crf.iterations} iterations: ${splits.join(', ')}`);
+  const outputs = new StageOutputs(hooks.resume ?? false);
+  const summaries: RefineSplitSummary[] = [];
+  let result: MiouResult | null = null;
+  for (const split of splits) {
+    const dataset = await readSplit(config, split);
+    const camPaths = dataset.items.map((item) => camFile(config, split, item));
+    const dir = paths.crf(split);
+    const score = split === scoredSplit ? new SplitScore(dataset) : null;
+    const bar = progress(hooks, `CRF ${split}`, dataset.items.length);
+    let computed = 0;
+    let computeMs = 0;
+    for (const [i, item] of dataset.items.entries()) {
+      hooks.signal?.throwIfAborted();
+      const out = join(dir, `${item.id}.png`);
+      let mask: LabelMap;
+      if (outputs.existing(item.id, out)) {
+        mask = await readMask(out);
+      } else {
+        const t0 = performance.now();
+        const record = readCam(camPaths[i]!);
+        mask = crfSeedMask(await decodeImage(item.imagePath), record, chosen.threshold, crf);
+        await writeMask(out, mask);
+        computeMs += performance.now() - t0;
+        computed++;
+      }
+      outputs.add(item.id, out);
+      await score?.add(item, mask);
+      bar.tick();
+    }
+    const seconds = bar.stop();
+    writeFileSync(join(dir, 'info.json'), `${JSON.stringify({ split, ...chosen, crf,
+      format: 'VOC palette PNG: 0 background, class index + 1 for objects' }, null, 2)}\n`);
+    summaries.push({ split, dir, images: dataset.items.length, computed, seconds, msPerImage: computed ? computeMs / computed : 0 });
+    log(`CRF ${split}: ${dataset.items.length} images (${computed} computed) in ${seconds.toFixed(1)} s -> ${dir}`);
+    if (score) {
+      result = score.result();
+      if (result) log(`${formatMiouTable(result)}\n[${chosen.mode}] CRF'd seed mIoU on '${split}' at t = ${chosen.threshold}: ${pct(result.miou)} %`);
+      else log(`CRF ${split}: no ground-truth masks, not scored`);
+    }
+  }
+  const summary: CrfSummary = { split: scoredSplit, threshold: chosen.threshold, mode: chosen.mode,
+    thresholdChosenOn: chosen.thresholdChosenOn, crf, result, splits: summaries };
+  recordMetrics(config, 'crf', summary);
+  return summary;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// affinity: labels from CRF'd CAMs, then AffinityNet training
+
+export interface AffinityLabelsSummary {
+  split: string;
+  dir: string;
+  images: number;
+  computed: number;
+  seconds: number;
+  msPerImage: number;
+  /** Shares of label pixels: uncertain (255), background (0) and foreground. */
+  shares: LabelShares;
+}
+
+/** The label PNG of an item (mask ids, 255 uncertain). */
+export function affinityLabelPath(config: WeaksegConfig, id: string): string {
+  return join(runPaths(config).affinity.labels, `${id}.png`);
+}
+
+/** la/ha affinity labels for every image of data.trainSplit (needs its CAMs). */
+export async function makeAffinityLabels(config: WeaksegConfig, hooks: StageHooks = {}): Promise<AffinityLabelsSummary> {
+  const paths = prepareRun(config);
+  const log = logger(hooks);
+  const r = config.refine;
+  const split = config.data.trainSplit;
+  const crf = crfSettings(config);
+  const dataset = await readSplit(config, split);
+  const camPaths = dataset.items.map((item) => camFile(config, split, item));
+  const dir = paths.affinity.labels;
+  log(`affinity labels of '${split}': background (1 - max fg)^${r.alphaLow} (la) and ^${r.alphaHigh} (ha), ` +
+    `${r.crf.preset} CRF with ${crf.iterations} iterations -> ${dir}`);
+  const outputs = new StageOutputs(hooks.resume ?? false);
+  const counter = new LabelShareCounter();
+  const bar = progress(hooks, 'affinity labels', dataset.items.length);
+  let computed = 0;
+  let computeMs = 0;
+  for (const [i, item] of dataset.items.entries()) {
+    hooks.signal?.throwIfAborted();
+    const out = affinityLabelPath(config, item.id);
+    let labels: LabelMap;
+    if (outputs.existing(item.id, out)) {
+      labels = await readMask(out);
+    } else {
+      const t0 = performance.now();
+      labels = affinityLabelMap(await decodeImage(item.imagePath), readCam(camPaths[i]!), { alphaLow: r.alphaLow, alphaHigh: r.alphaHigh, crf });
+      await writeMask(out, labels);
+      computeMs += performance.now() - t0;
+      computed++;
+    }
+    outputs.add(item.id, out);
+    counter.add(labels.data);
+    bar.tick();
+  }
+  const seconds = bar.stop();
+  const shares = counter.shares;
+  writeFileSync(join(dir, 'info.json'), `${JSON.stringify({ split, alphaLow: r.alphaLow, alphaHigh: r.alphaHigh, crf,
+    count: dataset.items.length, shares, format: 'VOC palette PNG: 0 background, class index + 1, 255 uncertain' }, null, 2)}\n`);
+  log(`affinity labels: ${dataset.items.length} images (${computed} computed) in ${seconds.toFixed(1)} s; pixels ` +
+    `${pct(shares.foreground)} % foreground, ${pct(shares.background)} % background, ${pct(shares.uncertain)} % uncertain`);
+  return { split, dir, images: dataset.items.length, computed, seconds, msPerImage: computed ? computeMs / computed : 0, shares };
+}
+
+/** The affinity net of a config (taps, radius), on a backbone from buildBackbone (or the test hook). */
+export function buildAffinityNet(config: WeaksegConfig, numClasses: number, hooks: StageHooks): AffinityNet {
+  const backbone = buildBackbone(config, hooks);
+  freezeAffinityStem(backbone);
+  const a = config.refine.affinity;
+  return new AffinityNet(backbone, { numClasses, taps: affinityTaps(backbone, a.taps), radius: a.radius, headLrMult: a.headLrMult });
+}
+
+export interface AffinitySummary {
+  model: string;
+  epochs: number;
+  steps: number;
+  epochLosses: number[];
+  secondsPerEpoch: number;
+  msPerStep: number;
+  dataWaitShare: number;
+  labels: AffinityLabelsSummary;
+  result: TrainResult;
+}
+
+/** Makes the affinity labels (kept on resume) and trains AffinityNet on them with the shared trainer. */
+export async function trainAffinity(config: WeaksegConfig, hooks: StageHooks = {}): Promise<AffinitySummary> {
+  const paths = prepareRun(config);
+  const ap = paths.affinity;
+  if (!hooks.resume && latestCheckpoint(ap.checkpoints)) {
+    throw new Error(`${ap.checkpoints} already has checkpoints (${listCheckpoints(ap.checkpoints).length}); ` +
+      'resume it (--resume) or remove them to train the affinity net afresh');
+  }
+  const labels = await makeAffinityLabels(config, hooks);
+  const a = config.refine.affinity;
+  const dataset = await readSplit(config, config.data.trainSplit);
+  if (dataset.items.length < a.batchSize) {
+    throw new Error(`split '${config.data.trainSplit}' has ${dataset.items.length} images, fewer than one batch of ${a.batchSize}`);
+  }
+  const labelled: Dataset = { ...dataset, items: dataset.items.map((item) => ({ ...item, maskPath: affinityLabelPath(config, item.id) })) };
+  const net = buildAffinityNet(config, dataset.classes.length, hooks);
+  const reporter = new TrainReporter({
+    textLog: ap.trainLog, jsonLog: ap.trainJsonLog, progress: hooks.progress ?? 'auto', logEvery: config.train.logEvery, write: hooks.log,
+  });
+  reporter.line(`affinity net on ${net.backbone.name} (stride ${net.stride}), taps ` +
+    `${net.model.taps.map((t) => `${t.name}:${t.width}`).join(', ')}, radius ${net.radius}; ${dataset.items.length} images of ` +
+    `'${config.data.trainSplit}', crop ${a.cropSize}, batch ${a.batchSize}, ${a.epochs} epochs, lr ${a.lr} (new layers x${a.headLrMult})`);
+  const loader = new BatchLoader(
+    labelled,
+    trainTransform({
+      withMask: true,
+      cropSize: a.cropSize,
+      ...(a.scaleRange ? { scaleRange: a.scaleRange } : {}),
+      flip: a.flip,
+      ...(a.jitter ? { jitter: a.jitter } : {}),
+      norm: net.backbone.inputNorm,
+    }),
+    { batchSize: a.batchSize, shuffle: true, seed: a.seed, prefetch: config.train.prefetch, dropLast: true, onBadFile: config.data.onBadFile },
+  );
+  let result: TrainResult;
+  try {
+    result = await train({
+      method: net, loader, epochs: a.epochs, seed: a.seed, device: config.device, channelsLast: config.model.channelsLast,
+      optimizer: { lr: a.lr, momentum: a.momentum, weightDecay: a.weightDecay, polyPower: a.polyPower },
+      checkpointDir: ap.checkpoints, resume: hooks.resume ?? false, keepCheckpoints: config.train.keepCheckpoints,
+      checkpointEverySteps: config.train.checkpointEverySteps,
+      maxSteps: a.maxSteps, onEvent: reporter.onEvent, signal: hooks.signal,
+      checkpointMetadata: { backbone: net.backbone.name, config: JSON.stringify(config) },
+    });
+  } finally {
+    reporter.close();
+  }
+  saveSafetensors(ap.model, net.model.stateDict(), {
+    format: 'weakseg-affinity/1', backbone: net.backbone.name, stride: String(net.stride), radius: String(net.radius),
+    taps: JSON.stringify(net.model.taps), num_classes: String(net.numClasses), classes: JSON.stringify(dataset.classes),
+    epochs_completed: String(result.epochsCompleted), steps: String(result.steps),
+  });
+  reporter.line(`affinity net saved to ${ap.model}`);
+  net.model.dispose();
+  emptyCache();
+  const epochsRun = result.epochLosses.length;
+  const summary: AffinitySummary = {
+    model: ap.model, epochs: result.epochsCompleted, steps: result.steps, epochLosses: result.epochLosses,
+    secondsPerEpoch: epochsRun ? result.seconds / epochsRun : 0, msPerStep: result.stepMsMean, dataWaitShare: result.dataWaitShare,
+    labels, result,
+  };
+  recordMetrics(config, 'affinity', {
+    model: ap.model, epochs: summary.epochs, steps: summary.steps, epochLosses: summary.epochLosses,
+    secondsPerEpoch: summary.secondsPerEpoch, msPerStep: summary.msPerStep, dataWaitShare: summary.dataWaitShare,
+    taps: net.model.taps, radius: net.radius, stride: net.stride,
+    labels: { split: labels.split, images: labels.images, seconds: labels.seconds, msPerImage: labels.msPerImage, shares: labels.shares },
+  });
+  return summary;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// randomWalk: CAMs propagated by the affinity net
+
+export interface RandomWalkSplitSummary extends RefineSplitSummary {
+  /** Per computed image: the affinity net's forward pass and the walk (input, propagation, upsampling). */
+  msNet: number;
+  msWalk: number;
+}
+
+export interface RandomWalkSummary {
+  /** The split scored (eval.split). */
+  split: string;
+  result: MiouResult | null;
+  beta: number;
+  logt: number;
+  bgAlpha: number;
+  /** Share of the scored split's pixels left unclaimed (255; only with refine.randomWalk.uncertainBelow > 0). */
+  uncertainShare: number;
+  splits: RandomWalkSplitSummary[];
+}
+
+/** Pseudo-masks of data.trainSplit and eval.split by the random walk; scores eval.split. */
+export async function randomWalkMasks(config: WeaksegConfig, hooks: StageHooks = {}): Promise<RandomWalkSummary> {
+  const paths = prepareRun(config);
+  const log = logger(hooks);
+  const rw = config.refine.randomWalk;
+  const modelPath = paths.affinity.model;
+  if (!existsSync(modelPath)) throw new Error(`no trained affinity net (${modelPath}); run the affinity stage first`);
+  const scoredSplit = config.eval.split;
+  const splits = unique([config.data.trainSplit, scoredSplit]);
+  emptyCache();
+  const outputs = new StageOutputs(hooks.resume ?? false);
+  const summaries: RandomWalkSplitSummary[] = [];
+  let result: MiouResult | null = null;
+  let uncertainShare = 0;
+  let net: AffinityNet | null = null;
+  try {
+    for (const split of splits) {
+      const dataset = await readSplit(config, split);
+      if (!net) {
+        net = buildAffinityNet(config, dataset.classes.length, hooks);
+        loadModelWeights(modelPath, net.model);
+        if (config.device !== 'cpu') net.model.to({ device: config.device });
+        net.model.eval();
+        log(`random walk with ${modelPath}: beta ${rw.beta}, ${2 ** rw.logt} steps (logt ${rw.logt}), background alpha ${rw.bgAlpha}, ` +
+          `stride ${net.stride}, radius ${net.radius}`);
+      }
+      const n = net;
+      const dir = paths.pseudo(split);
+      const score = split === scoredSplit ? new SplitScore(dataset) : null;
+      const unclaimed = new LabelShareCounter();
+      const todo = dataset.items.filter((item) => !outputs.existing(item.id, join(dir, `${item.id}.png`)));
+      const camPaths = new Map(todo.map((item) => [item.id, camFile(config, split, item)]));
+      const bar = progress(hooks, `random walk ${split}`, dataset.items.length);
+      let msNet = 0;
+      let msWalk = 0;
+      const masks = new Map<string, LabelMap>();
+      const loader = new BatchLoader({ ...dataset, items: todo }, evalTransform({ norm: n.backbone.inputNorm, withMask: false }), {
+        batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile,
+      });
+      for await (const batch of loader.epoch(0)) {
+        hooks.signal?.throwIfAborted();
+        const item = todo[batch.indices[0]!]!;
+        const t0 = performance.now();
+        const field = tidy(() => {
+          const [, ch, h, w] = batch.shape;
+          let image: Tensor = tensor(batch.images, { shape: [1, ch, h, w] });
+          if (config.device !== 'cpu') image = image.to({ device: config.device });
+          // infer_aff.py pads the normalised image with zeros (the mean colour) to a multiple of the stride.
+          const s = n.stride;
+          return n.affinityField(F.pad(image, [0, Math.ceil(w / s) * s - w, 0, Math.ceil(h / s) * s - h]));
+        });
+        const t1 = performance.now();
+        const mask = randomWalkMask(readCam(camPaths.get(item.id)!), field, {
+          beta: rw.beta, logt: rw.logt, bgAlpha: rw.bgAlpha, stride: n.stride, uncertainBelow: rw.uncertainBelow,
+        });
+        const out = join(dir, `${item.id}.png`);
+        await writeMask(out, mask);
+        msNet += t1 - t0;
+        msWalk += performance.now() - t1;
+        outputs.add(item.id, out);
+        masks.set(item.id, mask);
+        bar.tick();
+      }
+      for (let i = todo.length; i < dataset.items.length; i++) bar.tick();
+      for (const item of dataset.items) {
+        if (!score) break;
+        const mask = masks.get(item.id) ?? await readMask(join(dir, `${item.id}.png`));
+        await score.add(item, mask);
+        if (item.maskPath) unclaimed.add(mask.data);
+      }
+      const seconds = bar.stop();
+      const computed = todo.length;
+      summaries.push({
+        split, dir, images: dataset.items.length, computed, seconds, msPerImage: computed ? (msNet + msWalk) / computed : 0,
+        msNet: computed ? msNet / computed : 0, msWalk: computed ? msWalk / computed : 0,
+      });
+      log(`random walk ${split}: ${dataset.items.length} images (${computed} computed, ` +
+        `${computed ? (msNet / computed).toFixed(0) : '-'} ms net + ${computed ? (msWalk / computed).toFixed(0) : '-'} ms walk each) -> ${dir}`);
+      if (score) {
+        result = score.result();
+        uncertainShare = unclaimed.shares.uncertain;
+        if (result) log(`${formatMiouTable(result)}\nrandom-walk pseudo-mask mIoU on '${split}': ${pct(result.miou)} %`);
+        else log(`random walk ${split}: no ground-truth masks, not scored`);
+      }
+    }
+  } finally {
+    net?.model.dispose();
+  }
+  const summary: RandomWalkSummary = { split: scoredSplit, result, beta: rw.beta, logt: rw.logt, bgAlpha: rw.bgAlpha, uncertainShare, splits: summaries };
+  recordMetrics(config, 'randomWalk', summary);
+  return summary;
+}
