@@ -4,4 +4,5 @@ export * from './train.js';
 export * from './cams.js';
 export * from './evaluate.js';
 export * from './report.js';
+export * from './segment.js';
 export * from './refine.js';

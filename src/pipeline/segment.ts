@@ -1,0 +1,295 @@
+// Stages 'seg' and 'segEval': DeepLab retrained on the pseudo-masks of the training split, then scored on a
+// labelled split with multi-scale + flip inference (methods-reference.md sections 2.8, 3(f)).
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import cliProgress from 'cli-progress';
+import { type Tensor, emptyCache, tensor } from '../engine/index.js';
+import { readSafetensorsHeader, saveSafetensors } from '../engine/serialize/index.js';
+import {
+  BatchLoader, DataError, type Dataset, IGNORE_INDEX, type ItemTransform, type LabelMap, decodeImage, evalTransform, trainTransform, writeMask,
+} from '../data/index.js';
+import type { Backbone } from '../backbones/backbone.js';
+import { createBackbone } from '../backbones/index.js';
+import { ConfusionMatrix, type MiouResult, formatMiouTable, withBackground } from '../eval/index.js';
+import { DeepLab } from '../segmentation/deeplab.js';
+import { predictMask } from '../segmentation/infer.js';
+import { latestCheckpoint, listCheckpoints, loadModelWeights } from '../train/checkpoint.js';
+import { TrainReporter } from '../train/reporter.js';
+import { type TrainResult, train } from '../train/trainer.js';
+import type { WeaksegConfig } from './config.js';
+import { type StageHooks, logger, prepareRun, readSplit, recordMetrics, runPaths } from './common.js';
+
+/** Format tag of the saved segmentation model (seg/model.safetensors). */
+export const SEGMENTER_FORMAT = 'weakseg-segmenter/1';
+
+type PseudoMaskSource = WeaksegConfig['seg']['pseudoMasks'];
+
+/** Where each kind of pseudo-mask lives and which stage writes it. */
+export function pseudoMaskDir(config: WeaksegConfig, source: PseudoMaskSource, split: string): { dir: string; madeBy: string } {
+  const paths = runPaths(config);
+  switch (source) {
+    case 'randomWalk': return { dir: paths.pseudo(split), madeBy: "the 'randomWalk' stage (random-walk refinement of the CAMs)" };
+    case 'crf': return { dir: paths.crf(split), madeBy: "the 'crf' stage (dense CRF on the seeds)" };
+    case 'seeds': return {
+      dir: paths.seeds(split),
+      madeBy: `the 'eval' stage, which writes the seeds of eval.split (now '${config.eval.split}'; it must be '${split}')`,
+    };
+    default: throw new Error(`seg.pseudoMasks: unknown source '${String(source)}'`);
+  }
+}
+
+/**
+ * The training split with every item's mask replaced by its pseudo-mask (`<dir>/<id>.png`). A missing one is an
+ * error naming the file and the stage that makes it.
+ */
+export function withPseudoMasks(config: WeaksegConfig, dataset: Dataset, split: string): Dataset {
+  const source = config.seg.pseudoMasks;
+  const { dir, madeBy } = pseudoMaskDir(config, source, split);
+  const items = dataset.items.map((item) => ({ ...item, maskPath: join(dir, `${item.id}.png`) }));
+  const missing = items.filter((i) => !existsSync(i.maskPath));
+  if (missing.length) {
+    throw new Error(`seg.pseudoMasks is '${source}' but ${missing.length} of ${items.length} images of split '${split}' ` +
+      `have no pseudo-mask (first: ${missing[0]!.maskPath}); they are made by ${madeBy}`);
+  }
+  return { classes: dataset.classes, items };
+}
+
+/** Fails on a pseudo-mask value that is neither a label of the K-label network nor 255, naming the file. */
+function checkMaskValues(transform: ItemTransform, numLabels: number): ItemTransform {
+  return async (item, context) => {
+    const sample = await transform(item, context);
+    const mask = sample.mask;
+    if (mask) {
+      for (let i = 0; i < mask.length; i++) {
+        const v = mask[i]!;
+        if (v >= numLabels && v !== IGNORE_INDEX) {
+          throw new DataError(item.maskPath ?? item.id, `pseudo-mask value ${v} is neither a label (0..${numLabels - 1}) nor ${IGNORE_INDEX}`);
+        }
+      }
+    }
+    return sample;
+  };
+}
+
+/** The training transform of the segmenter: rescale, flip, crop (padding: image 0, mask 255), normalise. */
+export function segTrainTransform(config: WeaksegConfig, backbone: Backbone, numLabels: number): ItemTransform {
+  const s = config.seg;
+  return checkMaskValues(trainTransform({
+    withMask: true,
+    cropSize: s.cropSize,
+    ...(s.scaleRange ? { scaleRange: s.scaleRange } : {}),
+    flip: s.flip,
+    norm: backbone.inputNorm,
+  }), numLabels);
+}
+
+/** DeepLab over seg.backbone (default model.backbone) with seg.weights (default model.weights). */
+export function buildSegmenter(config: WeaksegConfig, numClasses: number, hooks: StageHooks): DeepLab {
+  const s = config.seg;
+  const m = config.model;
+  let backbone: Backbone;
+  if (hooks.backboneFactory) {
+    backbone = hooks.backboneFactory(config);
+  } else {
+    const name = s.backbone ?? m.backbone;
+    // model.padding belongs to the classifier's backbone; it carries over only when the segmenter uses the same one.
+    const padding = name === m.backbone && m.padding ? { padding: m.padding } : {};
+    backbone = createBackbone(name, { weights: s.weights ?? m.weights, outputStride: s.outputStride, ...padding });
+  }
+  return new DeepLab(backbone, { numClasses, head: s.head, dropout: s.dropout, headLrMult: s.headLrMult });
+}
+
+export interface SegTrainSummary {
+  runDir: string;
+  model: string;
+  pseudoMasks: PseudoMaskSource;
+  images: number;
+  epochs: number;
+  steps: number;
+  epochLosses: number[];
+  secondsPerEpoch: number;
+  msPerStep: number;
+  dataWaitShare: number;
+  result: TrainResult;
+}
+
+/** Stage 'seg': trains DeepLab on the pseudo-masks of data.trainSplit. `hooks.resume` continues from seg/checkpoints. */
+export async function trainSegmenter(config: WeaksegConfig, hooks: StageHooks = {}): Promise<SegTrainSummary> {
+  const paths = prepareRun(config);
+  const seg = paths.seg;
+  if (!hooks.resume && latestCheckpoint(seg.checkpoints)) {
+    throw new Error(`${seg.checkpoints} already has checkpoints (${listCheckpoints(seg.checkpoints).length}); ` +
+      'resume the segmenter (--resume) or choose a new run directory');
+  }
+  const s = config.seg;
+  const split = config.data.trainSplit;
+  const dataset = withPseudoMasks(config, await readSplit(config, split), split);
+  if (dataset.items.length < s.batchSize) {
+    throw new Error(`split '${split}' has ${dataset.items.length} images, fewer than one batch of seg.batchSize = ${s.batchSize}`);
+  }
+  const net = buildSegmenter(config, dataset.classes.length, hooks);
+  const reporter = new TrainReporter({
+    textLog: seg.trainLog, jsonLog: seg.trainJsonLog, progress: hooks.progress ?? 'auto', logEvery: config.train.logEvery,
+    write: hooks.log,
+  });
+  reporter.line(`segmenter ${paths.root}: DeepLab ${net.headName} on ${net.backbone.name} (output stride ` +
+    `${net.backbone.outputStride}, weights ${s.weights ?? config.model.weights ?? 'none: random init'}), ${net.numLabels} labels; ` +
+    `${dataset.items.length} images of '${split}' with '${s.pseudoMasks}' pseudo-masks; crop ${s.cropSize}, batch ${s.batchSize}, ` +
+    `lr ${s.lr} (head x${s.headLrMult}), momentum ${s.momentum}`);
+  const loader = new BatchLoader(dataset, segTrainTransform(config, net.backbone, net.numLabels), {
+    batchSize: s.batchSize, shuffle: true, seed: s.seed, prefetch: config.train.prefetch, dropLast: true,
+    onBadFile: config.data.onBadFile,
+  });
+  let result: TrainResult;
+  try {
+    result = await train({
+      method: net, loader, epochs: s.epochs, seed: s.seed, device: config.device, channelsLast: config.model.channelsLast,
+      optimizer: { lr: s.lr, momentum: s.momentum, weightDecay: s.weightDecay, polyPower: s.polyPower },
+      checkpointDir: seg.checkpoints, resume: hooks.resume ?? false, keepCheckpoints: config.train.keepCheckpoints,
+      checkpointEverySteps: config.train.checkpointEverySteps,
+      maxSteps: s.maxSteps, onEvent: reporter.onEvent, signal: hooks.signal,
+      checkpointMetadata: { backbone: net.backbone.name, head: net.headName, config: JSON.stringify(config) },
+    });
+  } finally {
+    reporter.close();
+  }
+  mkdirSync(dirname(seg.model), { recursive: true });
+  saveSafetensors(seg.model, net.model.stateDict(), {
+    format: SEGMENTER_FORMAT, method: net.name, head: net.headName, backbone: net.backbone.name,
+    output_stride: String(net.backbone.outputStride), num_classes: String(net.numClasses),
+    classes: JSON.stringify(dataset.classes), pseudo_masks: s.pseudoMasks,
+    epochs_completed: String(result.epochsCompleted), steps: String(result.steps),
+  });
+  const epochsRun = result.epochLosses.length;
+  const summary: SegTrainSummary = {
+    runDir: paths.root, model: seg.model, pseudoMasks: s.pseudoMasks, images: dataset.items.length,
+    epochs: result.epochsCompleted, steps: result.steps, epochLosses: result.epochLosses,
+    secondsPerEpoch: epochsRun ? result.seconds / epochsRun : 0, msPerStep: result.stepMsMean,
+    dataWaitShare: result.dataWaitShare, result,
+  };
+  recordMetrics(config, 'seg', {
+    pseudoMasks: s.pseudoMasks, head: net.headName, backbone: net.backbone.name, images: summary.images,
+    epochs: summary.epochs, steps: summary.steps, epochLosses: summary.epochLosses, secondsPerEpoch: summary.secondsPerEpoch,
+    msPerStep: summary.msPerStep, dataWaitShare: summary.dataWaitShare, lastCheckpoint: result.lastCheckpoint,
+  });
+  reporter.line(`segmenter saved to ${seg.model}`);
+  net.model.dispose();
+  emptyCache();
+  return summary;
+}
+
+export interface SegEvalReport {
+  split: string;
+  /** Scores of the predictions against the split's ground truth (null when no image has one). */
+  result: MiouResult | null;
+  scales: number[];
+  flip: boolean;
+  crf: WeaksegConfig['seg']['crf'];
+  images: number;
+  /** Images that had a ground-truth mask and were scored. */
+  scoredImages: number;
+  /** Inference time per image (network passes, and the CRF when on). */
+  msPerImage: number;
+  predictionsDir: string;
+  model: string;
+}
+
+/** The segmenter's weights: seg/model.safetensors, else its newest checkpoint. */
+export function segmenterWeightsPath(config: WeaksegConfig): string {
+  const seg = runPaths(config).seg;
+  const path = existsSync(seg.model) ? seg.model : latestCheckpoint(seg.checkpoints);
+  if (!path) throw new Error(`no segmentation model (${seg.model}, or checkpoints in ${seg.checkpoints}); run the 'seg' stage first`);
+  return path;
+}
+
+/** Stage 'segEval': predicts every image of seg.evalSplit, writes palette PNGs and scores them. */
+export async function evaluateSegmenter(config: WeaksegConfig, hooks: StageHooks = {}): Promise<SegEvalReport> {
+  const paths = prepareRun(config);
+  const log = logger(hooks);
+  const s = config.seg;
+  const split = s.evalSplit;
+  const weights = segmenterWeightsPath(config);
+  const dataset = await readSplit(config, split);
+  const meta = readSafetensorsHeader(weights).metadata;
+  if (meta.num_classes !== undefined && Number(meta.num_classes) !== dataset.classes.length) {
+    throw new Error(`${weights}: segmenter trained for ${meta.num_classes} classes but split '${split}' has ${dataset.classes.length}`);
+  }
+  emptyCache(); // training's cached blocks do not fit inference's shapes
+  const net = buildSegmenter(config, dataset.classes.length, hooks);
+  const dir = paths.seg.predictions(split);
+  const K = net.numLabels;
+  const confusion = new ConfusionMatrix(K);
+  let scored = 0;
+  let inferMs = 0;
+  let done = 0;
+  try {
+    loadModelWeights(weights, net.model);
+    if (config.device !== 'cpu' || config.model.channelsLast) {
+      net.model.to({ device: config.device, memoryFormat: config.model.channelsLast ? 'channels_last' : undefined });
+    }
+    net.model.eval();
+    log(`segmenter ${weights} on '${split}' (${dataset.items.length} images): scales ${s.scales.join('/')}` +
+      `${s.testFlip ? ' + flips' : ''}${s.crf ? `, dense CRF '${s.crf}'` : ''} -> ${dir}`);
+    const loader = new BatchLoader(dataset, evalTransform({ norm: net.backbone.inputNorm, withMask: true }), {
+      batchSize: 1, shuffle: false, prefetch: 2, onBadFile: config.data.onBadFile,
+    });
+    const useBar = (hooks.progress ?? 'auto') === 'auto' ? Boolean(process.stderr.isTTY) : Boolean(hooks.progress);
+    const bar = useBar
+      ? new cliProgress.SingleBar({ format: `segment ${split} |{bar}| {value}/{total} | {rate} img/s | ETA {eta_formatted}`, hideCursor: true, clearOnComplete: true, fps: 4 }, cliProgress.Presets.shades_classic)
+      : null;
+    bar?.start(dataset.items.length, 0, { rate: '-' });
+    const t0 = performance.now();
+    try {
+      for await (const batch of loader.epoch(0)) {
+        hooks.signal?.throwIfAborted();
+        const item = dataset.items[batch.indices[0]!]!;
+        const [, ch, h, w] = batch.shape;
+        const rgb = s.crf ? await decodeImage(item.imagePath) : undefined;
+        const p0 = performance.now();
+        let image: Tensor = tensor(batch.images, { shape: [1, ch, h, w] });
+        let pred: LabelMap;
+        try {
+          if (config.device !== 'cpu') image = image.to({ device: config.device });
+          pred = predictMask(net, image, {
+            scales: s.scales, flip: s.testFlip, channelsLast: config.model.channelsLast, crf: s.crf, ...(rgb ? { rgb } : {}),
+          });
+        } finally {
+          image.dispose();
+        }
+        inferMs += performance.now() - p0;
+        await writeMask(join(dir, `${item.id}.png`), pred);
+        if (item.maskPath && batch.masks) {
+          confusion.add(pred.data, batch.masks, item.id);
+          scored++;
+        }
+        done++;
+        const rate = done / ((performance.now() - t0) / 1000);
+        bar?.update(done, { rate: rate.toFixed(2) });
+        if (!bar && (done % 50 === 0 || done === dataset.items.length)) {
+          log(`segment ${split}: ${done}/${dataset.items.length} (${rate.toFixed(2)} img/s)`);
+        }
+        await new Promise<void>((r) => setImmediate(r));
+      }
+    } finally {
+      bar?.stop();
+    }
+  } finally {
+    net.model.dispose();
+  }
+  const result = scored ? confusion.score(withBackground(dataset.classes)) : null;
+  const report: SegEvalReport = {
+    split, result, scales: [...s.scales], flip: s.testFlip, crf: s.crf, images: done, scoredImages: scored,
+    msPerImage: done ? inferMs / done : 0, predictionsDir: dir, model: weights,
+  };
+  const pct = (v: number | null) => (v === null ? '-' : (100 * v).toFixed(2));
+  if (result) {
+    log(formatMiouTable(result));
+    log(`segmenter mIoU on '${split}': ${pct(result.miou)} % (${scored} images; scales ${s.scales.join('/')}` +
+      `${s.testFlip ? ' + flips' : ''}${s.crf ? `, CRF '${s.crf}'` : ', no CRF'}; ${report.msPerImage.toFixed(0)} ms per image)`);
+  } else {
+    log(`segmenter: no image of '${split}' has a ground-truth mask; ${done} predictions written to ${dir}, nothing scored`);
+  }
+  recordMetrics(config, 'segEval', report);
+  return report;
+}

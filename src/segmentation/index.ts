@@ -1,0 +1,2 @@
+export * from './deeplab.js';
+export * from './infer.js';
