@@ -7,7 +7,7 @@ import cliProgress from 'cli-progress';
 import { type Tensor, emptyCache, tensor } from '../engine/index.js';
 import { readSafetensorsHeader, saveSafetensors } from '../engine/serialize/index.js';
 import {
-  BatchLoader, DataError, type Dataset, IGNORE_INDEX, type ItemTransform, type LabelMap, decodeImage, evalTransform, trainTransform, writeMask,
+  BatchLoader, DataError, type Dataset, IGNORE_INDEX, type ItemTransform, type LabelMap, decodeImage, evalTransform, readMask, trainTransform, writeMask,
 } from '../data/index.js';
 import type { Backbone } from '../backbones/backbone.js';
 import { createBackbone } from '../backbones/index.js';
@@ -189,7 +189,9 @@ export interface SegEvalReport {
   images: number;
   /** Images that had a ground-truth mask and were scored. */
   scoredImages: number;
-  /** Inference time per image (network passes, and the CRF when on). */
+  /** Predictions kept from an interrupted run (hooks.resume) instead of recomputed. */
+  keptImages: number;
+  /** Inference time per image predicted (network passes, and the CRF when on). */
   msPerImage: number;
   predictionsDir: string;
   model: string;
@@ -203,7 +205,10 @@ export function segmenterWeightsPath(config: WeaksegConfig): string {
   return path;
 }
 
-/** Stage 'segEval': predicts every image of seg.evalSplit, writes palette PNGs and scores them. */
+/**
+ * Stage 'segEval': predicts every image of seg.evalSplit, writes palette PNGs and scores them. `hooks.resume`
+ * keeps the predictions already written (and scores them).
+ */
 export async function evaluateSegmenter(config: WeaksegConfig, hooks: StageHooks = {}): Promise<SegEvalReport> {
   const paths = prepareRun(config);
   const log = logger(hooks);
@@ -223,13 +228,14 @@ export async function evaluateSegmenter(config: WeaksegConfig, hooks: StageHooks
   let scored = 0;
   let inferMs = 0;
   let done = 0;
+  let kept = 0;
   try {
     loadModelWeights(weights, net.model);
     if (config.device !== 'cpu' || config.model.channelsLast) {
       net.model.to({ device: config.device, memoryFormat: config.model.channelsLast ? 'channels_last' : undefined });
     }
     net.model.eval();
-    log(`segmenter ${weights} on '${split}' (${dataset.items.length} images): scales ${s.scales.join('/')}` +
+    log(`segmenter ${weights} on '${split}' (${dataset.items.length} images${hooks.resume ? ', keeping predictions already written' : ''}): scales ${s.scales.join('/')}` +
       `${s.testFlip ? ' + flips' : ''}${s.crf ? `, dense CRF '${s.crf}'` : ''} -> ${dir}`);
     const loader = new BatchLoader(dataset, evalTransform({ norm: net.backbone.inputNorm, withMask: true }), {
       batchSize: 1, shuffle: false, prefetch: 2, onBadFile: config.data.onBadFile,
@@ -245,20 +251,30 @@ export async function evaluateSegmenter(config: WeaksegConfig, hooks: StageHooks
         hooks.signal?.throwIfAborted();
         const item = dataset.items[batch.indices[0]!]!;
         const [, ch, h, w] = batch.shape;
-        const rgb = s.crf ? await decodeImage(item.imagePath) : undefined;
-        const p0 = performance.now();
-        let image: Tensor = tensor(batch.images, { shape: [1, ch, h, w] });
+        const out = join(dir, `${item.id}.png`);
         let pred: LabelMap;
-        try {
-          if (config.device !== 'cpu') image = image.to({ device: config.device });
-          pred = predictMask(net, image, {
-            scales: s.scales, flip: s.testFlip, channelsLast: config.model.channelsLast, crf: s.crf, ...(rgb ? { rgb } : {}),
-          });
-        } finally {
-          image.dispose();
+        if (hooks.resume && existsSync(out)) {
+          // Resuming: a prediction written before the interruption (each PNG is complete once it exists) is kept.
+          pred = await readMask(out);
+          if (pred.width !== w || pred.height !== h) {
+            throw new Error(`${out}: kept prediction is ${pred.width}x${pred.height} but the image is ${w}x${h}; delete it or run without resume`);
+          }
+          kept++;
+        } else {
+          const rgb = s.crf ? await decodeImage(item.imagePath) : undefined;
+          const p0 = performance.now();
+          let image: Tensor = tensor(batch.images, { shape: [1, ch, h, w] });
+          try {
+            if (config.device !== 'cpu') image = image.to({ device: config.device });
+            pred = predictMask(net, image, {
+              scales: s.scales, flip: s.testFlip, channelsLast: config.model.channelsLast, crf: s.crf, ...(rgb ? { rgb } : {}),
+            });
+          } finally {
+            image.dispose();
+          }
+          inferMs += performance.now() - p0;
+          await writeMask(out, pred);
         }
-        inferMs += performance.now() - p0;
-        await writeMask(join(dir, `${item.id}.png`), pred);
         if (item.maskPath && batch.masks) {
           confusion.add(pred.data, batch.masks, item.id);
           scored++;
@@ -279,8 +295,8 @@ export async function evaluateSegmenter(config: WeaksegConfig, hooks: StageHooks
   }
   const result = scored ? confusion.score(withBackground(dataset.classes)) : null;
   const report: SegEvalReport = {
-    split, result, scales: [...s.scales], flip: s.testFlip, crf: s.crf, images: done, scoredImages: scored,
-    msPerImage: done ? inferMs / done : 0, predictionsDir: dir, model: weights,
+    split, result, scales: [...s.scales], flip: s.testFlip, crf: s.crf, images: done, scoredImages: scored, keptImages: kept,
+    msPerImage: done > kept ? inferMs / (done - kept) : 0, predictionsDir: dir, model: weights,
   };
   const pct = (v: number | null) => (v === null ? '-' : (100 * v).toFixed(2));
   if (result) {

@@ -124,6 +124,9 @@ for (const [head, epochs, lr] of [['largefov', 8, 0.01], ['aspp', 20, 0.05]] as 
     assert.deepEqual(metrics.segEval.scales, [0.5, 1]);
     assert.ok(lines.some((l) => /segmenter mIoU on 'val': \d+\.\d\d %/.test(l)));
 
+    const moreClasses = resolveConfig({ ...config, data: { ...config.data, classes: [...CLASSES, 'blue'] } });
+    await assert.rejects(evaluateSegmenter(moreClasses, hooks), /model\.safetensors: segmenter trained for 2 classes but split 'val' has 3/);
+
     if (head === 'largefov') {
       // The same with a dense CRF on the fused probabilities (the RGB image read back for its bilateral kernel).
       const withCrf = await evaluateSegmenter(resolveConfig({ ...config, seg: { ...config.seg, crf: 'psa' } }), hooks);
@@ -132,6 +135,14 @@ for (const [head, epochs, lr] of [['largefov', 8, 0.01], ['aspp', 20, 0.05]] as 
       assert.equal(withCrf.result!.scoredPixels, 4 * W * (H - 1));
       assert.ok(withCrf.result!.miou! > 0.5);
       assert.equal(JSON.parse(readFileSync(paths.metrics, 'utf8')).segEval.crf, 'psa');
+    } else {
+      // Resuming keeps (and scores) the predictions already written: a planted all-background one stays.
+      const planted = join(paths.seg.predictions('val'), `${val[0]!.id}.png`);
+      await writeFileDeep(planted, encodeMask({ width: W, height: H, data: new Uint8Array(W * H) }));
+      const resumed = await evaluateSegmenter(config, { ...hooks, resume: true });
+      assert.equal(resumed.keptImages, 4);
+      assert.ok((await readMask(planted)).data.every((v) => v === 0));
+      assert.ok(resumed.result!.miou! < report.result!.miou!, 'the planted prediction is scored');
     }
 
     // A second training run in the same directory must not silently overwrite the first.
@@ -139,7 +150,7 @@ for (const [head, epochs, lr] of [['largefov', 8, 0.01], ['aspp', 20, 0.05]] as 
   });
 }
 
-test('seg: a missing pseudo-mask names the file and the stage that makes it', async (t) => {
+test('seg: a missing pseudo-mask names the file and the stage that makes it; a missing model names the stage', async (t) => {
   const dir = await tempDir(t);
   const root = join(dir, 'voc');
   const { train } = await makeVoc(root);
@@ -161,6 +172,7 @@ test('seg: a missing pseudo-mask names the file and the stage that makes it', as
       return true;
     });
   }
+  await assert.rejects(evaluateSegmenter(config, tiny), /no segmentation model \(.*seg\/model\.safetensors.*\); run the 'seg' stage first/);
 });
 
 test('seg: crops larger than the image pad the mask with 255; a pseudo-mask value that is no label is refused', async (t) => {

@@ -39,26 +39,28 @@ test('loss: cross entropy averaged over the labelled pixels only (255 ignored), 
 
 test('loss: logits are upsampled bilinearly with aligned corners to the mask size before the cross entropy', () => {
   tidy(() => {
-    // 1 x 2 x 2 x 2 logits -> 3 x 3: with aligned corners, output (i, j) samples input (i / 2, j / 2).
+    // 1 x 2 x 2 x 2 logits -> 5 x 5: with aligned corners, output (i, j) samples input (i / 4, j / 4).
+    // (Half-pixel sampling would read (0.4 i - 0.3, ...), clamped: a different answer.)
     const z = [0.5, -1, 2, 0.25, /* class 1 */ -0.5, 1.5, 0, 1];
     const up = (k: number, i: number, j: number): number => {
       const g = (y: number, x: number) => z[k * 4 + y * 2 + x]!;
-      const [y, x] = [i / 2, j / 2];
+      const [y, x] = [i / 4, j / 4];
       const [y0, x0] = [Math.floor(y), Math.floor(x)];
       const [y1, x1] = [Math.min(1, y0 + 1), Math.min(1, x0 + 1)];
       const [fy, fx] = [y - y0, x - x0];
       return (1 - fy) * ((1 - fx) * g(y0, x0) + fx * g(y0, x1)) + fy * ((1 - fx) * g(y1, x0) + fx * g(y1, x1));
     };
-    const masks = [0, 1, 1, 255, 0, 1, 0, 0, 255];
+    const masks = randArray(25, 12, 0, 2.6).map((v) => (v >= 2 ? 255 : Math.floor(v)));
+    assert.ok(masks.includes(255) && masks.includes(0) && masks.includes(1));
     let sum = 0;
     let count = 0;
     masks.forEach((t, p) => {
       if (t === 255) return;
-      const [i, j] = [Math.floor(p / 3), p % 3];
+      const [i, j] = [Math.floor(p / 5), p % 5];
       sum += nll([up(0, i, j), up(1, i, j)], t);
       count++;
     });
-    const loss = segmentationLoss(tensor(Float32Array.from(z), { shape: [1, 2, 2, 2] }), masksOf(masks, [1, 3, 3]));
+    const loss = segmentationLoss(tensor(Float32Array.from(z), { shape: [1, 2, 2, 2] }), masksOf(masks, [1, 5, 5]));
     assertClose(loss, [sum / count], { rtol: 1e-5 });
   });
 });
