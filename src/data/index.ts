@@ -8,3 +8,4 @@ export * from './voc.js';
 export * from './folder.js';
 export * from './loader.js';
 export * from './transforms.js';
+export * from './synthetic.js';
