@@ -3,6 +3,7 @@ import type { Backbone } from './backbone.js';
 import { type MobileNetV2LoadOptions, mobilenetV2 } from './mobilenet_v2.js';
 import { type ResNetLoadOptions, resnet101, resnet50 } from './resnet.js';
 import { type ResNet38LoadOptions, resnet38 } from './resnet38.js';
+import { type TinyNetLoadOptions, tinynet } from './tinynet.js';
 
 export * from './backbone.js';
 export { type OutputStride, normalizeInput, setBatchNormFrozen } from './common.js';
@@ -19,6 +20,7 @@ export {
   RESNET38_STAGES, ResBlock, ResBlockBot, ResNet38, type ResNet38LoadOptions, type ResNet38Options, type ResNet38Stage,
   resnet38,
 } from './resnet38.js';
+export { ConvBNReLU, TinyNet, type TinyNetLoadOptions, type TinyNetOptions, tinynet } from './tinynet.js';
 export {
   type LoadWeightsOptions, type WeightsFile, inputNormFromMetadata, loadWeights, loadWeightsInto, readWeights,
 } from './weights.js';
@@ -28,6 +30,7 @@ export interface BackboneOptionsByName {
   resnet50: ResNetLoadOptions;
   resnet101: ResNetLoadOptions;
   resnet38: ResNet38LoadOptions;
+  tinynet: TinyNetLoadOptions;
 }
 export type BackboneName = keyof BackboneOptionsByName;
 
@@ -44,6 +47,7 @@ const REGISTRY: { [N in BackboneName]: { build: (o: BackboneOptionsByName[N]) =>
   resnet50: { build: resnet50, options: RESNET_OPTIONS },
   resnet101: { build: resnet101, options: RESNET_OPTIONS },
   resnet38: { build: resnet38, options: ['weights', 'strict', 'outputStride', 'frozenBatchNorm', 'freezeUpTo', 'inputNorm'] },
+  tinynet: { build: tinynet, options: ['weights', 'strict', 'outputStride', 'dilate', 'frozenBatchNorm', 'inputNorm'] },
 };
 
 export const BACKBONE_NAMES = Object.keys(REGISTRY) as BackboneName[];

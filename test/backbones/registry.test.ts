@@ -11,7 +11,7 @@ import { assertClose } from '../helpers.js';
 import './util.js'; // test settings (threads)
 
 test('createBackbone builds each registered backbone with its options', () => {
-  assert.deepEqual(BACKBONE_NAMES, ['mobilenet_v2', 'resnet50', 'resnet101', 'resnet38']);
+  assert.deepEqual(BACKBONE_NAMES, ['mobilenet_v2', 'resnet50', 'resnet101', 'resnet38', 'tinynet']);
   const mnv2 = createBackbone('mobilenet_v2', { outputStride: 16, padding: 'same' });
   assert.ok(mnv2 instanceof MobileNetV2);
   assert.equal(mnv2.name, 'mobilenet_v2');
@@ -43,7 +43,7 @@ test('createBackbone builds each registered backbone with its options', () => {
 
 test('unknown names and options are errors that list the known ones', () => {
   assert.throws(() => createBackbone('resnet18'),
-    /unknown backbone 'resnet18' \(known: mobilenet_v2, resnet50, resnet101, resnet38\)/);
+    /unknown backbone 'resnet18' \(known: mobilenet_v2, resnet50, resnet101, resnet38, tinynet\)/);
   assert.throws(() => createBackbone('resnet50', { outputstride: 8 }),
     /backbone 'resnet50': unknown option 'outputstride' \(options: weights, strict, outputStride, dilate/);
   assert.throws(() => createBackbone('resnet38', { padding: 'same', dilate: true }),
