@@ -52,6 +52,34 @@ function commonOptions(cmd: Command): Command {
     .option('--no-progress', 'no progress bar (log lines instead)');
 }
 
+function resumeOption(cmd: Command): Command {
+  return cmd.option('--resume', 'continue an interrupted stage: keep its checkpoints and the files it already wrote');
+}
+
+function refineOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--crf <preset>', 'dense CRF settings (default psa)').choices(['psa', 'deeplab']))
+    .option('--affinity-epochs <n>', 'AffinityNet epochs (default 8)', num('--affinity-epochs'))
+    .option('--affinity-crop <px>', 'AffinityNet training crop (default 448)', num('--affinity-crop'));
+}
+
+function segOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--seg-head <head>', 'DeepLab head (default largefov)').choices(['largefov', 'aspp']))
+    .addOption(new Option('--pseudo-masks <source>', 'pseudo-masks the segmenter trains on (default randomWalk)')
+      .choices(['randomWalk', 'crf', 'seeds']))
+    .option('--seg-epochs <n>', 'segmentation epochs (default 10)', num('--seg-epochs'))
+    .option('--seg-eval-split <split>', 'split the segmenter is scored on (default val)');
+}
+
+function runOptions(cmd: Command): Command {
+  return cmd
+    .option('--stages <list>', `stages to run, comma-separated (default all: ${STAGE_LIST.join(',')})`, strList)
+    .option('--force <list>', 'rerun these stages even when up to date, comma-separated', strList);
+}
+
+const STAGE_LIST = ['train', 'cams', 'eval', 'crf', 'affinity', 'randomWalk', 'seg', 'segEval', 'report'];
+
 function modelOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--method <name>', 'weakly supervised method (default cam)').choices(['cam', 'seam']))
@@ -72,8 +100,7 @@ function trainOptions(cmd: Command): Command {
     .option('--momentum <m>', 'SGD momentum (default 0.9; 0 reproduces the official PSA/SEAM/IRN code)', num('--momentum'))
     .option('--weight-decay <wd>', 'weight decay (default 1e-4)', num('--weight-decay'))
     .option('--seed <n>', 'seed for data order, augmentation and initialisation (default 0)', num('--seed'))
-    .option('--max-steps <n>', 'stop after this many steps (smoke runs)', num('--max-steps'))
-    .option('--resume', 'continue the run from its newest checkpoint');
+    .option('--max-steps <n>', 'stop after this many steps (smoke runs)', num('--max-steps'));
 }
 
 function camOptions(cmd: Command): Command {
@@ -135,6 +162,14 @@ function flagsToConfig(f: Flags): Record<string, unknown> {
   put('eval.threshold', f.threshold);
   put('eval.thresholds', f.thresholds);
   if (f.seeds === false) put('eval.writeSeeds', false);
+  put('refine.crf.preset', f.crf);
+  put('refine.affinity.epochs', f.affinityEpochs);
+  put('refine.affinity.cropSize', f.affinityCrop);
+  put('seg.head', f.segHead);
+  put('seg.pseudoMasks', f.pseudoMasks);
+  put('seg.epochs', f.segEpochs);
+  put('seg.evalSplit', f.segEvalSplit);
+  put('run.stages', f.stages);
   for (const kv of (f.set as string[] | undefined) ?? []) {
     const eq = kv.indexOf('=');
     if (eq <= 0) throw new ConfigError(`--set takes key=value (e.g. train.lr=0.01), got '${kv}'`);
@@ -156,13 +191,50 @@ export function configFromFlags(f: Flags): WeaksegConfig {
   return resolveConfig(merged, source);
 }
 
-async function runStage(stage: 'train' | 'cams' | 'eval' | 'run', f: Flags): Promise<void> {
+type Pipeline = typeof import('../pipeline/index.js');
+type StageCommand = 'train' | 'cams' | 'eval' | 'crf' | 'affinity' | 'random-walk' | 'seg-train' | 'seg-eval' | 'report';
+
+/** Each stage command calls one pipeline function. */
+const STAGE_FUNCTIONS: Record<StageCommand, (p: Pipeline) => (c: WeaksegConfig, h: StageHooksLike) => Promise<unknown>> = {
+  train: (p) => p.trainClassifier,
+  cams: (p) => p.makeCams,
+  eval: (p) => p.evaluateSeeds,
+  crf: (p) => p.crfSeeds,
+  affinity: (p) => p.trainAffinity,
+  'random-walk': (p) => p.randomWalkMasks,
+  'seg-train': (p) => p.trainSegmenter,
+  'seg-eval': (p) => p.evaluateSegmenter,
+  report: (p) => p.writeReport,
+};
+type StageHooksLike = { progress?: boolean | 'auto'; resume?: boolean };
+
+function hooksFrom(f: Flags): StageHooksLike {
+  return { progress: f.progress === false ? false : 'auto', resume: Boolean(f.resume) };
+}
+
+async function runStage(stage: StageCommand, f: Flags): Promise<void> {
   const config = configFromFlags(f);
   const pipeline = await import('../pipeline/index.js');
-  const hooks = { progress: f.progress === false ? false : ('auto' as const) };
-  if (stage === 'train' || stage === 'run') await pipeline.trainClassifier(config, { ...hooks, resume: Boolean(f.resume) });
-  if (stage === 'cams' || stage === 'run') await pipeline.makeCams(config, hooks);
-  if (stage === 'eval' || stage === 'run') await pipeline.evaluateSeeds(config, hooks);
+  const out = await STAGE_FUNCTIONS[stage](pipeline)(config, hooksFrom(f));
+  if (stage === 'report') process.stdout.write(`report: ${(out as { path: string }).path}\n`);
+}
+
+async function runAll(f: Flags): Promise<void> {
+  const config = configFromFlags(f);
+  const { runPipeline, STAGE_ORDER } = await import('../pipeline/index.js');
+  const force = (f.force as string[] | undefined) ?? [];
+  const unknown = force.filter((s) => !(STAGE_ORDER as string[]).includes(s));
+  if (unknown.length) throw new ConfigError(`--force: unknown stage ${unknown.join(', ')} (stages: ${STAGE_ORDER.join(', ')})`);
+  await runPipeline(config, { ...hooksFrom(f), force: force as typeof STAGE_ORDER });
+}
+
+async function runDemoCommand(f: Flags): Promise<void> {
+  const { runDemo } = await import('../pipeline/index.js');
+  const result = await runDemo({
+    out: String(f.out), seed: Number(f.seed ?? 0), size: f.tiny ? 'tiny' : 'default',
+    progress: f.progress === false ? false : 'auto',
+  });
+  process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
 export function buildProgram(): Command {
@@ -170,7 +242,8 @@ export function buildProgram(): Command {
   program
     .name('weakseg')
     .description('Weakly supervised semantic segmentation from image-level tags: train a classifier, make class ' +
-      'activation maps (CAMs), turn them into seeds and score them.')
+      'activation maps (CAMs), refine them (dense CRF, affinity random walk) into pseudo-masks, train a segmentation ' +
+      'network on those, and score every step.')
     .version('0.1.0')
     .showHelpAfterError('(add --help for usage)')
     .addHelpText('after', `
@@ -178,7 +251,10 @@ Examples:
   weakseg train --data-root ../shared/data/voc-mini --weights ../shared/weights/mobilenet_v2_imagenet.safetensors -r runs/cam
   weakseg cams -r runs/cam --splits train,val
   weakseg eval -r runs/cam --split train --fit-split val
-  weakseg run -c my-run.json          (train + cams + eval)
+  weakseg crf -r runs/cam && weakseg affinity -r runs/cam && weakseg random-walk -r runs/cam
+  weakseg seg-train -r runs/cam && weakseg seg-eval -r runs/cam && weakseg report -r runs/cam
+  weakseg run -c my-run.json          (every stage; rerun it to resume, finished stages are skipped)
+  weakseg demo                        (the whole pipeline on built-in synthetic data, a few minutes on a CPU)
   weakseg config -c my-run.json       (print the resolved configuration)`);
 
   const add = (name: string, description: string, groups: ((c: Command) => Command)[], action: (f: Flags) => Promise<void>) => {
@@ -189,17 +265,37 @@ Examples:
     return cmd;
   };
   add('train', 'train the classifier of a method from image-level tags (per-epoch checkpoints; --resume continues)',
-    [modelOptions, trainOptions], (f) => runStage('train', f));
+    [modelOptions, trainOptions, resumeOption], (f) => runStage('train', f));
   add('cams', 'make multi-scale + flip CAMs of every image of the chosen splits (one safetensors file per image)',
-    [modelOptions, camOptions], (f) => runStage('cams', f));
+    [modelOptions, camOptions, resumeOption], (f) => runStage('cams', f));
   add('eval', 'score CAM seeds against ground truth: mIoU, per-class IoU, precision, recall, threshold curve',
     [evalOptions], (f) => runStage('eval', f));
-  add('run', 'train, make CAMs and evaluate, in one go', [modelOptions, trainOptions, camOptions, evalOptions],
-    (f) => runStage('run', f));
+  add('crf', 'refine the seeds (at the threshold the eval stage chose) with a dense CRF, and score them',
+    [refineOptions, resumeOption], (f) => runStage('crf', f));
+  add('affinity', 'make affinity labels from CRF\'d CAMs (alphas 4 and 24) and train the AffinityNet on them',
+    [refineOptions, resumeOption], (f) => runStage('affinity', f));
+  add('random-walk', 'propagate CAMs with the AffinityNet\'s random walk into pseudo-masks, and score them',
+    [refineOptions, resumeOption], (f) => runStage('random-walk', f));
+  add('seg-train', 'train a DeepLab segmentation network on the pseudo-masks of the training split',
+    [segOptions, resumeOption], (f) => runStage('seg-train', f));
+  add('seg-eval', 'predict and score the segmentation network on a held-out split (multi-scale + flip, optional CRF)',
+    [segOptions, resumeOption], (f) => runStage('seg-eval', f));
+  add('report', 'write the run\'s HTML report (report/index.html): scores, curves, per-class IoU, image gallery',
+    [], (f) => runStage('report', f));
+  add('run', 'every stage in order from one config; finished stages are skipped and an interrupted one resumes',
+    [modelOptions, trainOptions, camOptions, evalOptions, refineOptions, segOptions, runOptions], (f) => runAll(f));
   add('config', 'validate and print the resolved configuration (defaults filled in)',
-    [modelOptions, trainOptions, camOptions, evalOptions], async (f) => {
+    [modelOptions, trainOptions, camOptions, evalOptions, refineOptions, segOptions, runOptions], async (f) => {
       process.stdout.write(`${JSON.stringify(configFromFlags(f), null, 2)}\n`);
     });
+  program.command('demo')
+    .description('generate a synthetic tagged dataset whose objects a plain CAM only half finds, run every stage on it ' +
+      '(a few minutes on 2 CPU cores), print each stage\'s mIoU and write the report; ends with one JSON line')
+    .option('-o, --out <dir>', 'run directory (the data goes to <dir>/data)', 'runs/demo')
+    .option('--seed <n>', 'seed of the data and the training', num('--seed'), 0)
+    .option('--tiny', 'a seconds-long smoke run (tests)')
+    .option('--no-progress', 'no progress bars (log lines instead)')
+    .action(async (f: Flags) => runDemoCommand(f));
   return program;
 }
 

@@ -6,3 +6,5 @@ export * from './evaluate.js';
 export * from './report.js';
 export * from './segment.js';
 export * from './refine.js';
+export * from './run.js';
+export * from './demo.js';

@@ -10,7 +10,7 @@ import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } 
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import cliProgress from 'cli-progress';
-import { F, type Tensor, emptyCache, tensor, tidy } from '../engine/index.js';
+import { F, type Tensor, emptyCache, manualSeed, tensor, tidy } from '../engine/index.js';
 import { saveSafetensors } from '../engine/serialize/index.js';
 import {
   BatchLoader, type Dataset, type DatasetItem, type LabelMap, decodeImage, evalTransform, readMask, trainTransform, writeMask,
@@ -340,6 +340,7 @@ export async function trainAffinity(config: WeaksegConfig, hooks: StageHooks = {
     throw new Error(`split '${config.data.trainSplit}' has ${dataset.items.length} images, fewer than one batch of ${a.batchSize}`);
   }
   const labelled: Dataset = { ...dataset, items: dataset.items.map((item) => ({ ...item, maskPath: affinityLabelPath(config, item.id) })) };
+  manualSeed(a.seed); // the new layers' initialisation is part of the run's determinism
   const net = buildAffinityNet(config, dataset.classes.length, hooks);
   const reporter = new TrainReporter({
     textLog: ap.trainLog, jsonLog: ap.trainJsonLog, progress: hooks.progress ?? 'auto', logEvery: config.train.logEvery, write: hooks.log,

@@ -4,7 +4,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import cliProgress from 'cli-progress';
-import { type Tensor, emptyCache, tensor } from '../engine/index.js';
+import { type Tensor, emptyCache, manualSeed, tensor } from '../engine/index.js';
 import { readSafetensorsHeader, saveSafetensors } from '../engine/serialize/index.js';
 import {
   BatchLoader, DataError, type Dataset, IGNORE_INDEX, type ItemTransform, type LabelMap, decodeImage, evalTransform, readMask, trainTransform, writeMask,
@@ -128,6 +128,7 @@ export async function trainSegmenter(config: WeaksegConfig, hooks: StageHooks = 
   if (dataset.items.length < s.batchSize) {
     throw new Error(`split '${split}' has ${dataset.items.length} images, fewer than one batch of seg.batchSize = ${s.batchSize}`);
   }
+  manualSeed(config.seg.seed); // the head's initialisation is part of the run's determinism
   const net = buildSegmenter(config, dataset.classes.length, hooks);
   const reporter = new TrainReporter({
     textLog: seg.trainLog, jsonLog: seg.trainJsonLog, progress: hooks.progress ?? 'auto', logEvery: config.train.logEvery,

@@ -1,6 +1,6 @@
 // Stage 1: train the classifier of a method from image-level tags.
 import { BatchLoader, trainTransform } from '../data/index.js';
-import { emptyCache } from '../engine/index.js';
+import { emptyCache, manualSeed } from '../engine/index.js';
 import { saveSafetensors } from '../engine/serialize/index.js';
 import { latestCheckpoint, listCheckpoints } from '../train/checkpoint.js';
 import { TrainReporter } from '../train/reporter.js';
@@ -34,6 +34,7 @@ export async function trainClassifier(config: WeaksegConfig, options: TrainOptio
   if (dataset.items.length < t.batchSize) {
     throw new Error(`split '${config.data.trainSplit}' has ${dataset.items.length} images, fewer than one batch of ${t.batchSize}`);
   }
+  manualSeed(t.seed); // the new layers' initialisation is part of the run's determinism
   const method = buildMethod(config, dataset.classes.length, options);
   const reporter = new TrainReporter({
     textLog: paths.trainLog, jsonLog: paths.trainJsonLog, progress: options.progress ?? 'auto', logEvery: t.logEvery,

@@ -1,0 +1,116 @@
+// `weakseg run` on the built-in synthetic data at smoke-test size: every stage writes its outputs, a second run
+// skips what is up to date, a changed setting reruns exactly its stage and those after it, and a run killed in the
+// middle of a training stage resumes there (no finished stage repeated) and ends with the same metrics as a run
+// that was never interrupted. Also `weakseg demo --tiny` end to end through the CLI.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import { makeSyntheticDataset } from '../../src/data/index.js';
+import { type RunSummary, type WeaksegConfig, demoConfig, runPaths, runPipeline } from '../../src/pipeline/index.js';
+
+const ALL = ['train', 'cams', 'eval', 'crf', 'affinity', 'randomWalk', 'seg', 'segEval', 'report'];
+
+function smallConfig(runDir: string, dataRoot: string, over: Record<string, unknown> = {}): WeaksegConfig {
+  return demoConfig({
+    out: runDir, size: 'tiny',
+    overrides: {
+      data: { root: dataRoot },
+      train: { epochs: 1, batchSize: 8, logEvery: 1, checkpointEverySteps: 2 },
+      refine: { affinity: { epochs: 1, batchSize: 4, cropSize: 80 } },
+      seg: { epochs: 1, batchSize: 4, cropSize: 64, evalSplit: 'val' },
+      ...over,
+    },
+  });
+}
+
+const quiet = { progress: false as const, log: () => {} };
+const actions = (s: RunSummary) => Object.fromEntries(s.stages.map((x) => [x.stage, x.action]));
+const metricsOf = (c: WeaksegConfig) => JSON.parse(readFileSync(runPaths(c).metrics, 'utf8')) as Record<string, { result?: { miou: number | null } }>;
+const scores = (c: WeaksegConfig) => {
+  const m = metricsOf(c);
+  return ['eval', 'crf', 'randomWalk', 'segEval'].map((s) => m[s]?.result?.miou);
+};
+
+test('run: all stages, then skipped when up to date, rerun from the changed stage on', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'weakseg-run-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const data = join(dir, 'data');
+  await makeSyntheticDataset({ root: data, seed: 3, train: 24, scored: 8, val: 8, size: 80 });
+  const config = smallConfig(join(dir, 'run'), data);
+
+  const first = await runPipeline(config, quiet);
+  assert.deepEqual(first.stages.map((s) => s.stage), ALL);
+  assert.ok(first.stages.every((s) => s.action === 'ran'));
+  const p = runPaths(config);
+  for (const path of [p.model, p.cams('train'), p.cams('val'), p.cams('train_aug'), p.seeds('train'), p.crf('train'),
+    p.affinity.model, p.pseudo('train'), p.pseudo('train_aug'), p.seg.model, p.seg.predictions('val'), p.report]) {
+    assert.ok(existsSync(path), `${path} written`);
+  }
+  for (const s of scores(config)) assert.ok(typeof s === 'number' && s >= 0 && s <= 1, `a score in [0, 1]: ${s}`);
+
+  const second = await runPipeline(config, quiet);
+  assert.deepEqual(actions(second), { ...Object.fromEntries(ALL.map((s) => [s, 'skipped'])), report: 'ran' });
+
+  // A segmentation setting changed: the classifier, CAMs and refinement stay, seg and what follows rerun.
+  const changed = smallConfig(join(dir, 'run'), data, { seg: { epochs: 2, batchSize: 4, cropSize: 64, evalSplit: 'val' } });
+  const third = await runPipeline(changed, quiet);
+  assert.deepEqual(actions(third), {
+    train: 'skipped', cams: 'skipped', eval: 'skipped', crf: 'skipped', affinity: 'skipped', randomWalk: 'skipped',
+    seg: 'ran', segEval: 'ran', report: 'ran',
+  });
+});
+
+test('run: killed inside a training stage, rerun resumes there and ends with the uninterrupted metrics', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'weakseg-resume-run-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const data = join(dir, 'data');
+  await makeSyntheticDataset({ root: data, seed: 4, train: 24, scored: 8, val: 8, size: 80 });
+
+  const whole = smallConfig(join(dir, 'whole'), data);
+  await runPipeline(whole, quiet);
+
+  // Stop the affinity net's training after its third step (a rolling checkpoint was written at step 2).
+  const cut = smallConfig(join(dir, 'cut'), data);
+  const abort = new AbortController();
+  let inAffinity = false;
+  const log = (line: string) => {
+    if (line.startsWith('== ')) inAffinity = line.startsWith('== affinity');
+    if (inAffinity && /step 3\/\d+/.test(line)) abort.abort(new Error('killed for the test'));
+  };
+  await assert.rejects(runPipeline(cut, { progress: false, log, signal: abort.signal }), /killed for the test/);
+  assert.ok(existsSync(join(runPaths(cut).affinity.checkpoints, 'last.safetensors')), 'a mid-epoch checkpoint exists');
+  assert.ok(!existsSync(runPaths(cut).affinity.model), 'the affinity stage did not finish');
+
+  const lines: string[] = [];
+  const resumed = await runPipeline(cut, { progress: false, log: (l) => lines.push(l) });
+  assert.deepEqual(actions(resumed), {
+    train: 'skipped', cams: 'skipped', eval: 'skipped', crf: 'skipped', affinity: 'resumed', randomWalk: 'ran',
+    seg: 'ran', segEval: 'ran', report: 'ran',
+  });
+  assert.ok(lines.includes('== affinity: resuming where it stopped'), 'the log says where it resumed');
+  assert.deepEqual(scores(cut), scores(whole), 'same seed, CRF, random-walk and segmentation scores as the uninterrupted run');
+});
+
+test('weakseg demo --tiny prints each stage and ends with the JSON line', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'weakseg-demo-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+  const out = execFileSync(process.execPath, [cli, 'demo', '--tiny', '--out', join(dir, 'demo'), '--no-progress'], {
+    encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const last = out.trim().split('\n').pop()!;
+  const result = JSON.parse(last) as Record<string, unknown>;
+  assert.deepEqual(Object.keys(result), ['seed_miou', 'crf_miou', 'rw_miou', 'seg_miou', 'report']);
+  for (const k of ['seed_miou', 'crf_miou', 'rw_miou', 'seg_miou']) {
+    const v = result[k];
+    assert.ok(typeof v === 'number' && v >= 0 && v <= 100, `${k} is a percentage: ${String(v)}`);
+  }
+  assert.ok(typeof result.report === 'string' && existsSync(result.report), 'the report exists');
+  assert.match(readFileSync(result.report as string, 'utf8'), /<html/);
+  assert.match(out, /demo mIoU: seeds/);
+});
