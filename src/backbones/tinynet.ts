@@ -1,7 +1,7 @@
 // TinyNet: a small plain CNN (conv-BN-ReLU, randomly initialised) for the built-in demo, which must train a
 // classifier, an affinity net and a segmenter from scratch in minutes on two CPU cores. No pretrained weights
-// exist for it; `weights` loads a state dict saved from an earlier run. Layout and state-dict keys
-// ("<stage>.<i>.conv.weight", "<stage>.<i>.bn.*"):
+// exist for it; `weights` loads a saved TinyNet, or the backbone of a trained weakseg model. Layout and
+// state-dict keys ("<stage>.<i>.conv.weight", "<stage>.<i>.bn.*"):
 //   stem     conv3x3 3 -> 16, stride 2                                  (stride 2)
 //   layer1   conv3x3 16 -> 32, stride 2;  conv3x3 32 -> 32              (stride 4)
 //   layer2   conv3x3 32 -> 64, stride 2;  conv3x3 64 -> 64              (stride 8)
@@ -17,7 +17,7 @@ import { type Tensor, dispose, tidy } from '../engine/index.js';
 import { BatchNorm2d, Conv2d, Layer, type LoadReport, Module, Sequential, init } from '../nn/index.js';
 import { type Backbone, type BackboneOutput, IMAGENET_NORM, type InputNorm } from './backbone.js';
 import { type OutputStride, checkOutputStride, checkTaps } from './common.js';
-import { loadWeightsInto, readWeights } from './weights.js';
+import { type LoadWeightsOptions, loadWeightsInto, readWeights } from './weights.js';
 
 /** The stages, shallow to deep: name, output channels, natural stride, convolutions. */
 const STAGES: readonly { name: string; channels: number; stride: number; convs: number }[] = [
@@ -119,7 +119,12 @@ export class TinyNet extends Module implements Backbone {
 }
 
 export interface TinyNetLoadOptions extends TinyNetOptions {
-  /** A state dict saved from a TinyNet (.safetensors or .pth). Without it, the weights are random. */
+  /**
+   * A TinyNet state dict (.safetensors or .pth), or a weakseg model file (`weakseg train`'s model.safetensors,
+   * format weakseg-model/1) whose backbone is a TinyNet: its "backbone.*" tensors are loaded and the rest ignored.
+   * There are no ImageNet weights for TinyNet, so the demo's later networks (segmenter, affinity net) can start
+   * from the classifier's backbone instead of from random weights. Without `weights`, the weights are random.
+   */
   weights?: string;
   /** Default true: any missing or unexpected key is an error. */
   strict?: boolean;
@@ -132,7 +137,14 @@ export function tinynet(o: TinyNetLoadOptions = {}): TinyNet {
   try {
     const file = readWeights(o.weights);
     try {
-      model.loadReport = loadWeightsInto(model, file, { strict: o.strict ?? true });
+      const opts: LoadWeightsOptions = { strict: o.strict ?? true };
+      if (file.metadata.format === 'weakseg-model/1') {
+        if (file.metadata.backbone !== model.name) {
+          throw new Error(`${o.weights}: a weakseg model on backbone '${file.metadata.backbone ?? '?'}', not ${model.name}`);
+        }
+        opts.rename = (k) => (k.startsWith('backbone.') ? k.slice('backbone.'.length) : null);
+      }
+      model.loadReport = loadWeightsInto(model, file, opts);
     } finally {
       dispose(file.tensors);
     }

@@ -3,9 +3,10 @@
  *
  * Each object is a large blob-shaped body with one small coloured "cap" inside it near one end. The body's colour
  * is drawn from a palette SHARED by all classes, so it tells nothing about the class; only the cap's colour does.
- * A classifier trained on image-level tags therefore fires on the cap and its surroundings and misses most of the
- * body, the situation that CAM refinements (dense CRF, affinity random walk) exist for. To make that recovery
- * possible, the body is one nearly uniform, light, low-saturation colour with hard edges, on a darker textured
+ * A classifier trained on image-level tags therefore fires on the cap and its surroundings and misses the far end
+ * of the body, the situation that CAM refinements (dense CRF, affinity random walk) exist for. To make that
+ * recovery possible, the body is one light, low-saturation colour with hard edges (smoothly shaded along its
+ * length, so that colour-aware refinements grow regions gradually rather than all at once), on a darker textured
  * background (coarse blotches plus per-pixel noise). Ground-truth masks cover the whole object, body and cap.
  *
  * Written in the VOC layout that `readVoc` reads (with `classes: SYNTHETIC_CLASSES`):
@@ -91,8 +92,9 @@ export interface SyntheticImage {
 
 /**
  * The look, in one place (lengths relative to the image size or to the body's semi-axes). Tuned with the demo's
- * TinyNet CAM baseline at 96 px: the CAM is a blob around the cap that covers about half of the body and misses its
- * far end (seed recall ~50-60 %), while the CRF of the seeds gains (see README "Built-in demo").
+ * TinyNet CAM baseline (configs/demo.json): its CAM is a blob around the cap that spills a little past the body's
+ * sides and misses its far end (seed precision and recall both ~50-65 %), and a dense CRF of the seeds gains.
+ * Without the shading, the CRF of uniform bodies was all or nothing per object (each body votes as one colour).
  */
 const LOOK = {
   /** Body semi-major axis a, as a share of the image size (x 0.75 when the image holds two objects). */

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { F, manualSeed, noGrad, randn, tensor, tidy } from '../../src/engine/index.js';
+import { F, type Tensor, manualSeed, noGrad, randn, tensor, tidy } from '../../src/engine/index.js';
 import { saveSafetensors } from '../../src/engine/serialize/index.js';
 import { SGD } from '../../src/nn/index.js';
 import { IMAGENET_NORM, TinyNet, createBackbone } from '../../src/backbones/index.js';
@@ -76,7 +76,7 @@ test('random init: He normal on the convolutions (std sqrt(2 / fan_out)), BN at 
   net.dispose();
 });
 
-test('weights saved from one TinyNet load into another by name (strict)', () => {
+test('weights saved from one TinyNet, or a weakseg model file on a TinyNet, load by name (strict)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'weakseg-tinynet-'));
   try {
     manualSeed(1);
@@ -92,8 +92,23 @@ test('weights saved from one TinyNet load into another by name (strict)', () => 
       const x = randn([1, 3, 32, 32]);
       assert.ok(a.forward(x).features.allclose(b.forward(x).features, 0, 0), 'same weights, same output');
     }));
+    // A weakseg model file (weakseg train's model.safetensors): its backbone.* tensors load, the head is ignored.
+    const modelPath = join(dir, 'model.safetensors');
+    const sd = new Map<string, Tensor>([...a.stateDict()].map(([k, v]) => [`backbone.${k}`, v]));
+    sd.set('classifier.conv.weight', randn([4, 64, 1, 1]));
+    saveSafetensors(modelPath, sd, { format: 'weakseg-model/1', method: 'cam', backbone: 'tinynet' });
+    manualSeed(4);
+    const c = createBackbone('tinynet', { weights: modelPath }) as TinyNet;
+    c.eval();
+    noGrad(() => tidy(() => {
+      const x = randn([1, 3, 24, 40]);
+      assert.ok(a.forward(x).features.allclose(c.forward(x).features, 0, 0), 'the model file\'s backbone');
+    }));
+    saveSafetensors(modelPath, sd, { format: 'weakseg-model/1', method: 'cam', backbone: 'mobilenet_v2' });
+    assert.throws(() => createBackbone('tinynet', { weights: modelPath }), /a weakseg model on backbone 'mobilenet_v2', not tinynet/);
     a.dispose();
     b.dispose();
+    c.dispose();
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
