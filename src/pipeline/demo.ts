@@ -52,7 +52,12 @@ const TINY: Record<string, unknown> = {
 export function demoConfig(o: DemoOptions): WeaksegConfig {
   const base = readConfigFile(demoConfigPath());
   const out = resolve(o.out);
-  const local = { runDir: out, data: { root: join(out, 'data') }, train: { seed: o.seed ?? 0 } };
+  // The segmenter starts from the classifier's backbone (this run's model.safetensors): nothing pretrained exists
+  // for tinynet, and from random weights it lost 5 points of val mIoU here.
+  const local = {
+    runDir: out, data: { root: join(out, 'data') }, train: { seed: o.seed ?? 0 },
+    seg: { weights: join(out, 'model.safetensors') },
+  };
   let merged = mergeConfig(base, local);
   if (o.size === 'tiny') merged = mergeConfig(merged, TINY);
   if (o.overrides) merged = mergeConfig(merged, o.overrides);
