@@ -83,7 +83,7 @@ const STAGE_LIST = ['train', 'cams', 'eval', 'crf', 'affinity', 'randomWalk', 's
 function modelOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--method <name>', 'weakly supervised method (default cam)').choices(['cam', 'seam']))
-    .option('--backbone <name>', 'backbone (mobilenet_v2, resnet50, resnet101, resnet38)')
+    .option('--backbone <name>', 'backbone (mobilenet_v2, resnet50, resnet101, resnet38, tinynet)')
     .option('--weights <file>', 'pretrained backbone weights (.safetensors or .pth)')
     .addOption(new Option('--output-stride <n>', 'backbone output stride').choices(['8', '16', '32']).argParser(Number))
     .option('--channels-last', 'run convolutions in channels-last memory order');
