@@ -8,7 +8,7 @@
 // the accumulated one. `dilate: false` instead only drops the stride, IRN's strides=(2, 2, 2, 1).
 import { F, type Tensor, dispose, tidy } from '../engine/index.js';
 import {
-  BatchNorm2d, Conv2d, Layer, Linear, type LoadReport, MaxPool2d, Module, ReLU, Sequential,
+  BatchNorm2d, Conv2d, Layer, Linear, type LoadReport, MaxPool2d, Module, Sequential,
 } from '../nn/index.js';
 import { type Backbone, type BackboneOutput, IMAGENET_NORM, type InputNorm } from './backbone.js';
 import { type OutputStride, checkOutputStride, checkTaps, freezeModules } from './common.js';

@@ -11,7 +11,6 @@ import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import cliProgress from 'cli-progress';
 import { F, type Tensor, emptyCache, manualSeed, tensor, tidy } from '../engine/index.js';
-import { saveSafetensors } from '../engine/serialize/index.js';
 import {
   BatchLoader, type Dataset, type DatasetItem, type LabelMap, decodeImage, evalTransform, readMask, trainTransform, writeMask,
 } from '../data/index.js';
@@ -24,11 +23,10 @@ import {
 } from '../refine/affinity-labels.js';
 import { AffinityNet, affinityTaps, freezeAffinityStem } from '../refine/affinity-net.js';
 import { randomWalkMask } from '../refine/random-walk.js';
-import { latestCheckpoint, listCheckpoints, loadModelWeights } from '../train/checkpoint.js';
-import { TrainReporter } from '../train/reporter.js';
-import { type TrainResult, train } from '../train/trainer.js';
+import { loadModelWeights } from '../train/checkpoint.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, buildBackbone, logger, prepareRun, readSplit, recordMetrics, runPaths } from './common.js';
+import { type FitSummary, fitAndSave, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
 
 const pct = (v: number | null) => (v === null ? '-' : (100 * v).toFixed(2));
 
@@ -313,44 +311,26 @@ export function buildAffinityNet(config: WeaksegConfig, numClasses: number, hook
   return new AffinityNet(backbone, { numClasses, taps: affinityTaps(backbone, a.taps), radius: a.radius, headLrMult: a.headLrMult });
 }
 
-export interface AffinitySummary {
-  model: string;
-  epochs: number;
-  steps: number;
-  epochLosses: number[];
-  secondsPerEpoch: number;
-  msPerStep: number;
-  dataWaitShare: number;
+export interface AffinitySummary extends FitSummary {
   labels: AffinityLabelsSummary;
-  result: TrainResult;
 }
 
 /** Makes the affinity labels (kept on resume) and trains AffinityNet on them with the shared trainer. */
 export async function trainAffinity(config: WeaksegConfig, hooks: StageHooks = {}): Promise<AffinitySummary> {
-  const paths = prepareRun(config);
-  const ap = paths.affinity;
-  if (!hooks.resume && latestCheckpoint(ap.checkpoints)) {
-    throw new Error(`${ap.checkpoints} already has checkpoints (${listCheckpoints(ap.checkpoints).length}); ` +
-      'resume it (--resume) or remove them to train the affinity net afresh');
-  }
+  const ap = prepareRun(config).affinity;
+  refuseExistingCheckpoints(ap.checkpoints, hooks);
   const labels = await makeAffinityLabels(config, hooks);
   const a = config.refine.affinity;
   const dataset = await readSplit(config, config.data.trainSplit);
-  if (dataset.items.length < a.batchSize) {
-    throw new Error(`split '${config.data.trainSplit}' has ${dataset.items.length} images, fewer than one batch of ${a.batchSize}`);
-  }
+  requireOneBatch(dataset, config.data.trainSplit, a.batchSize, 'refine.affinity.batchSize');
   const labelled: Dataset = { ...dataset, items: dataset.items.map((item) => ({ ...item, maskPath: affinityLabelPath(config, item.id) })) };
   manualSeed(a.seed); // the new layers' initialisation is part of the run's determinism
   const net = buildAffinityNet(config, dataset.classes.length, hooks);
-  const reporter = new TrainReporter({
-    textLog: ap.trainLog, jsonLog: ap.trainJsonLog, progress: hooks.progress ?? 'auto', logEvery: config.train.logEvery, write: hooks.log,
-  });
-  reporter.line(`affinity net on ${net.backbone.name} (stride ${net.stride}), taps ` +
-    `${net.model.taps.map((t) => `${t.name}:${t.width}`).join(', ')}, radius ${net.radius}; ${dataset.items.length} images of ` +
-    `'${config.data.trainSplit}', crop ${a.cropSize}, batch ${a.batchSize}, ${a.epochs} epochs, lr ${a.lr} (new layers x${a.headLrMult})`);
-  const loader = new BatchLoader(
-    labelled,
-    trainTransform({
+  const { taps } = net.model;
+  const fit = await fitAndSave(config, hooks, {
+    net,
+    dataset: labelled,
+    transform: trainTransform({
       withMask: true,
       cropSize: a.cropSize,
       ...(a.scaleRange ? { scaleRange: a.scaleRange } : {}),
@@ -358,42 +338,25 @@ export async function trainAffinity(config: WeaksegConfig, hooks: StageHooks = {
       ...(a.jitter ? { jitter: a.jitter } : {}),
       norm: net.backbone.inputNorm,
     }),
-    { batchSize: a.batchSize, shuffle: true, seed: a.seed, prefetch: config.train.prefetch, dropLast: true, onBadFile: config.data.onBadFile },
-  );
-  let result: TrainResult;
-  try {
-    result = await train({
-      method: net, loader, epochs: a.epochs, seed: a.seed, device: config.device, channelsLast: config.model.channelsLast,
-      optimizer: { lr: a.lr, momentum: a.momentum, weightDecay: a.weightDecay, polyPower: a.polyPower },
-      checkpointDir: ap.checkpoints, resume: hooks.resume ?? false, keepCheckpoints: config.train.keepCheckpoints,
-      checkpointEverySteps: config.train.checkpointEverySteps,
-      maxSteps: a.maxSteps, onEvent: reporter.onEvent, signal: hooks.signal,
-      checkpointMetadata: { backbone: net.backbone.name, config: JSON.stringify(config) },
-    });
-  } finally {
-    reporter.close();
-  }
-  saveSafetensors(ap.model, net.model.stateDict(), {
-    format: 'weakseg-affinity/1', backbone: net.backbone.name, stride: String(net.stride), radius: String(net.radius),
-    taps: JSON.stringify(net.model.taps), num_classes: String(net.numClasses), classes: JSON.stringify(dataset.classes),
-    epochs_completed: String(result.epochsCompleted), steps: String(result.steps),
+    settings: a,
+    files: ap,
+    headline: `affinity net on ${net.backbone.name} (stride ${net.stride}), taps ` +
+      `${taps.map((t) => `${t.name}:${t.width}`).join(', ')}, radius ${net.radius}; ${dataset.items.length} images of ` +
+      `'${config.data.trainSplit}', crop ${a.cropSize}, batch ${a.batchSize}, ${a.epochs} epochs, lr ${a.lr} (new layers x${a.headLrMult})`,
+    checkpointMetadata: { backbone: net.backbone.name, config: JSON.stringify(config) },
+    modelMetadata: (result) => ({
+      format: 'weakseg-affinity/1', backbone: net.backbone.name, stride: String(net.stride), radius: String(net.radius),
+      taps: JSON.stringify(taps), num_classes: String(net.numClasses), classes: JSON.stringify(dataset.classes),
+      epochs_completed: String(result.epochsCompleted), steps: String(result.steps),
+    }),
   });
-  reporter.line(`affinity net saved to ${ap.model}`);
-  net.model.dispose();
-  emptyCache();
-  const epochsRun = result.epochLosses.length;
-  const summary: AffinitySummary = {
-    model: ap.model, epochs: result.epochsCompleted, steps: result.steps, epochLosses: result.epochLosses,
-    secondsPerEpoch: epochsRun ? result.seconds / epochsRun : 0, msPerStep: result.stepMsMean, dataWaitShare: result.dataWaitShare,
-    labels, result,
-  };
   recordMetrics(config, 'affinity', {
-    model: ap.model, epochs: summary.epochs, steps: summary.steps, epochLosses: summary.epochLosses,
-    secondsPerEpoch: summary.secondsPerEpoch, msPerStep: summary.msPerStep, dataWaitShare: summary.dataWaitShare,
-    taps: net.model.taps, radius: net.radius, stride: net.stride,
+    model: ap.model, epochs: fit.epochs, steps: fit.steps, epochLosses: fit.epochLosses,
+    secondsPerEpoch: fit.secondsPerEpoch, msPerStep: fit.msPerStep, dataWaitShare: fit.dataWaitShare,
+    taps, radius: net.radius, stride: net.stride,
     labels: { split: labels.split, images: labels.images, seconds: labels.seconds, msPerImage: labels.msPerImage, shares: labels.shares },
   });
-  return summary;
+  return { ...fit, labels };
 }
 
 // ---------------------------------------------------------------------------------------------------------------

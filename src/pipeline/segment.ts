@@ -1,11 +1,11 @@
 // Stages 'seg' and 'segEval': DeepLab retrained on the pseudo-masks of the training split, then scored on a
 // labelled split with multi-scale + flip inference (methods-reference.md sections 2.8, 3(f)).
-import { existsSync, mkdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import cliProgress from 'cli-progress';
 import { type Tensor, emptyCache, manualSeed, tensor } from '../engine/index.js';
-import { readSafetensorsHeader, saveSafetensors } from '../engine/serialize/index.js';
+import { readSafetensorsHeader } from '../engine/serialize/index.js';
 import {
   BatchLoader, DataError, type Dataset, IGNORE_INDEX, type ItemTransform, type LabelMap, decodeImage, evalTransform, readMask, trainTransform, writeMask,
 } from '../data/index.js';
@@ -14,11 +14,10 @@ import { createBackbone } from '../backbones/index.js';
 import { ConfusionMatrix, type MiouResult, formatMiouTable, withBackground } from '../eval/index.js';
 import { DeepLab } from '../segmentation/deeplab.js';
 import { predictMask } from '../segmentation/infer.js';
-import { latestCheckpoint, listCheckpoints, loadModelWeights } from '../train/checkpoint.js';
-import { TrainReporter } from '../train/reporter.js';
-import { type TrainResult, train } from '../train/trainer.js';
+import { latestCheckpoint, loadModelWeights } from '../train/checkpoint.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, logger, prepareRun, readSplit, recordMetrics, runPaths } from './common.js';
+import { type FitSummary, fitAndSave, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
 
 /** Format tag of the saved segmentation model (seg/model.safetensors). */
 export const SEGMENTER_FORMAT = 'weakseg-segmenter/1';
@@ -100,84 +99,47 @@ export function buildSegmenter(config: WeaksegConfig, numClasses: number, hooks:
   return new DeepLab(backbone, { numClasses, head: s.head, dropout: s.dropout, headLrMult: s.headLrMult });
 }
 
-export interface SegTrainSummary {
+export interface SegTrainSummary extends FitSummary {
   runDir: string;
-  model: string;
   pseudoMasks: PseudoMaskSource;
   images: number;
-  epochs: number;
-  steps: number;
-  epochLosses: number[];
-  secondsPerEpoch: number;
-  msPerStep: number;
-  dataWaitShare: number;
-  result: TrainResult;
 }
 
 /** Stage 'seg': trains DeepLab on the pseudo-masks of data.trainSplit. `hooks.resume` continues from seg/checkpoints. */
 export async function trainSegmenter(config: WeaksegConfig, hooks: StageHooks = {}): Promise<SegTrainSummary> {
   const paths = prepareRun(config);
   const seg = paths.seg;
-  if (!hooks.resume && latestCheckpoint(seg.checkpoints)) {
-    throw new Error(`${seg.checkpoints} already has checkpoints (${listCheckpoints(seg.checkpoints).length}); ` +
-      'resume the segmenter (--resume) or choose a new run directory');
-  }
+  refuseExistingCheckpoints(seg.checkpoints, hooks);
   const s = config.seg;
   const split = config.data.trainSplit;
   const dataset = withPseudoMasks(config, await readSplit(config, split), split);
-  if (dataset.items.length < s.batchSize) {
-    throw new Error(`split '${split}' has ${dataset.items.length} images, fewer than one batch of seg.batchSize = ${s.batchSize}`);
-  }
-  manualSeed(config.seg.seed); // the head's initialisation is part of the run's determinism
+  requireOneBatch(dataset, split, s.batchSize, 'seg.batchSize');
+  manualSeed(s.seed); // the head's initialisation is part of the run's determinism
   const net = buildSegmenter(config, dataset.classes.length, hooks);
-  const reporter = new TrainReporter({
-    textLog: seg.trainLog, jsonLog: seg.trainJsonLog, progress: hooks.progress ?? 'auto', logEvery: config.train.logEvery,
-    write: hooks.log,
+  const fit = await fitAndSave(config, hooks, {
+    net,
+    dataset,
+    transform: segTrainTransform(config, net.backbone, net.numLabels),
+    settings: s,
+    files: seg,
+    headline: `segmenter ${paths.root}: DeepLab ${net.headName} on ${net.backbone.name} (output stride ` +
+      `${net.backbone.outputStride}, weights ${s.weights ?? config.model.weights ?? 'none: random init'}), ${net.numLabels} labels; ` +
+      `${dataset.items.length} images of '${split}' with '${s.pseudoMasks}' pseudo-masks; crop ${s.cropSize}, batch ${s.batchSize}, ` +
+      `lr ${s.lr} (head x${s.headLrMult}), momentum ${s.momentum}`,
+    checkpointMetadata: { backbone: net.backbone.name, head: net.headName, config: JSON.stringify(config) },
+    modelMetadata: (result) => ({
+      format: SEGMENTER_FORMAT, method: net.name, head: net.headName, backbone: net.backbone.name,
+      output_stride: String(net.backbone.outputStride), num_classes: String(net.numClasses),
+      classes: JSON.stringify(dataset.classes), pseudo_masks: s.pseudoMasks,
+      epochs_completed: String(result.epochsCompleted), steps: String(result.steps),
+    }),
   });
-  reporter.line(`segmenter ${paths.root}: DeepLab ${net.headName} on ${net.backbone.name} (output stride ` +
-    `${net.backbone.outputStride}, weights ${s.weights ?? config.model.weights ?? 'none: random init'}), ${net.numLabels} labels; ` +
-    `${dataset.items.length} images of '${split}' with '${s.pseudoMasks}' pseudo-masks; crop ${s.cropSize}, batch ${s.batchSize}, ` +
-    `lr ${s.lr} (head x${s.headLrMult}), momentum ${s.momentum}`);
-  const loader = new BatchLoader(dataset, segTrainTransform(config, net.backbone, net.numLabels), {
-    batchSize: s.batchSize, shuffle: true, seed: s.seed, prefetch: config.train.prefetch, dropLast: true,
-    onBadFile: config.data.onBadFile,
-  });
-  let result: TrainResult;
-  try {
-    result = await train({
-      method: net, loader, epochs: s.epochs, seed: s.seed, device: config.device, channelsLast: config.model.channelsLast,
-      optimizer: { lr: s.lr, momentum: s.momentum, weightDecay: s.weightDecay, polyPower: s.polyPower },
-      checkpointDir: seg.checkpoints, resume: hooks.resume ?? false, keepCheckpoints: config.train.keepCheckpoints,
-      checkpointEverySteps: config.train.checkpointEverySteps,
-      maxSteps: s.maxSteps, onEvent: reporter.onEvent, signal: hooks.signal,
-      checkpointMetadata: { backbone: net.backbone.name, head: net.headName, config: JSON.stringify(config) },
-    });
-  } finally {
-    reporter.close();
-  }
-  mkdirSync(dirname(seg.model), { recursive: true });
-  saveSafetensors(seg.model, net.model.stateDict(), {
-    format: SEGMENTER_FORMAT, method: net.name, head: net.headName, backbone: net.backbone.name,
-    output_stride: String(net.backbone.outputStride), num_classes: String(net.numClasses),
-    classes: JSON.stringify(dataset.classes), pseudo_masks: s.pseudoMasks,
-    epochs_completed: String(result.epochsCompleted), steps: String(result.steps),
-  });
-  const epochsRun = result.epochLosses.length;
-  const summary: SegTrainSummary = {
-    runDir: paths.root, model: seg.model, pseudoMasks: s.pseudoMasks, images: dataset.items.length,
-    epochs: result.epochsCompleted, steps: result.steps, epochLosses: result.epochLosses,
-    secondsPerEpoch: epochsRun ? result.seconds / epochsRun : 0, msPerStep: result.stepMsMean,
-    dataWaitShare: result.dataWaitShare, result,
-  };
   recordMetrics(config, 'seg', {
-    pseudoMasks: s.pseudoMasks, head: net.headName, backbone: net.backbone.name, images: summary.images,
-    epochs: summary.epochs, steps: summary.steps, epochLosses: summary.epochLosses, secondsPerEpoch: summary.secondsPerEpoch,
-    msPerStep: summary.msPerStep, dataWaitShare: summary.dataWaitShare, lastCheckpoint: result.lastCheckpoint,
+    pseudoMasks: s.pseudoMasks, head: net.headName, backbone: net.backbone.name, images: dataset.items.length,
+    epochs: fit.epochs, steps: fit.steps, epochLosses: fit.epochLosses, secondsPerEpoch: fit.secondsPerEpoch,
+    msPerStep: fit.msPerStep, dataWaitShare: fit.dataWaitShare, lastCheckpoint: fit.result.lastCheckpoint,
   });
-  reporter.line(`segmenter saved to ${seg.model}`);
-  net.model.dispose();
-  emptyCache();
-  return summary;
+  return { runDir: paths.root, pseudoMasks: s.pseudoMasks, images: dataset.items.length, ...fit };
 }
 
 export interface SegEvalReport {

@@ -23,8 +23,6 @@ export interface PickleOptions {
   persistentLoad?: (pid: unknown) => unknown;
 }
 
-const MARK = Symbol('mark');
-
 export function isTuple(x: unknown): x is readonly unknown[] {
   return Array.isArray(x) && Object.isFrozen(x);
 }

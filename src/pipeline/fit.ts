@@ -1,0 +1,104 @@
+// What the three training stages (classifier, AffinityNet, segmenter) share around the trainer: refusing to
+// overwrite a run's checkpoints unless resuming, the one-batch check, the logs, the loader, saving the model and
+// freeing the allocator's cache afterwards. Each stage keeps only what is its own: its net, data and settings.
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { emptyCache } from '../engine/index.js';
+import { saveSafetensors } from '../engine/serialize/index.js';
+import { BatchLoader, type Dataset, type ItemTransform } from '../data/index.js';
+import type { Trainable } from '../methods/method.js';
+import { latestCheckpoint, listCheckpoints } from '../train/checkpoint.js';
+import { TrainReporter } from '../train/reporter.js';
+import { type TrainResult, train } from '../train/trainer.js';
+import type { WeaksegConfig } from './config.js';
+import type { StageHooks } from './common.js';
+
+/** Throws unless the checkpoint folder is empty or the stage resumes. */
+export function refuseExistingCheckpoints(dir: string, hooks: StageHooks): void {
+  if (!hooks.resume && latestCheckpoint(dir)) {
+    throw new Error(`${dir} already has checkpoints (${listCheckpoints(dir).length}); ` +
+      'resume it (--resume) or choose a new run directory');
+  }
+}
+
+/** Throws when a split cannot fill one batch (`field` names the setting, e.g. 'seg.batchSize'). */
+export function requireOneBatch(dataset: Dataset, split: string, batchSize: number, field: string): void {
+  if (dataset.items.length < batchSize) {
+    throw new Error(`split '${split}' has ${dataset.items.length} images, fewer than one batch of ${field} = ${batchSize}`);
+  }
+}
+
+export interface FitSettings {
+  epochs: number;
+  batchSize: number;
+  seed: number;
+  lr: number;
+  momentum: number;
+  nesterov?: boolean;
+  weightDecay: number;
+  polyPower: number;
+  maxSteps?: number | undefined;
+}
+
+export interface FitSpec {
+  net: Trainable;
+  /** Items with their masks where the net learns from pixels. */
+  dataset: Dataset;
+  transform: ItemTransform;
+  settings: FitSettings;
+  files: { checkpoints: string; trainLog: string; trainJsonLog: string; model: string };
+  /** The first log line: what is trained on what. */
+  headline: string;
+  checkpointMetadata: Record<string, string>;
+  /** The saved model's metadata, given how training ended. */
+  modelMetadata: (result: TrainResult) => Record<string, string>;
+}
+
+/** The figures every training stage records. */
+export interface FitSummary {
+  model: string;
+  epochs: number;
+  steps: number;
+  epochLosses: number[];
+  secondsPerEpoch: number;
+  msPerStep: number;
+  dataWaitShare: number;
+  result: TrainResult;
+}
+
+/** Trains `spec.net` with the shared trainer, saves it to `files.model` and disposes of it. */
+export async function fitAndSave(config: WeaksegConfig, hooks: StageHooks, spec: FitSpec): Promise<FitSummary> {
+  const { net, settings: s, files } = spec;
+  const reporter = new TrainReporter({
+    textLog: files.trainLog, jsonLog: files.trainJsonLog, progress: hooks.progress ?? 'auto', logEvery: config.train.logEvery,
+    write: hooks.log,
+  });
+  reporter.line(spec.headline);
+  const loader = new BatchLoader(spec.dataset, spec.transform, {
+    batchSize: s.batchSize, shuffle: true, seed: s.seed, prefetch: config.train.prefetch, dropLast: true,
+    onBadFile: config.data.onBadFile,
+  });
+  let result: TrainResult;
+  try {
+    result = await train({
+      method: net, loader, epochs: s.epochs, seed: s.seed, device: config.device, channelsLast: config.model.channelsLast,
+      optimizer: { lr: s.lr, momentum: s.momentum, weightDecay: s.weightDecay, nesterov: s.nesterov ?? false, polyPower: s.polyPower },
+      checkpointDir: files.checkpoints, resume: hooks.resume ?? false, keepCheckpoints: config.train.keepCheckpoints,
+      checkpointEverySteps: config.train.checkpointEverySteps, maxSteps: s.maxSteps, onEvent: reporter.onEvent,
+      signal: hooks.signal, checkpointMetadata: spec.checkpointMetadata,
+    });
+  } finally {
+    reporter.close();
+  }
+  mkdirSync(dirname(files.model), { recursive: true });
+  saveSafetensors(files.model, net.model.stateDict(), spec.modelMetadata(result));
+  reporter.line(`model saved to ${files.model}`);
+  net.model.dispose();
+  emptyCache(); // the cached activation blocks of training are of no use to later stages
+  const epochsRun = result.epochLosses.length;
+  return {
+    model: files.model, epochs: result.epochsCompleted, steps: result.steps, epochLosses: result.epochLosses,
+    secondsPerEpoch: epochsRun ? result.seconds / epochsRun : 0, msPerStep: result.stepMsMean,
+    dataWaitShare: result.dataWaitShare, result,
+  };
+}
