@@ -7,7 +7,8 @@
 //   M_c = M_c / max_xy M_c                                          (per-class max normalisation, max 1)
 //
 // ReLU is applied to each pass before summing, as IRN's make_cam does.
-import { F, type Tensor, cat, noGrad, tensor, tidy } from '../engine/index.js';
+import { F, type Tensor, noGrad, tensor, tidy } from '../engine/index.js';
+import { sumOverScalesAndFlips } from '../nn/test-time.js';
 import type { Method } from '../methods/method.js';
 
 export const DEFAULT_CAM_SCALES: readonly number[] = Object.freeze([0.5, 1, 1.5, 2]);
@@ -30,36 +31,16 @@ export interface CamInferenceOptions {
 export function multiScaleCam(method: Method, image: Tensor, labels: readonly number[], options: CamInferenceOptions = {}): Tensor {
   const scales = options.scales ?? DEFAULT_CAM_SCALES;
   const flip = options.flip ?? true;
-  if (image.ndim !== 4 || image.size(0) !== 1) throw new RangeError(`multiScaleCam: expected a 1 x C x H x W image, got [${image.shape}]`);
-  if (scales.length === 0 || scales.some((s) => !(s > 0))) throw new RangeError(`multiScaleCam: scales must be positive, got [${scales}]`);
   const C = method.numClasses;
   for (const l of labels) {
     if (!Number.isInteger(l) || l < 0 || l >= C) throw new RangeError(`multiScaleCam: label ${l} outside 0..${C - 1}`);
   }
-  const [H, W] = [image.size(2), image.size(3)];
   return noGrad(() => tidy(() => {
-    let sum: Tensor | null = null;
-    for (const s of scales) {
-      const fused = tidy(() => {
-        const h = Math.max(1, Math.round(H * s));
-        const w = Math.max(1, Math.round(W * s));
-        const xs = h === H && w === W ? image : F.interpolate(image, { size: [h, w], mode: 'bicubic', alignCorners: false });
-        let batch = flip ? cat([xs, xs.flip(3)]) : xs;
-        if (options.channelsLast) batch = batch.channelsLast();
-        const m = method.cams(batch).relu();
-        const up = F.interpolate(m.contiguous(), { size: [H, W], mode: 'bilinear', alignCorners: false });
-        return flip ? up.select(0, 0).add(up.select(0, 1).flip(2)) : up.select(0, 0);
-      });
-      if (sum === null) {
-        sum = fused;
-      } else {
-        sum.add_(fused);
-        fused.dispose();
-      }
-    }
+    const sum = sumOverScalesAndFlips(image, { scales, flip, resize: 'bicubic', channelsLast: options.channelsLast }, (batch, size) =>
+      F.interpolate(method.cams(batch).relu().contiguous(), { size, mode: 'bilinear', alignCorners: false }), 'multiScaleCam');
     const mask = new Float32Array(C);
     for (const l of labels) mask[l] = 1;
-    const masked = sum!.mul(tensor(mask, { shape: [C, 1, 1] }).to({ device: sum!.device }));
+    const masked = sum.mul(tensor(mask, { shape: [C, 1, 1] }).to({ device: sum.device }));
     const peak = masked.amax([1, 2], true).clampMin(1e-5);
     return masked.div(peak);
   }));

@@ -7,7 +7,8 @@
 //   labels = argmax_k P, or argmax of the dense CRF's posterior started from P (crf preset, with the RGB image)
 //
 // up() is the bilinear upsampling of the logits to H x W with corners aligned, as in training.
-import { F, type Tensor, cat, noGrad, tidy } from '../engine/index.js';
+import { F, type Tensor, noGrad, tidy } from '../engine/index.js';
+import { sumOverScalesAndFlips } from '../nn/test-time.js';
 import type { LabelMap, RgbImage } from '../data/image.js';
 import { type CrfParams, type CrfPresetName, CRF_PRESETS } from '../refine/crf-presets.js';
 import { denseCrf, labelMap } from '../refine/crf.js';
@@ -37,33 +38,15 @@ export interface SegInferenceOptions {
 export function multiScaleProbabilities(net: SegmentationNet, image: Tensor, options: SegInferenceOptions = {}): Tensor {
   const scales = options.scales ?? DEFAULT_SEG_SCALES;
   const flip = options.flip ?? true;
-  if (image.ndim !== 4 || image.size(0) !== 1) throw new RangeError(`multiScaleProbabilities: expected a 1 x C x H x W image, got [${image.shape}]`);
-  if (scales.length === 0 || scales.some((s) => !(s > 0))) throw new RangeError(`multiScaleProbabilities: scales must be positive, got [${scales}]`);
-  const [H, W] = [image.size(2), image.size(3)];
   return noGrad(() => tidy(() => {
-    let sum: Tensor | null = null;
-    for (const s of scales) {
-      const fused = tidy(() => {
-        const h = Math.max(1, Math.round(H * s));
-        const w = Math.max(1, Math.round(W * s));
-        const xs = h === H && w === W ? image : F.interpolate(image, { size: [h, w], mode: 'bilinear', alignCorners: false });
-        let batch = flip ? cat([xs, xs.flip(3)]) : xs;
-        if (options.channelsLast) batch = batch.channelsLast();
-        const logits = net.forward(batch).contiguous();
-        const up = logits.size(2) === H && logits.size(3) === W
-          ? logits
-          : F.interpolate(logits, { size: [H, W], mode: 'bilinear', alignCorners: true });
-        const p = up.softmax(1);
-        return flip ? p.select(0, 0).add(p.select(0, 1).flip(2)) : p.select(0, 0);
-      });
-      if (sum === null) {
-        sum = fused;
-      } else {
-        sum.add_(fused);
-        fused.dispose();
-      }
-    }
-    return sum!.div(scales.length * (flip ? 2 : 1));
+    const sum = sumOverScalesAndFlips(image, { scales, flip, resize: 'bilinear', channelsLast: options.channelsLast }, (batch, size) => {
+      const logits = net.forward(batch).contiguous();
+      const up = logits.size(2) === size[0] && logits.size(3) === size[1]
+        ? logits
+        : F.interpolate(logits, { size, mode: 'bilinear', alignCorners: true });
+      return up.softmax(1);
+    }, 'multiScaleProbabilities');
+    return sum.div(scales.length * (flip ? 2 : 1));
   }));
 }
 
