@@ -8,12 +8,12 @@
 // are features.2, 4, 7 and 14; at OS 8, features.7 and .14 run at stride 1, features.8-14 at rate 2 and
 // features.15-17 at rate 4. Padding is torchvision's symmetric padding or TensorFlow SAME, computed per
 // convolution from the input size (the ImageNet weights here were trained with SAME).
-import { F, type Tensor, dispose, tidy } from '../engine/index.js';
+import { F, type Tensor, tidy } from '../engine/index.js';
 import { BatchNorm2d, Dropout, Layer, Linear, Module, ReLU6, Sequential, type LoadReport } from '../nn/index.js';
 import { type Backbone, type BackboneOutput, IMAGENET_NORM, type InputNorm } from './backbone.js';
 import { BackboneConv2d, type DilatedConvImpl, type PaddingMode } from './conv.js';
 import { type OutputStride, checkOutputStride, checkTaps, freezeModules } from './common.js';
-import { type LoadWeightsOptions, inputNormFromMetadata, loadWeightsInto, readWeights } from './weights.js';
+import { buildWithWeights, inputNormFromMetadata } from './weights.js';
 
 /** t (expansion), c (output channels), n (repeats), s (stride of the first block): the paper's Table 2. */
 const INVERTED_RESIDUAL_SETTING: [number, number, number, number][] = [
@@ -229,21 +229,10 @@ export interface MobileNetV2LoadOptions extends MobileNetV2Options {
  * `input_std`) unless the options set them. A file's ImageNet classifier is ignored when the model has none.
  */
 export function mobilenetV2(o: MobileNetV2LoadOptions = {}): MobileNetV2 {
-  if (!o.weights) return new MobileNetV2(o);
-  const file = readWeights(o.weights);
-  let model: MobileNetV2 | null = null;
-  try {
+  return buildWithWeights(o.weights, (file) => {
+    if (!file) return new MobileNetV2(o);
     const padding: PaddingMode = o.padding ?? (/\bsame\b/i.test(file.metadata.padding ?? '') ? 'same' : 'symmetric');
     const inputNorm = o.inputNorm ?? inputNormFromMetadata(file.metadata) ?? IMAGENET_NORM;
-    model = new MobileNetV2({ ...o, padding, inputNorm });
-    const opts: LoadWeightsOptions = { strict: o.strict ?? true };
-    if (!o.withClassifier) opts.ignore = (k) => k.startsWith('classifier.');
-    model.loadReport = loadWeightsInto(model, file, opts);
-    return model;
-  } catch (e) {
-    model?.dispose();
-    throw e;
-  } finally {
-    dispose(file.tensors);
-  }
+    return new MobileNetV2({ ...o, padding, inputNorm });
+  }, () => ({ strict: o.strict ?? true, ...(o.withClassifier ? {} : { ignore: (k: string) => k.startsWith('classifier.') }) }));
 }

@@ -6,13 +6,13 @@
 // Output stride 16 or 8 as torchvision's `replace_stride_with_dilation`: layer4 (and layer3 for OS 8)
 // stop striding; the first block of such a layer keeps the previous dilation and later blocks use
 // the accumulated one. `dilate: false` instead only drops the stride, IRN's strides=(2, 2, 2, 1).
-import { F, type Tensor, dispose, tidy } from '../engine/index.js';
+import { F, type Tensor, tidy } from '../engine/index.js';
 import {
   BatchNorm2d, Conv2d, Layer, Linear, type LoadReport, MaxPool2d, Module, Sequential,
 } from '../nn/index.js';
 import { type Backbone, type BackboneOutput, IMAGENET_NORM, type InputNorm } from './backbone.js';
 import { type OutputStride, checkOutputStride, checkTaps, freezeModules } from './common.js';
-import { loadWeightsInto, readWeights, type LoadWeightsOptions } from './weights.js';
+import { buildWithWeights } from './weights.js';
 
 export const RESNET_DEPTHS = { resnet50: [3, 4, 6, 3], resnet101: [3, 4, 23, 3] } as const;
 export type ResNetName = keyof typeof RESNET_DEPTHS;
@@ -174,22 +174,8 @@ export interface ResNetLoadOptions extends ResNetOptions {
 }
 
 function build(name: ResNetName, o: ResNetLoadOptions): ResNet {
-  const model = new ResNet(name, o);
-  if (!o.weights) return model;
-  try {
-    const file = readWeights(o.weights);
-    try {
-      const opts: LoadWeightsOptions = { strict: o.strict ?? true };
-      if (!o.withClassifier) opts.ignore = (k) => k.startsWith('fc.');
-      model.loadReport = loadWeightsInto(model, file, opts);
-    } finally {
-      dispose(file.tensors);
-    }
-    return model;
-  } catch (e) {
-    model.dispose();
-    throw e;
-  }
+  return buildWithWeights(o.weights, () => new ResNet(name, o),
+    () => ({ strict: o.strict ?? true, ...(o.withClassifier ? {} : { ignore: (k: string) => k.startsWith('fc.') }) }));
 }
 
 export function resnet50(o: ResNetLoadOptions = {}): ResNet {

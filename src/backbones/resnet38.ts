@@ -11,11 +11,11 @@
 // Blocks are pre-activation: bn_branch2a + ReLU on the input feeds both the branch convolutions and,
 // where the shape changes, the 1x1 projection conv_branch1. The official taps are those pre-activations:
 // conv3 (input of b4), conv4 (input of b5) and conv5 (input of b6); SEAM's PCM reads conv4 and conv5.
-import { type Tensor, dispose, tidy } from '../engine/index.js';
+import { type Tensor, tidy } from '../engine/index.js';
 import { BatchNorm2d, Conv2d, Dropout2d, Layer, type LoadReport, Module } from '../nn/index.js';
 import { type Backbone, type BackboneOutput, IMAGENET_NORM, type InputNorm } from './backbone.js';
 import { checkOutputStride, checkTaps, freezeModules } from './common.js';
-import { loadWeightsInto, readWeights } from './weights.js';
+import { buildWithWeights } from './weights.js';
 
 /** A basic pre-activation block: BN-ReLU, 3x3 conv, BN-ReLU, 3x3 conv, plus the (projected) input. */
 export class ResBlock extends Layer {
@@ -218,18 +218,5 @@ export interface ResNet38LoadOptions extends ResNet38Options {
 }
 
 export function resnet38(o: ResNet38LoadOptions = {}): ResNet38 {
-  const model = new ResNet38(o);
-  if (!o.weights) return model;
-  try {
-    const file = readWeights(o.weights);
-    try {
-      model.loadReport = loadWeightsInto(model, file, { strict: o.strict ?? true });
-    } finally {
-      dispose(file.tensors);
-    }
-    return model;
-  } catch (e) {
-    model.dispose();
-    throw e;
-  }
+  return buildWithWeights(o.weights, () => new ResNet38(o), () => ({ strict: o.strict ?? true }));
 }

@@ -13,11 +13,11 @@
 // receptive field at OS 8 is 71 px (87 px dilated): the demo's images are 64-96 px, and the wider the field, the
 // more the CAM spreads over the whole neighbourhood of the discriminative part instead of staying on the object
 // (in the demo's tuning, dilated and deeper variants put the best seed threshold at 0.7 and above).
-import { type Tensor, dispose, tidy } from '../engine/index.js';
+import { type Tensor, tidy } from '../engine/index.js';
 import { BatchNorm2d, Conv2d, Layer, type LoadReport, Module, Sequential, init } from '../nn/index.js';
 import { type Backbone, type BackboneOutput, IMAGENET_NORM, type InputNorm } from './backbone.js';
 import { type OutputStride, checkOutputStride, checkTaps } from './common.js';
-import { type LoadWeightsOptions, loadWeightsInto, readWeights } from './weights.js';
+import { buildWithWeights } from './weights.js';
 
 /** The stages, shallow to deep: name, output channels, natural stride, convolutions. */
 const STAGES: readonly { name: string; channels: number; stride: number; convs: number }[] = [
@@ -132,25 +132,11 @@ export interface TinyNetLoadOptions extends TinyNetOptions {
 
 /** Builds a TinyNet, randomly initialised or loaded from `weights`. */
 export function tinynet(o: TinyNetLoadOptions = {}): TinyNet {
-  const model = new TinyNet(o);
-  if (!o.weights) return model;
-  try {
-    const file = readWeights(o.weights);
-    try {
-      const opts: LoadWeightsOptions = { strict: o.strict ?? true };
-      if (file.metadata.format === 'weakseg-model/1') {
-        if (file.metadata.backbone !== model.name) {
-          throw new Error(`${o.weights}: a weakseg model on backbone '${file.metadata.backbone ?? '?'}', not ${model.name}`);
-        }
-        opts.rename = (k) => (k.startsWith('backbone.') ? k.slice('backbone.'.length) : null);
-      }
-      model.loadReport = loadWeightsInto(model, file, opts);
-    } finally {
-      dispose(file.tensors);
+  return buildWithWeights(o.weights, () => new TinyNet(o), (file, model) => {
+    if (file.metadata.format !== 'weakseg-model/1') return { strict: o.strict ?? true };
+    if (file.metadata.backbone !== model.name) {
+      throw new Error(`${o.weights}: a weakseg model on backbone '${file.metadata.backbone ?? '?'}', not ${model.name}`);
     }
-    return model;
-  } catch (e) {
-    model.dispose();
-    throw e;
-  }
+    return { strict: o.strict ?? true, rename: (k) => (k.startsWith('backbone.') ? k.slice('backbone.'.length) : null) };
+  });
 }

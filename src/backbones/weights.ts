@@ -76,6 +76,31 @@ export function loadWeights(model: Module, path: string, opts: LoadWeightsOption
   }
 }
 
+/**
+ * Every backbone builder's weight loading: without a path, `build(null)`; with one, reads the file, builds the
+ * model (which may read the file's metadata, e.g. padding), loads it with the options `how` gives, and disposes of
+ * the model if anything fails. The file's tensors are always freed.
+ */
+export function buildWithWeights<M extends Module & { loadReport: LoadReport | null }>(
+  path: string | undefined,
+  build: (file: WeightsFile | null) => M,
+  how: (file: WeightsFile, model: M) => LoadWeightsOptions,
+): M {
+  if (!path) return build(null);
+  const file = readWeights(path);
+  let model: M | null = null;
+  try {
+    model = build(file);
+    model.loadReport = loadWeightsInto(model, file, how(file, model));
+    return model;
+  } catch (e) {
+    model?.dispose();
+    throw e;
+  } finally {
+    dispose(file.tensors);
+  }
+}
+
 /** The input normalisation a weights file declares in its metadata (`input_mean`, `input_std`), if any. */
 export function inputNormFromMetadata(metadata: Record<string, string>): InputNorm | null {
   const parse = (key: string): [number, number, number] | null => {
