@@ -15,14 +15,13 @@ the step times in ms. Arguments: threads batch crop [--channels-last] [--dilated
 [--batch-file path] (raw float32 N x 3 x crop x crop, then N x 20 labels, as written by bench/cam.ts).
 """
 import argparse
-import json
 import math
-import sys
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from torch_peer import serve
 
 
 def same_pads(size, k, s, d):
@@ -175,14 +174,7 @@ def main():
             with torch.no_grad():
                 net(x)
 
-    for line in sys.stdin:
-        workload, steps = line.split()
-        times = []
-        for _ in range(int(steps)):
-            t0 = time.perf_counter()
-            run(workload)
-            times.append((time.perf_counter() - t0) * 1000)
-        print(json.dumps(times), flush=True)
+    serve(run)
 
 
 if __name__ == '__main__':

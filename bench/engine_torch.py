@@ -3,13 +3,13 @@ so that both engines run interleaved in one invocation on the same machine.
 
 Protocol: one line per request, "<workload> <steps>"; the reply is one JSON line with the step times in ms.
 """
-import json
 import sys
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from torch_peer import serve
 
 
 def block():
@@ -67,14 +67,7 @@ def main():
             w.grad = None
         sync()
 
-    for line in sys.stdin:
-        workload, steps = line.split()
-        times = []
-        for _ in range(int(steps)):
-            t0 = time.perf_counter()
-            run(workload)
-            times.append((time.perf_counter() - t0) * 1000)
-        print(json.dumps(times), flush=True)
+    serve(run)
 
 
 if __name__ == '__main__':

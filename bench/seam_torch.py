@@ -32,7 +32,6 @@ import json
 import os
 import struct
 import sys
-import time
 
 import numpy as np
 import torch
@@ -41,6 +40,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cam_torch import MobileNetV2  # noqa: E402
+from torch_peer import serve  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------- safetensors I/O
 
@@ -318,14 +318,7 @@ def main():
             with torch.no_grad():
                 net(x)
 
-    for line in sys.stdin:
-        workload, steps = line.split()
-        times = []
-        for _ in range(int(steps)):
-            t0 = time.perf_counter()
-            run(workload)
-            times.append((time.perf_counter() - t0) * 1000)
-        print(json.dumps(times), flush=True)
+    serve(run)
 
 
 if __name__ == '__main__':
