@@ -244,13 +244,7 @@ export async function crfSeeds(config: WeaksegConfig, hooks: StageHooks = {}): P
 // ---------------------------------------------------------------------------------------------------------------
 // affinity: labels from CRF'd CAMs, then AffinityNet training
 
-export interface AffinityLabelsSummary {
-  split: string;
-  dir: string;
-  images: number;
-  computed: number;
-  seconds: number;
-  msPerImage: number;
+export interface AffinityLabelsSummary extends RefineSplitSummary {
   /** Shares of label pixels: uncertain (255), background (0) and foreground. */
   shares: LabelShares;
 }
