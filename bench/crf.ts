@@ -13,6 +13,13 @@ import { performance } from 'node:perf_hooks';
 import sharp from 'sharp';
 import { CRF_PRESETS, type CrfPresetName } from '../src/refine/crf-presets.js';
 import { DenseCRF2D, unaryFromProbabilities } from '../src/refine/crf.js';
+import { Rng } from '../src/data/rng.js';
+import { median } from './common.js';
+
+const rng = (seed: number) => {
+  const r = new Rng(seed);
+  return () => r.float();
+};
 
 const WIDTH = 500;
 const HEIGHT = 375;
@@ -45,7 +52,7 @@ async function loadImage(): Promise<{ rgb: Uint8Array; source: string }> {
     // fall through to the synthetic image
   }
   const rgb = new Uint8Array(WIDTH * HEIGHT * 3);
-  const rand = mulberry32(7);
+  const rand = rng(7);
   for (let y = 0, i = 0; y < HEIGHT; y++) {
     for (let x = 0; x < WIDTH; x++, i += 3) {
       const inside = (x - 250) ** 2 / 150 ** 2 + (y - 190) ** 2 / 110 ** 2 < 1;
@@ -60,7 +67,7 @@ async function loadImage(): Promise<{ rgb: Uint8Array; source: string }> {
 /** Softmax of a few random Gaussian blobs per label plus pixel noise, label-major [L][H][W]. */
 function syntheticProbabilities(): Float32Array {
   const n = WIDTH * HEIGHT;
-  const rand = mulberry32(42);
+  const rand = rng(42);
   const logits = new Float32Array(LABELS * n);
   for (let l = 0; l < LABELS; l++) {
     const blobs = Array.from({ length: 3 }, () => ({
@@ -109,23 +116,6 @@ function timeOnce(preset: CrfPresetName, rgb: Uint8Array, prob: Float32Array): T
     unaryMs: t1 - t0,
     latticeMs: t2 - t1,
     iterMs: (t3 - t2 - (t4 - t3)) / ITERATIONS,
-  };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 

@@ -5,19 +5,9 @@ import { DenseCRF2D, denseCrf, labelMap, unaryFromProbabilities } from '../../sr
 import { expNonPositive, logPositive } from '../../src/refine/fast-math.js';
 import { LatticeHashTable } from '../../src/refine/lattice-hash.js';
 import { PermutohedralLattice } from '../../src/refine/permutohedral.js';
+import { rng } from '../helpers.js';
 
 // ---------------------------------------------------------------- helpers
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Exact Σ_j exp(-|f_i - f_j|²/2) · v_j, point-major. */
 function bruteGaussianFilter(f: Float32Array, n: number, d: number, v: Float32Array, vs: number): Float64Array {
