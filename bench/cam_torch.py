@@ -24,6 +24,19 @@ import torch.nn.functional as F
 from torch_peer import serve
 
 
+def load_batch(path, n, s, mf):
+    """The batch bench/cam.ts wrote (raw float32 N x 3 x s x s images, then N x 20 labels), or a random one."""
+    if path:
+        import numpy as np
+        raw = np.fromfile(path, dtype=np.float32)
+        x = torch.from_numpy(raw[:n * 3 * s * s].copy()).reshape(n, 3, s, s)
+        y = torch.from_numpy(raw[n * 3 * s * s:n * 3 * s * s + n * 20].copy()).reshape(n, 20)
+    else:
+        x = torch.randn(n, 3, s, s)
+        y = (torch.rand(n, 20) > 0.9).float()
+    return x.contiguous(memory_format=mf), y
+
+
 def same_pads(size, k, s, d):
     out = math.ceil(size / s)
     total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
@@ -153,16 +166,7 @@ def main():
     backbone = [q for q in net.backbone.parameters() if q.requires_grad]
     opt = torch.optim.SGD([{'params': backbone, 'lr': 0.01}, {'params': net.classifier.parameters(), 'lr': 0.1}],
                           lr=0.01, momentum=0.9, weight_decay=1e-4)
-    n, s = a.batch, a.crop
-    if a.batch_file:
-        import numpy as np
-        raw = np.fromfile(a.batch_file, dtype=np.float32)
-        x = torch.from_numpy(raw[:n * 3 * s * s].copy()).reshape(n, 3, s, s)
-        y = torch.from_numpy(raw[n * 3 * s * s:].copy()).reshape(n, 20)
-    else:
-        x = torch.randn(n, 3, s, s)
-        y = (torch.rand(n, 20) > 0.9).float()
-    x = x.contiguous(memory_format=mf)
+    x, y = load_batch(a.batch_file, a.batch, a.crop, mf)
 
     def run(workload):
         if workload == 'step':

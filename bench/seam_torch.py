@@ -39,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cam_torch import MobileNetV2  # noqa: E402
+from cam_torch import MobileNetV2, load_batch  # noqa: E402
 from torch_peer import serve  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------- safetensors I/O
@@ -298,15 +298,7 @@ def main():
     backbone = [q for q in net.parameters() if q.requires_grad and id(q) not in new]
     opt = torch.optim.SGD([{'params': backbone, 'lr': 0.01}, {'params': net.new_parameters(), 'lr': 0.1}],
                           lr=0.01, momentum=0.9, weight_decay=1e-4)
-    n, s = a.batch, a.crop
-    if a.batch_file:
-        raw = np.fromfile(a.batch_file, dtype=np.float32)
-        x = torch.from_numpy(raw[:n * 3 * s * s].copy()).reshape(n, 3, s, s)
-        y = torch.from_numpy(raw[n * 3 * s * s:n * 3 * s * s + n * 20].copy()).reshape(n, 20)
-    else:
-        x = torch.randn(n, 3, s, s)
-        y = (torch.rand(n, 20) > 0.9).float()
-    x = x.contiguous(memory_format=mf)
+    x, y = load_batch(a.batch_file, a.batch, a.crop, mf)
 
     def run(workload):
         if workload == 'step':
