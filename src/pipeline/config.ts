@@ -97,10 +97,11 @@ const CamsSchema = z.object({
   checkpoint: z.string().optional(),
 }).strict();
 
-const ThresholdRange = z.object({
+/** Thresholds swept from `from` to `to` (section 1.3: 0.05 to 0.60); a CRF per threshold calls for a coarser step. */
+const thresholdRange = (step: number) => z.object({
   from: fraction.default(0.05),
   to: fraction.default(0.6),
-  step: z.number().positive().max(1).default(0.01),
+  step: z.number().positive().max(1).default(step),
 }).strict().refine((r) => r.from <= r.to, 'from must be <= to');
 
 const EvalSchema = z.object({
@@ -110,7 +111,7 @@ const EvalSchema = z.object({
   fitSplit: z.string().min(1).nullable().default('val'),
   /** Fixed mode: report at this t (overrides fitSplit). */
   threshold: fraction.nullable().default(null),
-  thresholds: ThresholdRange.prefault({}),
+  thresholds: thresholdRange(0.01).prefault({}),
   /** Write seed PNGs of `split` at the chosen threshold. */
   writeSeeds: z.boolean().default(true),
 }).strict();
@@ -121,7 +122,27 @@ const RefineSchema = z.object({
   crf: z.object({
     preset: z.enum(['psa', 'deeplab']).default('psa'),
     iterations: z.number().int().min(0).optional(),
+    /**
+     * The image size (longer side) the preset's spatial widths are for: they are scaled by each image's longer
+     * side / referenceSize (500: VOC's, where the presets come from). null: the preset's pixel widths as they are.
+     */
+    referenceSize: z.number().positive().nullable().default(500),
+    /**
+     * The CRF'd seeds' background threshold: 'fit' sweeps `thresholds` through the CRF on eval.fitSplit (on
+     * eval.split itself, an oracle figure, when fitSplit is null), since the CRF moves the best threshold;
+     * 'seed' reuses the eval stage's threshold.
+     */
+    threshold: z.enum(['fit', 'seed']).default('fit'),
+    thresholds: thresholdRange(0.05).prefault({}),
   }).strict().prefault({}),
+  /**
+   * Background exponents of the affinity labels. 'fixed' uses alphaLow and alphaHigh as given (PSA/SEAM's 4 and
+   * 24, set for their CAMs, whose CRF'd maps are best near t = 0.22, i.e. exponent 6). 'fromThreshold' (default)
+   * scales both by alpha(t) / 6, t the crf stage's threshold (the eval stage's without one) and
+   * alpha(t) = ln t / ln(1 - t) the exponent whose background crosses the foreground at t: the two maps then
+   * straddle the best background score, as the SEAM author advises (YudeWang/SEAM#25).
+   */
+  alphas: z.enum(['fromThreshold', 'fixed']).default('fromThreshold'),
   /** Affinity labels: background score (1 - max fg)^alpha; 'low' gives reliable foreground, 'high' background. */
   alphaLow: z.number().positive().default(4),
   alphaHigh: z.number().positive().default(24),
@@ -153,7 +174,12 @@ const RefineSchema = z.object({
   randomWalk: z.object({
     beta: z.number().positive().default(8),
     logt: z.number().int().min(0).max(12).default(6),
-    bgAlpha: z.number().positive().default(6),
+    /**
+     * Background exponent of the walk's input: a number (PSA/SEAM: 6), or 'fit' (default), which walks every one
+     * of `bgAlphas` on eval.fitSplit (on eval.split itself, an oracle figure, without one) and keeps the best.
+     */
+    bgAlpha: z.union([z.number().positive(), z.literal('fit')]).default('fit'),
+    bgAlphas: z.array(z.number().positive()).min(1).default([0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24]),
     /** Labels whose refined score is below this fraction of the pixel's best are left; 255 marks pixels no label claims. */
     uncertainBelow: fraction.default(0),
   }).strict().prefault({}),

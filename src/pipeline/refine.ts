@@ -19,12 +19,12 @@ import { ConfusionMatrix, type MiouResult, formatMiouTable, withBackground } fro
 import { type CrfParams, crfParams } from '../refine/crf-presets.js';
 import { denseCrf, labelMap } from '../refine/crf.js';
 import {
-  type LabelShares, LabelShareCounter, affinityLabelMap, planeIndexToMaskIds,
+  type LabelShares, LabelShareCounter, affinityLabelMap, alphaForThreshold, planeIndexToMaskIds,
 } from '../refine/affinity-labels.js';
 import { AffinityNet, affinityTaps, freezeAffinityStem } from '../refine/affinity-net.js';
-import { randomWalkMask } from '../refine/random-walk.js';
+import { randomWalkMask, randomWalkMasksPerAlpha } from '../refine/random-walk.js';
 import { loadModelWeights } from '../train/checkpoint.js';
-import type { WeaksegConfig } from './config.js';
+import { type WeaksegConfig, thresholdList } from './config.js';
 import { type StageHooks, buildBackbone, logger, prepareRun, readSplit, recordMetrics, runPaths } from './common.js';
 import { type FitSummary, fitAndSave, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
 
@@ -167,13 +167,25 @@ export function crfSeedMask(image: { data: Uint8Array; width: number; height: nu
   return { width, height, data: planeIndexToMaskIds(labelMap(q, L + 1), record.labels) };
 }
 
+/** The CRF'd seeds' mIoU per threshold on the split the threshold was fitted on. */
+export interface CrfFitCurve {
+  split: string;
+  thresholds: number[];
+  miou: (number | null)[];
+  best: { threshold: number; miou: number | null };
+}
+
 export interface CrfSummary {
   /** The split scored (eval.split). */
   split: string;
   threshold: number;
-  /** How the eval stage chose the threshold (leak-free, fixed, oracle) and on which split. */
+  /** How the threshold was chosen (leak-free, oracle; or the eval stage's mode when reused) and on which split. */
   mode: string;
   thresholdChosenOn: string;
+  /** 'fit' (swept through the CRF) or 'seed' (the eval stage's threshold). */
+  thresholdRule: 'fit' | 'seed';
+  /** The sweep, with rule 'fit'. */
+  fitCurve: CrfFitCurve | null;
   crf: CrfParams;
   /** null when the split has no ground truth. */
   result: MiouResult | null;
@@ -182,18 +194,67 @@ export interface CrfSummary {
 
 function crfSettings(config: WeaksegConfig): CrfParams {
   const c = config.refine.crf;
-  return crfParams(c.preset, c.iterations !== undefined ? { iterations: c.iterations } : {});
+  return crfParams(c.preset, { ...(c.iterations !== undefined ? { iterations: c.iterations } : {}), referenceSize: c.referenceSize });
+}
+
+/**
+ * The CRF'd seeds' threshold chosen by sweeping refine.crf.thresholds through the CRF on eval.fitSplit (leak-free)
+ * or, without one, on eval.split (oracle). The sweep is kept in crf/fit.json and reused on resume.
+ */
+async function fitCrfThreshold(config: WeaksegConfig, crf: CrfParams, hooks: StageHooks): Promise<{ chosen: ChosenThreshold; curve: CrfFitCurve }> {
+  const log = logger(hooks);
+  const split = config.eval.fitSplit ?? config.eval.split;
+  const mode = config.eval.fitSplit ? 'leak-free' : 'oracle';
+  const thresholds = thresholdList(config.refine.crf.thresholds);
+  const file = join(runPaths(config).root, 'crf', 'fit.json');
+  const key = JSON.stringify({ split, thresholds, crf });
+  if (hooks.resume && existsSync(file)) {
+    const saved = JSON.parse(readFileSync(file, 'utf8')) as { key?: string; curve?: CrfFitCurve };
+    if (saved.key === key && saved.curve) {
+      log(`CRF threshold: reusing the sweep on '${split}' (${file})`);
+      return { chosen: { threshold: saved.curve.best.threshold, mode, thresholdChosenOn: split }, curve: saved.curve };
+    }
+  }
+  const dataset = await readSplit(config, split);
+  const scored = dataset.items.filter((item) => item.maskPath);
+  if (scored.length === 0) throw new Error(`refine.crf.threshold 'fit' needs ground-truth masks on '${split}', which has none`);
+  log(`CRF threshold: sweeping ${thresholds.length} thresholds (${thresholds[0]} to ${thresholds.at(-1)}) through the CRF ` +
+    `on '${split}' (${scored.length} images with masks, ${mode})`);
+  const camPaths = scored.map((item) => camFile(config, split, item));
+  const matrices = thresholds.map(() => new ConfusionMatrix(dataset.classes.length + 1));
+  const bar = progress(hooks, `CRF threshold sweep ${split}`, scored.length);
+  for (const [i, item] of scored.entries()) {
+    hooks.signal?.throwIfAborted();
+    const record = readCam(camPaths[i]!);
+    const image = await decodeImage(item.imagePath);
+    const gt = await readMask(item.maskPath!);
+    thresholds.forEach((t, k) => matrices[k]!.add(crfSeedMask(image, record, t, crf).data, gt.data, item.id));
+    bar.tick();
+  }
+  bar.stop();
+  const names = withBackground(dataset.classes);
+  const miou = matrices.map((cm) => cm.score(names).miou);
+  let bestIndex = 0;
+  miou.forEach((m, k) => { if ((m ?? -1) > (miou[bestIndex] ?? -1)) bestIndex = k; });
+  const curve: CrfFitCurve = { split, thresholds, miou, best: { threshold: thresholds[bestIndex]!, miou: miou[bestIndex] ?? null } };
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, `${JSON.stringify({ key, curve }, null, 2)}\n`);
+  log(`CRF threshold on '${split}' (t: mIoU %): ${thresholds.map((t, k) => `${t}: ${pct(miou[k] ?? null)}`).join(', ')}`);
+  return { chosen: { threshold: curve.best.threshold, mode, thresholdChosenOn: split }, curve };
 }
 
 export async function crfSeeds(config: WeaksegConfig, hooks: StageHooks = {}): Promise<CrfSummary> {
   const paths = prepareRun(config);
   const log = logger(hooks);
-  const chosen = chosenThreshold(config);
   const crf = crfSettings(config);
+  const rule = config.refine.crf.threshold;
+  const fitted = rule === 'fit' ? await fitCrfThreshold(config, crf, hooks) : null;
+  const chosen = fitted?.chosen ?? chosenThreshold(config);
   const scoredSplit = config.eval.split;
   const trainSplit = config.data.trainSplit;
   const splits = unique([scoredSplit, ...(existsSync(paths.cams(trainSplit)) ? [trainSplit] : [])]);
-  log(`CRF seeds at t = ${chosen.threshold} (${chosen.mode}, chosen on '${chosen.thresholdChosenOn}'), ` +
+  log(`CRF seeds at t = ${chosen.threshold} (${chosen.mode}, ${rule === 'fit' ? 'swept through the CRF' : 'the seed threshold'} ` +
+    `on '${chosen.thresholdChosenOn}'), ` +
     `${config.refine.crf.preset} CRF with ${crf.iterations} iterations: ${splits.join(', ')}`);
   const outputs = new StageOutputs(hooks.resume ?? false);
   const summaries: RefineSplitSummary[] = [];
@@ -236,10 +297,45 @@ export async function crfSeeds(config: WeaksegConfig, hooks: StageHooks = {}): P
     }
   }
   const summary: CrfSummary = { split: scoredSplit, threshold: chosen.threshold, mode: chosen.mode,
-    thresholdChosenOn: chosen.thresholdChosenOn, crf, result, splits: summaries };
+    thresholdChosenOn: chosen.thresholdChosenOn, thresholdRule: rule, fitCurve: fitted?.curve ?? null, crf, result, splits: summaries };
   recordMetrics(config, 'crf', summary);
   return summary;
 }
+
+/** The exponent PSA/SEAM's alphaLow and alphaHigh (4 and 24) are relative to: their walk's, t = 0.22. */
+const PSA_BACKGROUND_ALPHA = 6;
+
+/** The background exponents of the affinity labels (refine.alphas). */
+export interface RefineAlphas {
+  rule: 'fromThreshold' | 'fixed';
+  /** The threshold they were derived from (rule 'fromThreshold') and the stage that chose it. */
+  threshold: number | null;
+  thresholdFrom: 'crf' | 'eval' | null;
+  low: number;
+  high: number;
+}
+
+/** The crf stage's threshold (metrics.json crf.threshold), or null before that stage has run. */
+function crfThreshold(config: WeaksegConfig): number | null {
+  const { metrics } = runPaths(config);
+  if (!existsSync(metrics)) return null;
+  const t = (JSON.parse(readFileSync(metrics, 'utf8')) as { crf?: { threshold?: unknown } }).crf?.threshold;
+  return typeof t === 'number' ? t : null;
+}
+
+export function refineAlphas(config: WeaksegConfig): RefineAlphas {
+  const r = config.refine;
+  if (r.alphas === 'fixed') return { rule: 'fixed', threshold: null, thresholdFrom: null, low: r.alphaLow, high: r.alphaHigh };
+  const fromCrf = crfThreshold(config);
+  const threshold = fromCrf ?? chosenThreshold(config).threshold;
+  if (!(threshold > 0 && threshold < 1)) {
+    throw new Error(`refine.alphas 'fromThreshold' needs a threshold strictly between 0 and 1, got ${threshold}; set refine.alphas to 'fixed'`);
+  }
+  const scale = alphaForThreshold(threshold) / PSA_BACKGROUND_ALPHA;
+  return { rule: 'fromThreshold', threshold, thresholdFrom: fromCrf === null ? 'eval' : 'crf', low: r.alphaLow * scale, high: r.alphaHigh * scale };
+}
+
+const fmtAlpha = (a: number) => String(Number(a.toFixed(3)));
 
 // ---------------------------------------------------------------------------------------------------------------
 // affinity: labels from CRF'd CAMs, then AffinityNet training
@@ -247,6 +343,7 @@ export async function crfSeeds(config: WeaksegConfig, hooks: StageHooks = {}): P
 export interface AffinityLabelsSummary extends RefineSplitSummary {
   /** Shares of label pixels: uncertain (255), background (0) and foreground. */
   shares: LabelShares;
+  alphas: RefineAlphas;
 }
 
 /** The label PNG of an item (mask ids, 255 uncertain). */
@@ -259,12 +356,14 @@ export async function makeAffinityLabels(config: WeaksegConfig, hooks: StageHook
   const paths = prepareRun(config);
   const log = logger(hooks);
   const r = config.refine;
+  const alphas = refineAlphas(config);
   const split = config.data.trainSplit;
   const crf = crfSettings(config);
   const dataset = await readSplit(config, split);
   const camPaths = dataset.items.map((item) => camFile(config, split, item));
   const dir = paths.affinity.labels;
-  log(`affinity labels of '${split}': background (1 - max fg)^${r.alphaLow} (la) and ^${r.alphaHigh} (ha), ` +
+  log(`affinity labels of '${split}': background (1 - max fg)^${fmtAlpha(alphas.low)} (la) and ^${fmtAlpha(alphas.high)} (ha)` +
+    `${alphas.rule === 'fromThreshold' ? ` (from the ${alphas.thresholdFrom} stage's threshold ${alphas.threshold})` : ''}, ` +
     `${r.crf.preset} CRF with ${crf.iterations} iterations -> ${dir}`);
   const outputs = new StageOutputs(hooks.resume ?? false);
   const counter = new LabelShareCounter();
@@ -279,7 +378,7 @@ export async function makeAffinityLabels(config: WeaksegConfig, hooks: StageHook
       labels = await readMask(out);
     } else {
       const t0 = performance.now();
-      labels = affinityLabelMap(await decodeImage(item.imagePath), readCam(camPaths[i]!), { alphaLow: r.alphaLow, alphaHigh: r.alphaHigh, crf });
+      labels = affinityLabelMap(await decodeImage(item.imagePath), readCam(camPaths[i]!), { alphaLow: alphas.low, alphaHigh: alphas.high, crf });
       await writeMask(out, labels);
       computeMs += performance.now() - t0;
       computed++;
@@ -290,11 +389,11 @@ export async function makeAffinityLabels(config: WeaksegConfig, hooks: StageHook
   }
   const seconds = bar.stop();
   const shares = counter.shares;
-  writeFileSync(join(dir, 'info.json'), `${JSON.stringify({ split, alphaLow: r.alphaLow, alphaHigh: r.alphaHigh, crf,
+  writeFileSync(join(dir, 'info.json'), `${JSON.stringify({ split, alphas, crf,
     count: dataset.items.length, shares, format: 'VOC palette PNG: 0 background, class index + 1, 255 uncertain' }, null, 2)}\n`);
   log(`affinity labels: ${dataset.items.length} images (${computed} computed) in ${seconds.toFixed(1)} s; pixels ` +
     `${pct(shares.foreground)} % foreground, ${pct(shares.background)} % background, ${pct(shares.uncertain)} % uncertain`);
-  return { split, dir, images: dataset.items.length, computed, seconds, msPerImage: computed ? computeMs / computed : 0, shares };
+  return { split, dir, images: dataset.items.length, computed, seconds, msPerImage: computed ? computeMs / computed : 0, shares, alphas };
 }
 
 /** The affinity net of a config (taps, radius), on a backbone from buildBackbone (or the test hook). */
@@ -348,7 +447,7 @@ export async function trainAffinity(config: WeaksegConfig, hooks: StageHooks = {
     model: ap.model, epochs: fit.epochs, steps: fit.steps, epochLosses: fit.epochLosses,
     secondsPerEpoch: fit.secondsPerEpoch, msPerStep: fit.msPerStep, dataWaitShare: fit.dataWaitShare,
     taps, radius: net.radius, stride: net.stride,
-    labels: { split: labels.split, images: labels.images, seconds: labels.seconds, msPerImage: labels.msPerImage, shares: labels.shares },
+    labels: { split: labels.split, images: labels.images, seconds: labels.seconds, msPerImage: labels.msPerImage, shares: labels.shares, alphas: labels.alphas },
   });
   return { ...fit, labels };
 }
@@ -362,6 +461,15 @@ export interface RandomWalkSplitSummary extends RefineSplitSummary {
   msWalk: number;
 }
 
+/** Random-walk mIoU per background exponent on the split the exponent was chosen on. */
+export interface BgAlphaFitCurve {
+  split: string;
+  mode: 'leak-free' | 'oracle';
+  bgAlphas: number[];
+  miou: (number | null)[];
+  best: { bgAlpha: number; miou: number | null };
+}
+
 export interface RandomWalkSummary {
   /** The split scored (eval.split). */
   split: string;
@@ -369,9 +477,62 @@ export interface RandomWalkSummary {
   beta: number;
   logt: number;
   bgAlpha: number;
+  /** The sweep that chose bgAlpha (refine.randomWalk.bgAlpha 'fit'). */
+  bgAlphaFit: BgAlphaFitCurve | null;
   /** Share of the scored split's pixels left unclaimed (255; only with refine.randomWalk.uncertainBelow > 0). */
   uncertainShare: number;
   splits: RandomWalkSplitSummary[];
+}
+
+/** The affinity field of one image (a batch of 1), padded to a multiple of the stride as infer_aff.py does. */
+function affinityFieldOf(net: AffinityNet, batch: { images: Float32Array; shape: number[] }, device: WeaksegConfig['device']) {
+  return tidy(() => {
+    const [, ch, h, w] = batch.shape as [number, number, number, number];
+    let image: Tensor = tensor(batch.images, { shape: [1, ch, h, w] });
+    if (device !== 'cpu') image = image.to({ device });
+    // infer_aff.py pads the normalised image with zeros (the mean colour) to a multiple of the stride.
+    const s = net.stride;
+    return net.affinityField(F.pad(image, [0, Math.ceil(w / s) * s - w, 0, Math.ceil(h / s) * s - h]));
+  });
+}
+
+/**
+ * The background exponent chosen by walking every refine.randomWalk.bgAlphas on eval.fitSplit (leak-free) or,
+ * without one, eval.split (oracle): one walk per image carries all exponents' background planes.
+ */
+async function fitBgAlpha(config: WeaksegConfig, net: AffinityNet, hooks: StageHooks): Promise<BgAlphaFitCurve> {
+  const log = logger(hooks);
+  const rw = config.refine.randomWalk;
+  const split = config.eval.fitSplit ?? config.eval.split;
+  const mode = config.eval.fitSplit ? 'leak-free' : 'oracle';
+  const dataset = await readSplit(config, split);
+  const scored = dataset.items.filter((item) => item.maskPath);
+  if (scored.length === 0) throw new Error(`refine.randomWalk.bgAlpha 'fit' needs ground-truth masks on '${split}', which has none`);
+  const bgAlphas = [...rw.bgAlphas];
+  log(`random walk: choosing the background exponent among ${bgAlphas.join(', ')} on '${split}' (${scored.length} images with masks, ${mode})`);
+  const camPaths = new Map(scored.map((item) => [item.id, camFile(config, split, item)]));
+  const matrices = bgAlphas.map(() => new ConfusionMatrix(dataset.classes.length + 1));
+  const bar = progress(hooks, `random-walk exponent sweep ${split}`, scored.length);
+  const loader = new BatchLoader({ ...dataset, items: scored }, evalTransform({ norm: net.backbone.inputNorm, withMask: false }), {
+    batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile,
+  });
+  for await (const batch of loader.epoch(0)) {
+    hooks.signal?.throwIfAborted();
+    const item = scored[batch.indices[0]!]!;
+    const masks = randomWalkMasksPerAlpha(readCam(camPaths.get(item.id)!), affinityFieldOf(net, batch, config.device), {
+      beta: rw.beta, logt: rw.logt, bgAlphas, stride: net.stride, uncertainBelow: rw.uncertainBelow,
+    });
+    const gt = await readMask(item.maskPath!);
+    masks.forEach((m, k) => matrices[k]!.add(m.data, gt.data, item.id));
+    bar.tick();
+  }
+  bar.stop();
+  const names = withBackground(dataset.classes);
+  const miou = matrices.map((cm) => cm.score(names).miou);
+  let bestIndex = 0;
+  miou.forEach((m, k) => { if ((m ?? -1) > (miou[bestIndex] ?? -1)) bestIndex = k; });
+  log(`random walk on '${split}' (exponent: mIoU %): ${bgAlphas.map((a, k) => `${a}: ${pct(miou[k] ?? null)}`).join(', ')}`);
+  return { split, mode, bgAlphas, miou, best: { bgAlpha: bgAlphas[bestIndex]!, miou: miou[bestIndex] ?? null } };
 }
 
 /** Pseudo-masks of data.trainSplit and eval.split by the random walk; scores eval.split. */
@@ -388,19 +549,24 @@ export async function randomWalkMasks(config: WeaksegConfig, hooks: StageHooks =
   const summaries: RandomWalkSplitSummary[] = [];
   let result: MiouResult | null = null;
   let uncertainShare = 0;
-  let net: AffinityNet | null = null;
+  const classes = (await readSplit(config, scoredSplit)).classes;
+  const net = buildAffinityNet(config, classes.length, hooks);
+  let bgAlphaFit: BgAlphaFitCurve | null = null;
+  let bgAlpha: number;
   try {
+    loadModelWeights(modelPath, net.model);
+    if (config.device !== 'cpu') net.model.to({ device: config.device });
+    net.model.eval();
+    if (rw.bgAlpha === 'fit') {
+      bgAlphaFit = await fitBgAlpha(config, net, hooks);
+      bgAlpha = bgAlphaFit.best.bgAlpha;
+    } else {
+      bgAlpha = rw.bgAlpha;
+    }
+    log(`random walk with ${modelPath}: beta ${rw.beta}, ${2 ** rw.logt} steps (logt ${rw.logt}), background alpha ${bgAlpha}` +
+      `${bgAlphaFit ? ` (${bgAlphaFit.mode}, chosen on '${bgAlphaFit.split}')` : ''}, stride ${net.stride}, radius ${net.radius}`);
     for (const split of splits) {
       const dataset = await readSplit(config, split);
-      if (!net) {
-        net = buildAffinityNet(config, dataset.classes.length, hooks);
-        loadModelWeights(modelPath, net.model);
-        if (config.device !== 'cpu') net.model.to({ device: config.device });
-        net.model.eval();
-        log(`random walk with ${modelPath}: beta ${rw.beta}, ${2 ** rw.logt} steps (logt ${rw.logt}), background alpha ${rw.bgAlpha}, ` +
-          `stride ${net.stride}, radius ${net.radius}`);
-      }
-      const n = net;
       const dir = paths.pseudo(split);
       const score = split === scoredSplit ? new SplitScore(dataset) : null;
       const unclaimed = new LabelShareCounter();
@@ -410,24 +576,17 @@ export async function randomWalkMasks(config: WeaksegConfig, hooks: StageHooks =
       let msNet = 0;
       let msWalk = 0;
       const masks = new Map<string, LabelMap>();
-      const loader = new BatchLoader({ ...dataset, items: todo }, evalTransform({ norm: n.backbone.inputNorm, withMask: false }), {
+      const loader = new BatchLoader({ ...dataset, items: todo }, evalTransform({ norm: net.backbone.inputNorm, withMask: false }), {
         batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile,
       });
       for await (const batch of loader.epoch(0)) {
         hooks.signal?.throwIfAborted();
         const item = todo[batch.indices[0]!]!;
         const t0 = performance.now();
-        const field = tidy(() => {
-          const [, ch, h, w] = batch.shape;
-          let image: Tensor = tensor(batch.images, { shape: [1, ch, h, w] });
-          if (config.device !== 'cpu') image = image.to({ device: config.device });
-          // infer_aff.py pads the normalised image with zeros (the mean colour) to a multiple of the stride.
-          const s = n.stride;
-          return n.affinityField(F.pad(image, [0, Math.ceil(w / s) * s - w, 0, Math.ceil(h / s) * s - h]));
-        });
+        const field = affinityFieldOf(net, batch, config.device);
         const t1 = performance.now();
         const mask = randomWalkMask(readCam(camPaths.get(item.id)!), field, {
-          beta: rw.beta, logt: rw.logt, bgAlpha: rw.bgAlpha, stride: n.stride, uncertainBelow: rw.uncertainBelow,
+          beta: rw.beta, logt: rw.logt, bgAlpha, stride: net.stride, uncertainBelow: rw.uncertainBelow,
         });
         const out = join(dir, `${item.id}.png`);
         await writeMask(out, mask);
@@ -460,9 +619,9 @@ export async function randomWalkMasks(config: WeaksegConfig, hooks: StageHooks =
       }
     }
   } finally {
-    net?.model.dispose();
+    net.model.dispose();
   }
-  const summary: RandomWalkSummary = { split: scoredSplit, result, beta: rw.beta, logt: rw.logt, bgAlpha: rw.bgAlpha, uncertainShare, splits: summaries };
+  const summary: RandomWalkSummary = { split: scoredSplit, result, beta: rw.beta, logt: rw.logt, bgAlpha, bgAlphaFit, uncertainShare, splits: summaries };
   recordMetrics(config, 'randomWalk', summary);
   return summary;
 }

@@ -73,17 +73,18 @@ const STAGES: Record<StageName, StageDef> = {
     run: (c, h) => crfSeeds(c, h),
   },
   affinity: {
-    after: () => ['cams'],
+    // With refine.alphas 'fromThreshold' the labels' exponents come from the crf stage's threshold.
+    after: (c) => (c.refine.alphas === 'fromThreshold' ? ['cams', 'crf'] : ['cams']),
     inputs: (c) => ({
-      trainSplit: c.data.trainSplit, crf: c.refine.crf, alphaLow: c.refine.alphaLow, alphaHigh: c.refine.alphaHigh,
-      affinity: c.refine.affinity,
+      trainSplit: c.data.trainSplit, crf: omit(c.refine.crf, ['threshold', 'thresholds']), alphas: c.refine.alphas,
+      alphaLow: c.refine.alphaLow, alphaHigh: c.refine.alphaHigh, affinity: c.refine.affinity,
     }),
     outputs: (c) => [join(runPaths(c).root, 'affinity')],
     run: (c, h) => trainAffinity(c, h), // makes its labels first
   },
   randomWalk: {
     after: () => ['cams', 'affinity'],
-    inputs: (c) => ({ randomWalk: c.refine.randomWalk, split: c.eval.split, trainSplit: c.data.trainSplit }),
+    inputs: (c) => ({ randomWalk: c.refine.randomWalk, split: c.eval.split, fitSplit: c.eval.fitSplit, trainSplit: c.data.trainSplit }),
     outputs: (c) => [join(runPaths(c).root, 'pseudo')],
     run: (c, h) => randomWalkMasks(c, h),
   },
@@ -98,7 +99,10 @@ const STAGES: Record<StageName, StageDef> = {
   },
   segEval: {
     after: () => ['seg'],
-    inputs: (c) => ({ split: c.seg.evalSplit, scales: c.seg.scales, flip: c.seg.testFlip, crf: c.seg.crf }),
+    inputs: (c) => ({
+      split: c.seg.evalSplit, scales: c.seg.scales, flip: c.seg.testFlip, crf: c.seg.crf,
+      crfReferenceSize: c.seg.crf ? c.refine.crf.referenceSize : null,
+    }),
     outputs: (c) => [join(runPaths(c).root, 'seg', 'pred')],
     run: (c, h) => evaluateSegmenter(c, h),
   },

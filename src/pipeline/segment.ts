@@ -14,6 +14,7 @@ import { createBackbone } from '../backbones/index.js';
 import { ConfusionMatrix, type MiouResult, formatMiouTable, withBackground } from '../eval/index.js';
 import { DeepLab } from '../segmentation/deeplab.js';
 import { predictMask } from '../segmentation/infer.js';
+import { crfParams } from '../refine/crf-presets.js';
 import { latestCheckpoint, loadModelWeights } from '../train/checkpoint.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, logger, prepareRun, readSplit, recordMetrics, runPaths } from './common.js';
@@ -198,6 +199,8 @@ export async function evaluateSegmenter(config: WeaksegConfig, hooks: StageHooks
       net.model.to({ device: config.device, memoryFormat: config.model.channelsLast ? 'channels_last' : undefined });
     }
     net.model.eval();
+    // The refine stages' kernel scaling (refine.crf.referenceSize) applies to the segmenter's CRF too.
+    const crfSettings = s.crf ? crfParams(s.crf, { referenceSize: config.refine.crf.referenceSize }) : null;
     log(`segmenter ${weights} on '${split}' (${dataset.items.length} images${hooks.resume ? ', keeping predictions already written' : ''}): scales ${s.scales.join('/')}` +
       `${s.testFlip ? ' + flips' : ''}${s.crf ? `, dense CRF '${s.crf}'` : ''} -> ${dir}`);
     const loader = new BatchLoader(dataset, evalTransform({ norm: net.backbone.inputNorm, withMask: true }), {
@@ -230,7 +233,7 @@ export async function evaluateSegmenter(config: WeaksegConfig, hooks: StageHooks
           try {
             if (config.device !== 'cpu') image = image.to({ device: config.device });
             pred = predictMask(net, image, {
-              scales: s.scales, flip: s.testFlip, channelsLast: config.model.channelsLast, crf: s.crf, ...(rgb ? { rgb } : {}),
+              scales: s.scales, flip: s.testFlip, channelsLast: config.model.channelsLast, crf: crfSettings, ...(rgb ? { rgb } : {}),
             });
           } finally {
             image.dispose();

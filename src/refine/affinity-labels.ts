@@ -51,6 +51,16 @@ export function camsWithBackground(record: CamRecord, alpha: number): Float32Arr
   return out;
 }
 
+/**
+ * The background exponent whose score (1 - m)^alpha equals a foreground score m exactly at m = t, so that the argmax
+ * of camsWithBackground(record, alpha) is the seed rule "foreground where max cam > t": alpha = ln t / ln(1 - t).
+ * PSA/SEAM's random-walk alpha 6 corresponds to t = 0.222, its affinity-label alphas 4 and 24 to 0.276 and 0.092.
+ */
+export function alphaForThreshold(t: number): number {
+  if (!(t > 0 && t < 1)) throw new RangeError(`a background exponent needs a threshold strictly between 0 and 1, got ${t}`);
+  return Math.log(t) / Math.log(1 - t);
+}
+
 /** Plane indices of [bg, labels...] to mask ids: 0 stays background, plane k is class labels[k - 1] + 1, 255 stays. */
 export function planeIndexToMaskIds(planes: Uint8Array, labels: readonly number[]): Uint8Array {
   const ids = new Uint8Array(256).fill(UNCERTAIN);

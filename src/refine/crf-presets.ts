@@ -18,6 +18,13 @@ export interface CrfParams {
   readonly iterations: number;
   /** Probabilities are clipped to [clip, 1] before -log, as pydensecrf's `unary_from_softmax` (default 1e-5). */
   readonly clip: number;
+  /**
+   * The image size (longer side, pixels) the spatial widths `sxy` are meant for; `denseCrf` scales them by
+   * longer side / referenceSize, as SEAM's `crf_inference(scale_factor)` does. Both presets were set on VOC's
+   * images (longer side 500), so 500 keeps a kernel's reach in proportion to the object on smaller or larger
+   * images. Absent or null: widths in pixels as given (pydensecrf's own behaviour).
+   */
+  readonly referenceSize?: number | null;
 }
 
 /**
@@ -49,6 +56,21 @@ export interface CrfOverrides {
   readonly bilateral?: Partial<BilateralKernelParams>;
   readonly iterations?: number;
   readonly clip?: number;
+  readonly referenceSize?: number | null;
+}
+
+/** The VOC 2012 images' longer side, which the presets' spatial widths were chosen for. */
+export const VOC_IMAGE_SIZE = 500;
+
+/**
+ * The kernel widths for a width x height image: sxy scaled by the longer side / referenceSize (unchanged
+ * without a referenceSize).
+ */
+export function scaledToImage(p: CrfParams, width: number, height: number): CrfParams {
+  if (p.referenceSize == null) return p;
+  if (!(p.referenceSize > 0)) throw new RangeError(`CRF referenceSize must be a positive number, got ${p.referenceSize}`);
+  const f = Math.max(width, height) / p.referenceSize;
+  return { ...p, gaussian: { ...p.gaussian, sxy: p.gaussian.sxy * f }, bilateral: { ...p.bilateral, sxy: p.bilateral.sxy * f } };
 }
 
 /** A preset, optionally with some fields overridden; a full custom setting is just a `CrfParams` literal. */
@@ -59,5 +81,6 @@ export function crfParams(preset: CrfPresetName, overrides: CrfOverrides = {}): 
     bilateral: { ...base.bilateral, ...overrides.bilateral },
     iterations: overrides.iterations ?? base.iterations,
     clip: overrides.clip ?? base.clip,
+    ...(overrides.referenceSize != null ? { referenceSize: overrides.referenceSize } : {}),
   };
 }

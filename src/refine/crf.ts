@@ -6,7 +6,7 @@
  * Public arrays are label-major `[L][H][W]` like pydensecrf's; internally Q and messages are pixel-major
  * `[N][L]` so the lattice touches one contiguous run of labels per vertex.
  */
-import { CRF_PRESETS, type CrfParams, type CrfPresetName } from './crf-presets.js';
+import { CRF_PRESETS, type CrfParams, type CrfPresetName, scaledToImage } from './crf-presets.js';
 import { expNonPositive, logPositive } from './fast-math.js';
 import { PairwiseKernel } from './pairwise.js';
 
@@ -144,6 +144,7 @@ export interface RgbImage {
 /**
  * One-call dense CRF as the WSSS codebases run it (SEAM `crf_inference`, deeplab-pytorch `dense_crf`):
  * unary from probabilities, Gaussian then bilateral kernel, mean-field. `prob` and the result are `[L][H][W]`.
+ * Spatial widths are scaled to the image when `params.referenceSize` is set (`scaledToImage`).
  */
 export function denseCrf(
   image: RgbImage,
@@ -151,7 +152,7 @@ export function denseCrf(
   nLabels: number,
   params: CrfParams | CrfPresetName,
 ): Float32Array {
-  const p = typeof params === 'string' ? CRF_PRESETS[params] : params;
+  const p = scaledToImage(typeof params === 'string' ? CRF_PRESETS[params] : params, image.width, image.height);
   const crf = new DenseCRF2D(image.width, image.height, nLabels);
   crf.setUnaryEnergy(unaryFromProbabilities(prob, p.clip));
   crf.addPairwiseGaussian(p.gaussian.sxy, p.gaussian.compat);

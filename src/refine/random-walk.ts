@@ -113,12 +113,18 @@ export function randomWalk(scores: Float32Array, channels: number, field: Affini
 
 /**
  * The walk's input: [bg, cams] at the image size with bg = (1 - max fg)^bgAlpha, zero-padded to a multiple of
- * the stride and average-pooled by it (infer_aff.py). Planar (L+1) x h x w.
+ * the stride and average-pooled by it (infer_aff.py). Planar (L+1) x h x w. With several exponents the
+ * background planes come first, one per exponent: [bg_1 .. bg_k, cams].
  */
-export function walkInput(record: CamRecord, bgAlpha: number, stride: number): { scores: Float32Array; channels: number; height: number; width: number } {
+export function walkInput(record: CamRecord, bgAlpha: number | readonly number[], stride: number): { scores: Float32Array; channels: number; height: number; width: number } {
   const { width: W, height: H } = record;
-  const full = camsWithBackground(record, bgAlpha);
-  const C = record.labels.length + 1;
+  const alphas = typeof bgAlpha === 'number' ? [bgAlpha] : bgAlpha;
+  const plane = W * H;
+  const L = record.labels.length;
+  const full = new Float32Array((alphas.length + L) * plane);
+  for (const [k, alpha] of alphas.entries()) full.set(camsWithBackground(record, alpha).subarray(0, plane), k * plane);
+  full.set(record.cams, alphas.length * plane);
+  const C = alphas.length + L;
   const h = Math.ceil(H / stride);
   const w = Math.ceil(W / stride);
   const scores = new Float32Array(C * h * w);
@@ -169,11 +175,30 @@ export interface WalkMaskOptions extends RandomWalkOptions {
 
 /** The random-walk pseudo-mask of one image (mask ids: 0 background, class index + 1; 255 unclaimed). */
 export function randomWalkMask(record: CamRecord, field: AffinityField, o: WalkMaskOptions): LabelMap {
-  const input = walkInput(record, o.bgAlpha, o.stride);
+  return randomWalkMasksPerAlpha(record, field, { ...o, bgAlphas: [o.bgAlpha] })[0]!;
+}
+
+/**
+ * The pseudo-masks of one image for several background exponents from one walk: the walk is linear in its
+ * input, so every exponent's background plane is walked alongside the class planes (used to choose the exponent).
+ */
+export function randomWalkMasksPerAlpha(
+  record: CamRecord, field: AffinityField, o: Omit<WalkMaskOptions, 'bgAlpha'> & { bgAlphas: readonly number[] },
+): LabelMap[] {
+  const k = o.bgAlphas.length;
+  if (k === 0) throw new RangeError('random walk: no background exponent');
+  const input = walkInput(record, o.bgAlphas, o.stride);
   if (input.height !== field.height || input.width !== field.width) {
     throw new RangeError(`${record.id}: the CAMs pool to ${input.height}x${input.width} at stride ${o.stride}, the affinity field is ${field.height}x${field.width}`);
   }
   const walked = randomWalk(input.scores, input.channels, field, o);
-  const planes = walkedScoresToPlanes(walked, input.channels, input, o.stride, record, o.uncertainBelow ?? 0);
-  return { width: record.width, height: record.height, data: planeIndexToMaskIds(planes, record.labels) };
+  const cells = input.height * input.width;
+  const L = record.labels.length;
+  return o.bgAlphas.map((_, i) => {
+    const scores = new Float32Array((L + 1) * cells);
+    scores.set(walked.subarray(i * cells, (i + 1) * cells));
+    scores.set(walked.subarray(k * cells), cells);
+    const planes = walkedScoresToPlanes(scores, L + 1, input, o.stride, record, o.uncertainBelow ?? 0);
+    return { width: record.width, height: record.height, data: planeIndexToMaskIds(planes, record.labels) };
+  });
 }

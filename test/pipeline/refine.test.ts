@@ -39,7 +39,7 @@ function scene(i: number): { rgb: Uint8Array; mask: Uint8Array; squares: { cls: 
 }
 
 /** A VOC root with split 'trainaug' (4 images) and its subset 'train' (2), and CAMs for both in the run. */
-async function tinyRun(dir: string): Promise<WeaksegConfig> {
+async function tinyRun(dir: string, refine: Record<string, unknown> = {}): Promise<WeaksegConfig> {
   const root = join(dir, 'voc');
   const ids = ['img0', 'img1', 'img2', 'img3'];
   mkdirSync(join(root, 'ImageSets', 'Segmentation'), { recursive: true });
@@ -52,8 +52,13 @@ async function tinyRun(dir: string): Promise<WeaksegConfig> {
     eval: { split: 'train', fitSplit: null },
     train: { logEvery: 1, checkpointEverySteps: 0 },
     refine: {
+      // PSA's fixed exponents and the seed threshold, which the hand-made CAMs below are built around; the fitted
+      // threshold and exponents from it are checked by their own test.
+      crf: { threshold: 'seed' },
+      alphas: 'fixed',
       affinity: { epochs: 2, batchSize: 2, cropSize: 32, scaleRange: null, radius: 2, taps: ['conv1:4', 'output:4'] },
-      randomWalk: { logt: 2 },
+      randomWalk: { logt: 2, bgAlpha: 6 },
+      ...refine,
     },
   });
   const paths = runPaths(config);
@@ -151,4 +156,70 @@ test('refinement stages: CRF seeds, affinity labels and training, random walk (t
   // A missing CAM is named.
   rmSync(join(paths.cams('trainaug'), 'img3.safetensors'));
   await assert.rejects(makeAffinityLabels(config, hooks), /no CAM for 'img3' of split 'trainaug' \(.*img3\.safetensors\)/);
+});
+
+test('CRF threshold swept through the CRF; affinity-label exponents from that threshold', { timeout: 120_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'weakseg-refine-fit-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const lines: string[] = [];
+  const hooks = { log: (l: string) => lines.push(l), progress: false };
+  const oracle = await tinyRun(dir, { crf: { threshold: 'fit', thresholds: { from: 0.1, to: 0.5, step: 0.2 } }, alphas: 'fromThreshold' });
+  recordMetrics(oracle, 'eval', { threshold: 0.3, mode: 'fixed', thresholdChosenOn: 'given' });
+
+  // Without eval.fitSplit the sweep runs on the scored split itself (an oracle figure, and labelled so): the same
+  // split scored at the chosen threshold must give the sweep's best figure.
+  const crf = await crfSeeds(oracle, hooks);
+  assert.equal(crf.thresholdRule, 'fit');
+  assert.equal(crf.mode, 'oracle');
+  assert.equal(crf.thresholdChosenOn, 'train');
+  const curve = crf.fitCurve!;
+  assert.deepEqual(curve.thresholds, [0.1, 0.3, 0.5]);
+  const best = Math.max(...curve.miou.map((m) => m ?? -1));
+  assert.equal(curve.best.miou, best);
+  assert.equal(crf.threshold, curve.thresholds[curve.miou.indexOf(best)]);
+  assert.ok(Math.abs(crf.result!.miou! - best) < 1e-12, `scored ${crf.result!.miou} vs swept ${best}`);
+  // At 0.1 the 0.2 halo around each square turns foreground; at 0.3 and 0.5 only the squares (1) do.
+  assert.ok(curve.miou[0]! < curve.miou[1]! && best > 0.9, JSON.stringify(curve.miou));
+  const saved = JSON.parse(readFileSync(join(runPaths(oracle).root, 'crf', 'fit.json'), 'utf8'));
+  assert.deepEqual(saved.curve, curve);
+
+  // With a fit split the choice is leak-free and made there.
+  const leakFree = resolveConfig({ ...oracle, eval: { ...oracle.eval, fitSplit: 'trainaug' } });
+  const fitted = await crfSeeds(leakFree, { ...hooks, resume: true });
+  assert.equal(fitted.mode, 'leak-free');
+  assert.equal(fitted.thresholdChosenOn, 'trainaug');
+  assert.equal(fitted.fitCurve!.split, 'trainaug');
+
+  // The affinity labels' exponents from the CRF's threshold t: PSA's 4 and 24 scaled by alpha(t) / 6, where
+  // (1 - t)^alpha(t) = t.
+  const labels = await makeAffinityLabels(leakFree, hooks);
+  const a = labels.alphas;
+  assert.equal(a.rule, 'fromThreshold');
+  assert.equal(a.thresholdFrom, 'crf');
+  assert.equal(a.threshold, fitted.threshold);
+  const t0 = fitted.threshold;
+  assert.ok(Math.abs((1 - t0) ** (a.low * 6 / 4) - t0) < 1e-12 && Math.abs((1 - t0) ** (a.high * 6 / 24) - t0) < 1e-12, JSON.stringify(a));
+  assert.deepEqual(JSON.parse(readFileSync(join(runPaths(leakFree).affinity.labels, 'info.json'), 'utf8')).alphas, a);
+});
+
+test('random walk: the background exponent chosen by one walk over all candidates, scored as the stage scores', { timeout: 120_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'weakseg-refine-rw-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const hooks = { log: () => {}, progress: false, backboneFactory: () => new TinyBackbone({ channels: 8 }) };
+  const config = await tinyRun(dir, { randomWalk: { logt: 2, bgAlpha: 'fit', bgAlphas: [0.5, 6, 40] } });
+  recordMetrics(config, 'eval', { threshold: 0.3, mode: 'fixed', thresholdChosenOn: 'given' });
+  await trainAffinity(config, hooks);
+  const rw = await randomWalkMasks(config, hooks);
+  const fit = rw.bgAlphaFit!;
+  // No eval.fitSplit: chosen on the scored split itself, an oracle figure, so the stage's own score at the chosen
+  // exponent (a separate walk per image) must equal the sweep's best.
+  assert.equal(fit.mode, 'oracle');
+  assert.equal(fit.split, 'train');
+  assert.deepEqual(fit.bgAlphas, [0.5, 6, 40]);
+  const best = Math.max(...fit.miou.map((m) => m ?? -1));
+  assert.equal(rw.bgAlpha, fit.bgAlphas[fit.miou.indexOf(best)]);
+  assert.ok(Math.abs(rw.result!.miou! - best) < 1e-12, `scored ${rw.result!.miou} vs swept ${best}`);
+  // The exponents matter: at 40 the background is ~0 wherever a CAM is above 0.1, at 0.5 it beats most CAM values.
+  assert.ok(new Set(fit.miou).size > 1, JSON.stringify(fit.miou));
+  assert.equal(JSON.parse(readFileSync(runPaths(config).metrics, 'utf8')).randomWalk.bgAlphaFit.best.bgAlpha, rw.bgAlpha);
 });

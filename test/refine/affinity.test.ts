@@ -9,7 +9,7 @@ import type { CamRecord } from '../../src/cams/format.js';
 import type { RgbImage } from '../../src/data/index.js';
 import { crfParams } from '../../src/refine/crf-presets.js';
 import {
-  LabelShareCounter, affinityLabelMap, affinityPairLabels, camsWithBackground, combineAffinityLabels, labelsOnFeatureGrid,
+  LabelShareCounter, affinityLabelMap, affinityPairLabels, alphaForThreshold, camsWithBackground, combineAffinityLabels, labelsOnFeatureGrid,
   pairOffsets,
 } from '../../src/refine/affinity-labels.js';
 import { AffinityNet, affinityLoss, affinityTaps, pairAffinities } from '../../src/refine/affinity-net.js';
@@ -49,6 +49,20 @@ test('background plane (1 - max fg)^alpha in front of the CAM planes', () => {
   const r = record(3, 1, [0, 4], [[0.5, 0.2, 0], [0.25, 0.6, 0]]);
   assertClose(camsWithBackground(r, 2), [0.25, 0.16, 1, 0.5, 0.2, 0, 0.25, 0.6, 0]);
   assertClose(camsWithBackground(record(2, 1, [], []), 4), [1, 1], {}, 'no labels: all background');
+});
+
+test('the background exponent of a threshold: the argmax of [bg, cams] is the seed rule max cam > t', () => {
+  for (const t of [0.05, 0.2219, 0.39, 0.7]) {
+    const alpha = alphaForThreshold(t);
+    assert.ok(Math.abs((1 - t) ** alpha - t) < 1e-12, `(1 - t)^alpha = t at t = ${t}`);
+    // Just below t the background plane wins, just above it the class does.
+    const planes = camsWithBackground(record(2, 1, [7], [[t - 1e-6, t + 1e-6]]), alpha);
+    assert.ok(planes[0]! > planes[2]!, `background wins below t = ${t}`);
+    assert.ok(planes[1]! < planes[3]!, `the class wins above t = ${t}`);
+  }
+  // PSA/SEAM's random-walk exponent 6 is this rule at t = 0.2219: ln 0.2219 / ln 0.7781 = 6.000.
+  assert.ok(Math.abs(alphaForThreshold(0.2219) - 6) < 0.01);
+  for (const bad of [0, 1, -0.1, Number.NaN]) assert.throws(() => alphaForThreshold(bad), /strictly between 0 and 1/);
 });
 
 test('affinity labels: la foreground kept, la background uncertain, ha background background (CRF bypassed)', () => {

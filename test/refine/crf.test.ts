@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CRF_PRESETS, crfParams } from '../../src/refine/crf-presets.js';
+import { CRF_PRESETS, crfParams, scaledToImage } from '../../src/refine/crf-presets.js';
 import { DenseCRF2D, denseCrf, labelMap, unaryFromProbabilities } from '../../src/refine/crf.js';
 import { expNonPositive, logPositive } from '../../src/refine/fast-math.js';
 import { LatticeHashTable } from '../../src/refine/lattice-hash.js';
@@ -342,6 +342,23 @@ test('outputs are per-pixel probability distributions', () => {
       assert.ok(Math.abs(s - 1) < 1e-5, `pixel ${p} sums to ${s}`);
     }
   }
+});
+
+test('referenceSize scales the spatial widths by the longer side / referenceSize, nothing else', () => {
+  const p = crfParams('psa', { referenceSize: 500 });
+  assert.deepEqual(scaledToImage(p, 250, 100), { ...p, gaussian: { sxy: 1.5, compat: 3 }, bilateral: { sxy: 40, srgb: 13, compat: 10 } });
+  assert.equal(scaledToImage(CRF_PRESETS.psa, 250, 100), CRF_PRESETS.psa, 'no referenceSize: pixel widths as given');
+  assert.equal(crfParams('psa').referenceSize, undefined);
+  assert.throws(() => scaledToImage({ ...p, referenceSize: 0 }, 10, 10), /referenceSize must be a positive number/);
+  // denseCrf applies it: a 23 x 17 image with referenceSize 46 runs the kernels at half the preset's widths.
+  const rand = rng(5);
+  const [w, h, nl] = [23, 17, 3];
+  const rgb = Uint8Array.from({ length: w * h * 3 }, () => Math.floor(rand() * 256));
+  const prob = Float32Array.from({ length: nl * w * h }, () => rand());
+  const scaled = denseCrf({ rgb, width: w, height: h }, prob, nl, crfParams('psa', { referenceSize: 46 }));
+  const halved = denseCrf({ rgb, width: w, height: h }, prob, nl, crfParams('psa', { gaussian: { sxy: 1.5 }, bilateral: { sxy: 40 } }));
+  assert.deepEqual(scaled, halved);
+  assert.notDeepEqual(scaled, denseCrf({ rgb, width: w, height: h }, prob, nl, 'psa'));
 });
 
 test('inference is repeatable and zero iterations gives softmax(-unary)', () => {

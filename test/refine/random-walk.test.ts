@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import type { CamRecord } from '../../src/cams/format.js';
 import { pairOffsets } from '../../src/refine/affinity-labels.js';
 import {
-  type AffinityField, propagate, randomWalk, randomWalkMask, transition, walkInput, walkedScoresToPlanes,
+  type AffinityField, propagate, randomWalk, randomWalkMask, randomWalkMasksPerAlpha, transition, walkInput, walkedScoresToPlanes,
 } from '../../src/refine/random-walk.js';
 import { assertClose, rng } from '../helpers.js';
 
@@ -125,6 +125,25 @@ test('random-walk mask: with zero affinities the walk keeps the pooled CAM decis
   const row = Array.from(mask.data.subarray(0, W));
   assert.deepEqual(row, [2, 2, 2, 2, 2, 2, 2, 2, 7, 7, 7, 7, 0, 0, 0, 0]);
   assert.throws(() => randomWalkMask(r, { ...field, width: 7 }, { beta: 8, logt: 2, bgAlpha: 6, stride: 2 }), /pool to 2x8 at stride 2, the affinity field is 2x7/);
+});
+
+test('one walk for several background exponents equals a walk per exponent (the walk is linear)', () => {
+  const rand = rng(7);
+  const W = 20;
+  const H = 12;
+  const r = record(W, H, [3, 9], [Array.from({ length: W * H }, () => rand()), Array.from({ length: W * H }, () => rand() ** 2)]);
+  const field = randomField(6, 10, 2, 11);
+  const alphas = [0.5, 2, 6, 24];
+  const together = randomWalkMasksPerAlpha(r, field, { beta: 8, logt: 3, bgAlphas: alphas, stride: 2 });
+  assert.equal(together.length, alphas.length);
+  alphas.forEach((bgAlpha, k) => {
+    const alone = randomWalkMask(r, field, { beta: 8, logt: 3, bgAlpha, stride: 2 });
+    assert.deepEqual(together[k]!.data, alone.data, `exponent ${bgAlpha}`);
+  });
+  // Larger exponents shrink the background: more foreground pixels.
+  const fg = together.map((m) => m.data.filter((v) => v !== 0).length);
+  for (let k = 1; k < fg.length; k++) assert.ok(fg[k]! >= fg[k - 1]!, `foreground pixels per exponent ${fg}`);
+  assert.throws(() => randomWalkMasksPerAlpha(r, field, { beta: 8, logt: 3, bgAlphas: [], stride: 2 }), /no background exponent/);
 });
 
 test('random walk spreads a label along strong affinities and not across weak ones', () => {
