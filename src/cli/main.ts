@@ -58,7 +58,7 @@ function resumeOption(cmd: Command): Command {
 
 function refineOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--crf <preset>', 'dense CRF settings (default psa)').choices(['psa', 'deeplab']))
+    .addOption(new Option('--crf <preset>', 'dense CRF settings (default psa), kernel widths scaled to each image (refine.crf.referenceSize)').choices(['psa', 'deeplab']))
     .option('--affinity-epochs <n>', 'AffinityNet epochs (default 8)', num('--affinity-epochs'))
     .option('--affinity-crop <px>', 'AffinityNet training crop (default 448)', num('--affinity-crop'));
 }
@@ -270,11 +270,11 @@ Examples:
     [modelOptions, camOptions, resumeOption], (f) => runStage('cams', f));
   add('eval', 'score CAM seeds against ground truth: mIoU, per-class IoU, precision, recall, threshold curve',
     [evalOptions], (f) => runStage('eval', f));
-  add('crf', 'refine the seeds (at the threshold the eval stage chose) with a dense CRF, and score them',
+  add('crf', 'refine the seeds with a dense CRF (threshold swept through the CRF on eval.fitSplit), and score them',
     [refineOptions, resumeOption], (f) => runStage('crf', f));
-  add('affinity', 'make affinity labels from CRF\'d CAMs (alphas 4 and 24) and train the AffinityNet on them',
+  add('affinity', 'make affinity labels from CRF\'d CAMs (la/ha exponents from the CRF threshold) and train the AffinityNet on them',
     [refineOptions, resumeOption], (f) => runStage('affinity', f));
-  add('random-walk', 'propagate CAMs with the AffinityNet\'s random walk into pseudo-masks, and score them',
+  add('random-walk', 'propagate CAMs with the AffinityNet\'s random walk into pseudo-masks (background exponent chosen on eval.fitSplit), and score them',
     [refineOptions, resumeOption], (f) => runStage('random-walk', f));
   add('seg-train', 'train a DeepLab segmentation network on the pseudo-masks of the training split',
     [segOptions, resumeOption], (f) => runStage('seg-train', f));
