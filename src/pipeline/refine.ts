@@ -114,6 +114,28 @@ class SplitScore {
 
 const unique = (xs: string[]) => [...new Set(xs)];
 
+/** One confusion matrix per candidate setting (a threshold, an exponent), to keep the one with the best mIoU. */
+class CandidateSweep {
+  readonly #matrices: ConfusionMatrix[];
+
+  constructor(count: number, private readonly classes: readonly string[]) {
+    this.#matrices = Array.from({ length: count }, () => new ConfusionMatrix(classes.length + 1));
+  }
+
+  add(candidate: number, pred: Uint8Array, gt: Uint8Array, id: string): void {
+    this.#matrices[candidate]!.add(pred, gt, id);
+  }
+
+  /** mIoU per candidate and the first best one. */
+  result(): { miou: (number | null)[]; bestIndex: number } {
+    const names = withBackground(this.classes);
+    const miou = this.#matrices.map((cm) => cm.score(names).miou);
+    let bestIndex = 0;
+    miou.forEach((m, k) => { if ((m ?? -1) > (miou[bestIndex] ?? -1)) bestIndex = k; });
+    return { miou, bestIndex };
+  }
+}
+
 export interface RefineSplitSummary {
   split: string;
   dir: string;
@@ -221,21 +243,18 @@ async function fitCrfThreshold(config: WeaksegConfig, crf: CrfParams, hooks: Sta
   log(`CRF threshold: sweeping ${thresholds.length} thresholds (${thresholds[0]} to ${thresholds.at(-1)}) through the CRF ` +
     `on '${split}' (${scored.length} images with masks, ${mode})`);
   const camPaths = scored.map((item) => camFile(config, split, item));
-  const matrices = thresholds.map(() => new ConfusionMatrix(dataset.classes.length + 1));
+  const sweep = new CandidateSweep(thresholds.length, dataset.classes);
   const bar = progress(hooks, `CRF threshold sweep ${split}`, scored.length);
   for (const [i, item] of scored.entries()) {
     hooks.signal?.throwIfAborted();
     const record = readCam(camPaths[i]!);
     const image = await decodeImage(item.imagePath);
     const gt = await readMask(item.maskPath!);
-    thresholds.forEach((t, k) => matrices[k]!.add(crfSeedMask(image, record, t, crf).data, gt.data, item.id));
+    thresholds.forEach((t, k) => sweep.add(k, crfSeedMask(image, record, t, crf).data, gt.data, item.id));
     bar.tick();
   }
   bar.stop();
-  const names = withBackground(dataset.classes);
-  const miou = matrices.map((cm) => cm.score(names).miou);
-  let bestIndex = 0;
-  miou.forEach((m, k) => { if ((m ?? -1) > (miou[bestIndex] ?? -1)) bestIndex = k; });
+  const { miou, bestIndex } = sweep.result();
   const curve: CrfFitCurve = { split, thresholds, miou, best: { threshold: thresholds[bestIndex]!, miou: miou[bestIndex] ?? null } };
   mkdirSync(dirname(file), { recursive: true });
   writeFileSync(file, `${JSON.stringify({ key, curve }, null, 2)}\n`);
@@ -511,7 +530,7 @@ async function fitBgAlpha(config: WeaksegConfig, net: AffinityNet, hooks: StageH
   const bgAlphas = [...rw.bgAlphas];
   log(`random walk: choosing the background exponent among ${bgAlphas.join(', ')} on '${split}' (${scored.length} images with masks, ${mode})`);
   const camPaths = new Map(scored.map((item) => [item.id, camFile(config, split, item)]));
-  const matrices = bgAlphas.map(() => new ConfusionMatrix(dataset.classes.length + 1));
+  const sweep = new CandidateSweep(bgAlphas.length, dataset.classes);
   const bar = progress(hooks, `random-walk exponent sweep ${split}`, scored.length);
   const loader = new BatchLoader({ ...dataset, items: scored }, evalTransform({ norm: net.backbone.inputNorm, withMask: false }), {
     batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile,
@@ -523,14 +542,11 @@ async function fitBgAlpha(config: WeaksegConfig, net: AffinityNet, hooks: StageH
       beta: rw.beta, logt: rw.logt, bgAlphas, stride: net.stride, uncertainBelow: rw.uncertainBelow,
     });
     const gt = await readMask(item.maskPath!);
-    masks.forEach((m, k) => matrices[k]!.add(m.data, gt.data, item.id));
+    masks.forEach((m, k) => sweep.add(k, m.data, gt.data, item.id));
     bar.tick();
   }
   bar.stop();
-  const names = withBackground(dataset.classes);
-  const miou = matrices.map((cm) => cm.score(names).miou);
-  let bestIndex = 0;
-  miou.forEach((m, k) => { if ((m ?? -1) > (miou[bestIndex] ?? -1)) bestIndex = k; });
+  const { miou, bestIndex } = sweep.result();
   log(`random walk on '${split}' (exponent: mIoU %): ${bgAlphas.map((a, k) => `${a}: ${pct(miou[k] ?? null)}`).join(', ')}`);
   return { split, mode, bgAlphas, miou, best: { bgAlpha: bgAlphas[bestIndex]!, miou: miou[bestIndex] ?? null } };
 }
