@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from torch_peer import serve
+from torch_peer import serve_training
 
 
 def load_batch(path, n, s, mf):
@@ -168,17 +168,7 @@ def main():
                           lr=0.01, momentum=0.9, weight_decay=1e-4)
     x, y = load_batch(a.batch_file, a.batch, a.crop, mf)
 
-    def run(workload):
-        if workload == 'step':
-            loss = F.multilabel_soft_margin_loss(net(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        else:
-            with torch.no_grad():
-                net(x)
-
-    serve(run)
+    serve_training(net, opt, x, lambda net, x: F.multilabel_soft_margin_loss(net(x), y))
 
 
 if __name__ == '__main__':

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cam_torch import MobileNetV2, load_batch  # noqa: E402
-from torch_peer import serve  # noqa: E402
+from torch_peer import serve_training  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------- safetensors I/O
 
@@ -300,17 +300,7 @@ def main():
                           lr=0.01, momentum=0.9, weight_decay=1e-4)
     x, y = load_batch(a.batch_file, a.batch, a.crop, mf)
 
-    def run(workload):
-        if workload == 'step':
-            loss = seam_loss(net, x, y)[0]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        else:
-            with torch.no_grad():
-                net(x)
-
-    serve(run)
+    serve_training(net, opt, x, lambda net, x: seam_loss(net, x, y)[0])
 
 
 if __name__ == '__main__':

@@ -15,3 +15,20 @@ def serve(run):
             run(workload)
             times.append((time.perf_counter() - t0) * 1000)
         print(json.dumps(times), flush=True)
+
+
+def serve_training(net, opt, x, loss_of):
+    """serve() for a model: workload 'step' is one SGD step on loss_of(net, x), anything else a no-grad forward."""
+    import torch
+
+    def run(workload):
+        if workload == 'step':
+            loss = loss_of(net, x)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        else:
+            with torch.no_grad():
+                net(x)
+
+    serve(run)

@@ -63,7 +63,8 @@ export const runPaths = (config: WeaksegConfig) => {
   };
 };
 
-function writeJsonAtomic(path: string, value: unknown): void {
+/** Writes JSON to a temporary name and renames it, so an interrupted run never leaves a truncated file. */
+export function writeJsonAtomic(path: string, value: unknown): void {
   const tmp = `${path}.tmp-${process.pid}`;
   writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`);
   renameSync(tmp, path);
@@ -80,17 +81,25 @@ export function prepareRun(config: WeaksegConfig): ReturnType<typeof runPaths> {
 
 /** Merges one stage's results into metrics.json ({ train, cams, eval, ... }). */
 export function recordMetrics(config: WeaksegConfig, stage: string, value: unknown): void {
-  const { metrics } = runPaths(config);
   let all: Record<string, unknown> = {};
-  if (existsSync(metrics)) {
-    try {
-      all = JSON.parse(readFileSync(metrics, 'utf8')) as Record<string, unknown>;
-    } catch {
-      all = {};
-    }
+  try {
+    all = readMetrics(config);
+  } catch {
+    // An unreadable metrics.json is replaced: the stage's own results are what it has to record.
   }
   all[stage] = value;
-  writeJsonAtomic(metrics, all);
+  writeJsonAtomic(runPaths(config).metrics, all);
+}
+
+/** metrics.json as recorded so far ({} before any stage); an unreadable file is an error naming it. */
+export function readMetrics(config: WeaksegConfig): Record<string, unknown> {
+  const { metrics } = runPaths(config);
+  if (!existsSync(metrics)) return {};
+  try {
+    return JSON.parse(readFileSync(metrics, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`${metrics}: cannot read (${(e as Error).message})`);
+  }
 }
 
 /** The dataset of a split (VOC) or the whole folder (folder format). Labels only; masks where present. */

@@ -25,7 +25,9 @@ import { AffinityNet, affinityTaps, freezeAffinityStem } from '../refine/affinit
 import { randomWalkMask, randomWalkMasksPerAlpha } from '../refine/random-walk.js';
 import { loadModelWeights } from '../train/checkpoint.js';
 import { type WeaksegConfig, thresholdList } from './config.js';
-import { type StageHooks, buildBackbone, logger, prepareRun, readSplit, recordMetrics, runPaths } from './common.js';
+import {
+  type StageHooks, buildBackbone, logger, prepareRun, readMetrics, readSplit, recordMetrics, runPaths, writeJsonAtomic,
+} from './common.js';
 import { type FitSummary, fitAndSave, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
 
 const pct = (v: number | null) => (v === null ? '-' : (100 * v).toFixed(2));
@@ -158,18 +160,10 @@ export interface ChosenThreshold {
 
 /** The seed threshold the eval stage chose (metrics.json eval.threshold). */
 export function chosenThreshold(config: WeaksegConfig): ChosenThreshold {
-  const { metrics } = runPaths(config);
-  let evalMetrics: { threshold?: unknown; mode?: unknown; thresholdChosenOn?: unknown } | undefined;
-  if (existsSync(metrics)) {
-    try {
-      evalMetrics = (JSON.parse(readFileSync(metrics, 'utf8')) as { eval?: typeof evalMetrics }).eval;
-    } catch (e) {
-      throw new Error(`${metrics}: cannot read (${(e as Error).message})`);
-    }
-  }
+  const evalMetrics = readMetrics(config).eval as { threshold?: unknown; mode?: unknown; thresholdChosenOn?: unknown } | undefined;
   const t = evalMetrics?.threshold;
   if (typeof t !== 'number' || !(t >= 0 && t <= 1)) {
-    throw new Error(`${metrics} has no eval.threshold (the seed threshold chosen by the eval stage); run \`weakseg eval\` first`);
+    throw new Error(`${runPaths(config).metrics} has no eval.threshold (the seed threshold chosen by the eval stage); run \`weakseg eval\` first`);
   }
   return { threshold: t, mode: String(evalMetrics?.mode ?? 'unknown'), thresholdChosenOn: String(evalMetrics?.thresholdChosenOn ?? 'unknown') };
 }
@@ -257,7 +251,7 @@ async function fitCrfThreshold(config: WeaksegConfig, crf: CrfParams, hooks: Sta
   const { miou, bestIndex } = sweep.result();
   const curve: CrfFitCurve = { split, thresholds, miou, best: { threshold: thresholds[bestIndex]!, miou: miou[bestIndex] ?? null } };
   mkdirSync(dirname(file), { recursive: true });
-  writeFileSync(file, `${JSON.stringify({ key, curve }, null, 2)}\n`);
+  writeJsonAtomic(file, { key, curve });
   log(`CRF threshold on '${split}' (t: mIoU %): ${thresholds.map((t, k) => `${t}: ${pct(miou[k] ?? null)}`).join(', ')}`);
   return { chosen: { threshold: curve.best.threshold, mode, thresholdChosenOn: split }, curve };
 }
@@ -336,9 +330,7 @@ export interface RefineAlphas {
 
 /** The crf stage's threshold (metrics.json crf.threshold), or null before that stage has run. */
 function crfThreshold(config: WeaksegConfig): number | null {
-  const { metrics } = runPaths(config);
-  if (!existsSync(metrics)) return null;
-  const t = (JSON.parse(readFileSync(metrics, 'utf8')) as { crf?: { threshold?: unknown } }).crf?.threshold;
+  const t = (readMetrics(config).crf as { threshold?: unknown } | undefined)?.threshold;
   return typeof t === 'number' ? t : null;
 }
 
@@ -565,8 +557,9 @@ export async function randomWalkMasks(config: WeaksegConfig, hooks: StageHooks =
   const summaries: RandomWalkSplitSummary[] = [];
   let result: MiouResult | null = null;
   let uncertainShare = 0;
-  const classes = (await readSplit(config, scoredSplit)).classes;
-  const net = buildAffinityNet(config, classes.length, hooks);
+  const datasets = new Map<string, Dataset>();
+  for (const split of splits) datasets.set(split, await readSplit(config, split));
+  const net = buildAffinityNet(config, datasets.get(scoredSplit)!.classes.length, hooks);
   let bgAlphaFit: BgAlphaFitCurve | null = null;
   let bgAlpha: number;
   try {
@@ -581,8 +574,7 @@ export async function randomWalkMasks(config: WeaksegConfig, hooks: StageHooks =
     }
     log(`random walk with ${modelPath}: beta ${rw.beta}, ${2 ** rw.logt} steps (logt ${rw.logt}), background alpha ${bgAlpha}` +
       `${bgAlphaFit ? ` (${bgAlphaFit.mode}, chosen on '${bgAlphaFit.split}')` : ''}, stride ${net.stride}, radius ${net.radius}`);
-    for (const split of splits) {
-      const dataset = await readSplit(config, split);
+    for (const [split, dataset] of datasets) {
       const dir = paths.pseudo(split);
       const score = split === scoredSplit ? new SplitScore(dataset) : null;
       const unclaimed = new LabelShareCounter();

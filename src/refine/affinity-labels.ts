@@ -37,16 +37,19 @@ function checkRecord(record: CamRecord): number {
 /**
  * The planes [bg, cam_1 .. cam_L] (label-major, (L+1) x H x W) with bg = (1 - max_c cam_c)^alpha, as
  * infer_SEAM.py `_crf_with_alpha` and infer_aff.py build them. An image without labels is all background.
+ * With several exponents there is one background plane per exponent, in front: [bg_1 .. bg_k, cams].
  */
-export function camsWithBackground(record: CamRecord, alpha: number): Float32Array {
+export function camsWithBackground(record: CamRecord, alpha: number | readonly number[]): Float32Array {
   const plane = checkRecord(record);
   const L = record.labels.length;
-  const out = new Float32Array((L + 1) * plane);
-  out.set(record.cams, plane);
+  const alphas = typeof alpha === 'number' ? [alpha] : alpha;
+  const k = alphas.length;
+  const out = new Float32Array((k + L) * plane);
+  out.set(record.cams, k * plane);
   for (let i = 0; i < plane; i++) {
     let m = 0;
-    for (let k = 0; k < L; k++) m = Math.max(m, record.cams[k * plane + i]!);
-    out[i] = (1 - m) ** alpha;
+    for (let c = 0; c < L; c++) m = Math.max(m, record.cams[c * plane + i]!);
+    for (let b = 0; b < k; b++) out[b * plane + i] = (1 - m) ** alphas[b]!;
   }
   return out;
 }

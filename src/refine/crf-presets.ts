@@ -59,9 +59,6 @@ export interface CrfOverrides {
   readonly referenceSize?: number | null;
 }
 
-/** The VOC 2012 images' longer side, which the presets' spatial widths were chosen for. */
-export const VOC_IMAGE_SIZE = 500;
-
 /**
  * The kernel widths for a width x height image: sxy scaled by the longer side / referenceSize (unchanged
  * without a referenceSize).

@@ -118,13 +118,8 @@ export function randomWalk(scores: Float32Array, channels: number, field: Affini
  */
 export function walkInput(record: CamRecord, bgAlpha: number | readonly number[], stride: number): { scores: Float32Array; channels: number; height: number; width: number } {
   const { width: W, height: H } = record;
-  const alphas = typeof bgAlpha === 'number' ? [bgAlpha] : bgAlpha;
-  const plane = W * H;
-  const L = record.labels.length;
-  const full = new Float32Array((alphas.length + L) * plane);
-  for (const [k, alpha] of alphas.entries()) full.set(camsWithBackground(record, alpha).subarray(0, plane), k * plane);
-  full.set(record.cams, alphas.length * plane);
-  const C = alphas.length + L;
+  const full = camsWithBackground(record, bgAlpha);
+  const C = full.length / (W * H);
   const h = Math.ceil(H / stride);
   const w = Math.ceil(W / stride);
   const scores = new Float32Array(C * h * w);

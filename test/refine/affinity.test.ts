@@ -49,6 +49,8 @@ test('background plane (1 - max fg)^alpha in front of the CAM planes', () => {
   const r = record(3, 1, [0, 4], [[0.5, 0.2, 0], [0.25, 0.6, 0]]);
   assertClose(camsWithBackground(r, 2), [0.25, 0.16, 1, 0.5, 0.2, 0, 0.25, 0.6, 0]);
   assertClose(camsWithBackground(record(2, 1, [], []), 4), [1, 1], {}, 'no labels: all background');
+  // Several exponents: one background plane each, in front of the CAM planes (max fg 0.5 and 0.6 at pixel 0 and 1).
+  assertClose(camsWithBackground(r, [1, 2]), [0.5, 0.4, 1, 0.25, 0.16, 1, 0.5, 0.2, 0, 0.25, 0.6, 0]);
 });
 
 test('the background exponent of a threshold: the argmax of [bg, cams] is the seed rule max cam > t', () => {
