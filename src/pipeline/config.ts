@@ -205,6 +205,8 @@ const SegSchema = z.object({
   weightDecay: z.number().min(0).default(5e-4),
   polyPower: z.number().min(0).default(0.9),
   dropout: fraction.default(0.5),
+  /** LargeFOV's classifier start: N(0, 0.01) ('normal', DeepLab-v1's) or the SEAM codebase's Kaiming ('kaiming'). */
+  classifierInit: z.enum(['normal', 'kaiming']).default('normal'),
   seed: z.number().int().min(0).default(0),
   maxSteps: positiveInt.optional(),
   /** Split scored after training (its ground truth is used only for scoring). */

@@ -97,7 +97,9 @@ export function buildSegmenter(config: WeaksegConfig, numClasses: number, hooks:
     const padding = name === m.backbone && m.padding ? { padding: m.padding } : {};
     backbone = createBackbone(name, { weights: s.weights ?? m.weights, outputStride: s.outputStride, ...padding });
   }
-  return new DeepLab(backbone, { numClasses, head: s.head, dropout: s.dropout, headLrMult: s.headLrMult });
+  return new DeepLab(backbone, {
+    numClasses, head: s.head, dropout: s.dropout, headLrMult: s.headLrMult, classifierInit: s.classifierInit,
+  });
 }
 
 export interface SegTrainSummary extends FitSummary {

@@ -51,6 +51,18 @@ export class AtrousConv2d extends Conv2d {
   }
 }
 
+/**
+ * How LargeFOV's classifier (cls_conv) starts. 'normal': N(0, 0.01) weights and zero bias, DeepLab-v1's fc8 (the
+ * LargeFOV prototxt) and deeplab-pytorch's classifiers: the first logits are near 0 and the loss starts at ln K.
+ * 'kaiming': the SEAM codebase's __initial__ (Kaiming fan_out over K = 21 outputs, std 0.31): its first logits
+ * have a standard deviation of 5-7 and the loss starts near 14. On voc-mini (437 images, MobileNetV2, lr 0.001)
+ * the gradients of that start wrecked the pretrained backbone within the first epoch: its features became the
+ * same for every image (two val images' features differed by std 0.003, against 2.0 before training) and the
+ * network predicted background everywhere. The codebase's long schedule on 10582 images may absorb it; short
+ * schedules do not, hence the default.
+ */
+export type ClassifierInit = 'normal' | 'kaiming';
+
 /** SEAM's DeepLab-v1 head; the layer names are the codebase's, so its state-dict keys read the same. */
 export class LargeFovHead extends Layer {
   readonly conv_fov: AtrousConv2d;
@@ -60,7 +72,8 @@ export class LargeFovHead extends Layer {
   readonly dropout1: Dropout;
   readonly cls_conv: Conv2d;
 
-  constructor(inChannels: number, numLabels: number, o: { dropout?: number; rate?: number; channels?: number; impl?: AtrousImpl } = {}) {
+  constructor(inChannels: number, numLabels: number,
+    o: { dropout?: number; rate?: number; channels?: number; impl?: AtrousImpl; classifierInit?: ClassifierInit } = {}) {
     super();
     const mid = o.channels ?? 512;
     this.conv_fov = this.registerModule('conv_fov', new AtrousConv2d(inChannels, mid, o.rate ?? 12, { bias: false, impl: o.impl }));
@@ -71,9 +84,14 @@ export class LargeFovHead extends Layer {
     this.bn_fov2 = this.registerModule('bn_fov2', new BatchNorm2d(mid));
     this.dropout1 = this.registerModule('dropout1', new Dropout(o.dropout ?? 0.5));
     this.cls_conv = this.registerModule('cls_conv', new Conv2d(mid, numLabels, 1));
-    // The codebase's __initial__: Kaiming normal (fan_out, ReLU) for every conv weight; BN at 1 and 0 (as built);
-    // cls_conv's bias keeps torch's default init.
-    for (const c of [this.conv_fov, this.conv_fov2, this.cls_conv]) init.kaimingNormal_(c.weight, { mode: 'fan_out', nonlinearity: 'relu' });
+    // The codebase's __initial__: Kaiming normal (fan_out, ReLU) for every conv weight; BN at 1 and 0 (as built).
+    for (const c of [this.conv_fov, this.conv_fov2]) init.kaimingNormal_(c.weight, { mode: 'fan_out', nonlinearity: 'relu' });
+    if ((o.classifierInit ?? 'normal') === 'kaiming') {
+      init.kaimingNormal_(this.cls_conv.weight, { mode: 'fan_out', nonlinearity: 'relu' }); // bias: torch's default
+    } else {
+      init.normal_(this.cls_conv.weight, 0, 0.01);
+      init.zeros_(this.cls_conv.bias!);
+    }
   }
 
   forward(f: Tensor): Tensor {
@@ -154,6 +172,8 @@ export interface DeepLabOptions {
   dropout?: number;
   /** Learning-rate multiplier of the head (default 10). */
   headLrMult?: number;
+  /** LargeFOV's classifier initialisation (default 'normal', see ClassifierInit). */
+  classifierInit?: ClassifierInit;
   /** How the head's dilated convolutions run in training (default 'direct', see AtrousImpl). */
   atrousImpl?: AtrousImpl;
 }
@@ -180,7 +200,9 @@ export class DeepLab implements Trainable {
     let head: LargeFovHead | AsppHead;
     switch (this.headName) {
       case 'largefov':
-        head = new LargeFovHead(backbone.outChannels, this.numLabels, { dropout: options.dropout ?? 0.5, impl });
+        head = new LargeFovHead(backbone.outChannels, this.numLabels, {
+          dropout: options.dropout ?? 0.5, impl, classifierInit: options.classifierInit,
+        });
         break;
       case 'aspp':
         head = new AsppHead(backbone.outChannels, this.numLabels, [6, 12, 18, 24], { impl });

@@ -138,6 +138,29 @@ test('LargeFOV: an output pixel sees the input only at offsets 0 and +-12 (one 3
   head.dispose();
 });
 
+test('LargeFOV classifier init: N(0, 0.01) and zero bias by default (first loss ~ ln K); the codebase\'s Kaiming on request', () => {
+  manualSeed(5);
+  const K = 21;
+  const normal = new LargeFovHead(16, K, { channels: 512 });
+  const kaiming = new LargeFovHead(16, K, { channels: 512, classifierInit: 'kaiming' });
+  const std = (t: Tensor) => noGrad(() => t.std().item());
+  // 512 x 21 weights: the sample standard deviation is within 5 % of the target.
+  assert.ok(Math.abs(std(normal.cls_conv.weight) - 0.01) < 5e-4, `normal: std ${std(normal.cls_conv.weight)}`);
+  assert.deepEqual(vals(normal.cls_conv.bias!), new Array(K).fill(0));
+  const kaimingStd = Math.sqrt(2 / K); // fan_out = K outputs x 1 x 1
+  assert.ok(Math.abs(std(kaiming.cls_conv.weight) / kaimingStd - 1) < 0.05, `kaiming: std ${std(kaiming.cls_conv.weight)}`);
+  // What the default buys: the first cross entropy on random features is within 0.05 of ln K (uniform logits).
+  normal.train();
+  tidy(() => {
+    const f = randn([2, 16, 9, 9]);
+    const masks = masksOf(Array.from({ length: 2 * 81 }, (_, i) => i % K), [2, 9, 9]);
+    const loss = segmentationLoss(normal.forward(f), masks).item();
+    assert.ok(Math.abs(loss - Math.log(K)) < 0.05, `first loss ${loss} vs ln K ${Math.log(K)}`);
+  });
+  normal.dispose();
+  kaiming.dispose();
+});
+
 test('AtrousConv2d: the space-to-batch rewrite gives the direct kernel\'s values and gradients', () => {
   manualSeed(4);
   const a = new AtrousConv2d(3, 5, 12, { impl: 'direct' });
