@@ -182,6 +182,11 @@ const RefineSchema = z.object({
     bgAlphas: z.array(z.number().positive()).min(1).default([0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24]),
     /** Labels whose refined score is below this fraction of the pixel's best are left; 255 marks pixels no label claims. */
     uncertainBelow: fraction.default(0),
+    /**
+     * Dense CRF on the walked scores before the argmax (PSA's "rw + dCRF"; null, the default, as infer_aff.py).
+     * Kernel widths scale with refine.crf.referenceSize. With bgAlpha 'fit' the exponent is chosen through it.
+     */
+    crf: z.enum(['psa', 'deeplab']).nullable().default(null),
   }).strict().prefault({}),
 }).strict();
 

@@ -22,7 +22,7 @@ import {
   type LabelShares, LabelShareCounter, affinityLabelMap, alphaForThreshold, planeIndexToMaskIds,
 } from '../refine/affinity-labels.js';
 import { AffinityNet, affinityTaps, freezeAffinityStem } from '../refine/affinity-net.js';
-import { randomWalkMask, randomWalkMasksPerAlpha } from '../refine/random-walk.js';
+import { type WalkCrf, randomWalkMask, randomWalkMasksPerAlpha } from '../refine/random-walk.js';
 import { loadModelWeights } from '../train/checkpoint.js';
 import { type WeaksegConfig, thresholdList } from './config.js';
 import {
@@ -507,6 +507,14 @@ function affinityFieldOf(net: AffinityNet, batch: { images: Float32Array; shape:
   });
 }
 
+/** The random walk's CRF (refine.randomWalk.crf) for one image, or null when off. */
+async function walkCrf(config: WeaksegConfig, item: DatasetItem): Promise<WalkCrf | null> {
+  const preset = config.refine.randomWalk.crf;
+  if (!preset) return null;
+  const image = await decodeImage(item.imagePath);
+  return { params: crfParams(preset, { referenceSize: config.refine.crf.referenceSize }), image: { rgb: image.data, width: image.width, height: image.height } };
+}
+
 /**
  * The background exponent chosen by walking every refine.randomWalk.bgAlphas on eval.fitSplit (leak-free) or,
  * without one, eval.split (oracle): one walk per image carries all exponents' background planes.
@@ -531,7 +539,7 @@ async function fitBgAlpha(config: WeaksegConfig, net: AffinityNet, hooks: StageH
     hooks.signal?.throwIfAborted();
     const item = scored[batch.indices[0]!]!;
     const masks = randomWalkMasksPerAlpha(readCam(camPaths.get(item.id)!), affinityFieldOf(net, batch, config.device), {
-      beta: rw.beta, logt: rw.logt, bgAlphas, stride: net.stride, uncertainBelow: rw.uncertainBelow,
+      beta: rw.beta, logt: rw.logt, bgAlphas, stride: net.stride, uncertainBelow: rw.uncertainBelow, crf: await walkCrf(config, item),
     });
     const gt = await readMask(item.maskPath!);
     masks.forEach((m, k) => sweep.add(k, m.data, gt.data, item.id));
@@ -594,7 +602,7 @@ export async function randomWalkMasks(config: WeaksegConfig, hooks: StageHooks =
         const field = affinityFieldOf(net, batch, config.device);
         const t1 = performance.now();
         const mask = randomWalkMask(readCam(camPaths.get(item.id)!), field, {
-          beta: rw.beta, logt: rw.logt, bgAlpha, stride: net.stride, uncertainBelow: rw.uncertainBelow,
+          beta: rw.beta, logt: rw.logt, bgAlpha, stride: net.stride, uncertainBelow: rw.uncertainBelow, crf: await walkCrf(config, item),
         });
         const out = join(dir, `${item.id}.png`);
         await writeMask(out, mask);

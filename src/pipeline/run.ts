@@ -84,7 +84,10 @@ const STAGES: Record<StageName, StageDef> = {
   },
   randomWalk: {
     after: () => ['cams', 'affinity'],
-    inputs: (c) => ({ randomWalk: c.refine.randomWalk, split: c.eval.split, fitSplit: c.eval.fitSplit, trainSplit: c.data.trainSplit }),
+    inputs: (c) => ({
+      randomWalk: c.refine.randomWalk, split: c.eval.split, fitSplit: c.eval.fitSplit, trainSplit: c.data.trainSplit,
+      ...(c.refine.randomWalk.crf ? { crfReferenceSize: c.refine.crf.referenceSize } : {}),
+    }),
     outputs: (c) => [join(runPaths(c).root, 'pseudo')],
     run: (c, h) => randomWalkMasks(c, h),
   },

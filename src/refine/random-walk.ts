@@ -3,7 +3,7 @@
 //   A    = aff^beta on the pairs within the radius, symmetric, self-affinity 1   (stride-8 grid of the padded image)
 //   T    = A / column sums
 //   x    = [bg, cams] average-pooled by the stride, bg = (1 - max fg)^alpha
-//   x_rw = x T^(2^logt), upsampled bilinearly to the image, argmax
+//   x_rw = x T^(2^logt), upsampled bilinearly to the image, argmax (optionally of a dense CRF started from x_rw)
 //
 // infer_aff.py builds A densely and squares T logt times; here T stays sparse (one weight plane per offset of
 // the half-neighbourhood) and x is multiplied by it 2^logt times, which gives the same x T^(2^logt) up to
@@ -11,6 +11,8 @@
 import { F, type Tensor, tensor, tidy } from '../engine/index.js';
 import type { LabelMap } from '../data/index.js';
 import type { CamRecord } from '../cams/format.js';
+import { type CrfParams } from './crf-presets.js';
+import { type RgbImage, denseCrf, labelMap } from './crf.js';
 import { UNCERTAIN, camsWithBackground, pairGrid, pairOffsets, planeIndexToMaskIds } from './affinity-labels.js';
 
 /**
@@ -139,25 +141,43 @@ export function walkInput(record: CamRecord, bgAlpha: number | readonly number[]
  *
  * `uncertainBelow` u > 0: a plane claims a pixel only where its score is at least u times that plane's peak in
  * the image; the pixel takes the best claiming plane, and 255 where none claims it. u = 0 is the plain argmax.
+ *
+ * `crf`: the argmax is taken of the dense CRF's posterior started from the upsampled scores (PSA's "rw + dCRF")
+ * instead of the scores themselves; unclaimed pixels (u > 0) stay 255.
  */
 export function walkedScoresToPlanes(
   scores: Float32Array, channels: number, grid: { height: number; width: number }, stride: number,
-  image: { width: number; height: number }, uncertainBelow = 0,
+  image: { width: number; height: number }, uncertainBelow = 0, crf: WalkCrf | null = null,
 ): Uint8Array {
   const { height: h, width: w } = grid;
   if (scores.length !== channels * h * w) throw new RangeError(`walked scores: ${scores.length} values for ${channels} x ${h} x ${w}`);
   return tidy(() => {
     let up: Tensor = F.interpolate(tensor(scores, { shape: [1, channels, h, w] }), { size: [h * stride, w * stride], mode: 'bilinear', alignCorners: false });
     up = up.narrow(2, 0, image.height).narrow(3, 0, image.width);
-    let planes: Tensor;
-    if (uncertainBelow > 0) {
-      const claims = up.ge(up.amax([2, 3], true).mul(uncertainBelow));
-      planes = up.maskedFill(claims.logicalNot(), -Infinity).argmax(1).maskedFill(claims.any(1).logicalNot(), UNCERTAIN);
-    } else {
-      planes = up.argmax(1);
+    const claims = uncertainBelow > 0 ? up.ge(up.amax([2, 3], true).mul(uncertainBelow)) : null;
+    if (crf) {
+      if (crf.image.width !== image.width || crf.image.height !== image.height) {
+        throw new RangeError(`random walk CRF: the image is ${crf.image.width}x${crf.image.height}, the scores ${image.width}x${image.height}`);
+      }
+      const q = denseCrf(crf.image, up.contiguous().dataSync() as Float32Array, channels, crf.params);
+      const planes = labelMap(q, channels);
+      if (claims) {
+        const unclaimed = claims.any(1).logicalNot().contiguous().dataSync() as Uint8Array;
+        for (let i = 0; i < planes.length; i++) if (unclaimed[i]) planes[i] = UNCERTAIN;
+      }
+      return planes;
     }
+    const planes = claims
+      ? up.maskedFill(claims.logicalNot(), -Infinity).argmax(1).maskedFill(claims.any(1).logicalNot(), UNCERTAIN)
+      : up.argmax(1);
     return Uint8Array.from(planes.dataSync() as BigInt64Array, Number);
   });
+}
+
+/** A dense CRF on the walked scores: its settings and the RGB image it reads. */
+export interface WalkCrf {
+  params: CrfParams;
+  image: RgbImage;
 }
 
 export interface WalkMaskOptions extends RandomWalkOptions {
@@ -166,6 +186,8 @@ export interface WalkMaskOptions extends RandomWalkOptions {
   /** Feature stride of the field (8). */
   stride: number;
   uncertainBelow?: number;
+  /** Dense CRF on the walked scores before the argmax (default none, as infer_aff.py). */
+  crf?: WalkCrf | null;
 }
 
 /** The random-walk pseudo-mask of one image (mask ids: 0 background, class index + 1; 255 unclaimed). */
@@ -193,7 +215,7 @@ export function randomWalkMasksPerAlpha(
     const scores = new Float32Array((L + 1) * cells);
     scores.set(walked.subarray(i * cells, (i + 1) * cells));
     scores.set(walked.subarray(k * cells), cells);
-    const planes = walkedScoresToPlanes(scores, L + 1, input, o.stride, record, o.uncertainBelow ?? 0);
+    const planes = walkedScoresToPlanes(scores, L + 1, input, o.stride, record, o.uncertainBelow ?? 0, o.crf ?? null);
     return { width: record.width, height: record.height, data: planeIndexToMaskIds(planes, record.labels) };
   });
 }

@@ -8,6 +8,7 @@ import { pairOffsets } from '../../src/refine/affinity-labels.js';
 import {
   type AffinityField, propagate, randomWalk, randomWalkMask, randomWalkMasksPerAlpha, transition, walkInput, walkedScoresToPlanes,
 } from '../../src/refine/random-walk.js';
+import { CRF_PRESETS } from '../../src/refine/crf-presets.js';
 import { assertClose, rng } from '../helpers.js';
 
 /** infer_aff.py `get_indices_in_radius` + resnet38_aff.py's to_dense: the dense affinity matrix, self-affinity 1. */
@@ -106,6 +107,37 @@ test('walked scores upsample bilinearly (align corners off), crop, argmax; uncer
   // u = 0.8: a plane claims only where it reaches 0.8 of its peak (1): x = 0 for channel 0, x = 3 for channel 1.
   const strict = walkedScoresToPlanes(scores, 2, { height: 1, width: 2 }, 2, { width: 4, height: 1 }, 0.8);
   assert.deepEqual(Array.from(strict), [0, 255, 255, 1]);
+});
+
+test('walked scores through a dense CRF: a weakly wrong cell inside a uniform region follows its region; 255 stays 255', () => {
+  // Stride 1 (no upsampling): a 12 x 12 grid, black left half scored for plane 0, white right half for plane 1
+  // (0.8 against 0.2); cell (3, 3) on the black side leans to plane 1 (0.6). Argmax keeps it, the CRF does not.
+  const [W, H] = [12, 12];
+  const rgb = new Uint8Array(W * H * 3);
+  const scores = new Float32Array(2 * W * H);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      const p = y * W + x;
+      if (x >= W / 2) rgb.fill(255, 3 * p, 3 * p + 3);
+      const s1 = x === 3 && y === 3 ? 0.6 : x >= W / 2 ? 0.8 : 0.2;
+      scores[p] = 1 - s1;
+      scores[W * H + p] = s1;
+    }
+  }
+  const grid = { height: H, width: W };
+  const image = { width: W, height: H };
+  const crf = { params: CRF_PRESETS.psa, image: { rgb, width: W, height: H } };
+  const plain = walkedScoresToPlanes(scores, 2, grid, 1, image);
+  const refined = walkedScoresToPlanes(scores, 2, grid, 1, image, 0, crf);
+  assert.equal(plain[3 * W + 3], 1);
+  assert.deepEqual(Array.from(refined), Array.from({ length: W * H }, (_, p) => (p % W >= W / 2 ? 1 : 0)));
+  // uncertainBelow 0.9: plane 0 peaks at 0.8 (claims >= 0.72), plane 1 at 0.8 too; cell (3, 3) (0.4 / 0.6) is
+  // claimed by neither and stays 255 after the CRF.
+  const strict = walkedScoresToPlanes(scores, 2, grid, 1, image, 0.9, crf);
+  assert.equal(strict[3 * W + 3], 255);
+  assert.equal(strict[0], 0);
+  assert.throws(() => walkedScoresToPlanes(scores, 2, grid, 1, image, 0, { ...crf, image: { rgb, width: 6, height: 24 } }),
+    /the image is 6x24, the scores 12x12/);
 });
 
 test('random-walk mask: with zero affinities the walk keeps the pooled CAM decision; mask ids of the labels', () => {
