@@ -80,9 +80,11 @@ function configFor(dir: string, root: string, seg: Record<string, unknown> = {})
 
 const tiny = { backboneFactory: () => new TinyBackbone({ channels: 8, strided: 1 }) };
 
-// ASPP starts from N(0, 0.01) weights without hidden layers: on the tiny backbone's weak features it needs a
-// higher rate and more steps than LargeFOV to get past the all-background solution (mIoU ~30 % here).
-for (const [head, epochs, lr] of [['largefov', 8, 0.01], ['aspp', 20, 0.05]] as const) {
+// Both classifiers start from N(0, 0.01). At lr 0.01 LargeFOV fits the 8 training images (loss ~0 with its
+// BatchNorms on batch statistics) yet predicts all background with the running statistics, even on those images:
+// 4-image batches of one or two squares make batch statistics a poor stand-in for the population's. At 0.05
+// both heads get past the all-background solution (mIoU ~30 % here).
+for (const [head, epochs, lr] of [['largefov', 8, 0.05], ['aspp', 20, 0.05]] as const) {
   test(`seg stages end to end (${head}): the loss falls, predictions are written and scored`, { timeout: 120_000 }, async (t) => {
     const dir = await tempDir(t);
     const root = join(dir, 'voc');
