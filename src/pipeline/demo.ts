@@ -1,13 +1,13 @@
 // `weakseg demo`: the whole pipeline on a built-in synthetic dataset (src/data/synthetic.ts) whose objects are
 // found by their small coloured cap, so the plain CAM misses most of each object and every refinement step has
 // something to recover. Runs from scratch on a CPU in minutes, deterministic for a seed, resumable like any run.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeSyntheticDataset } from '../data/synthetic.js';
 import type { MiouResult } from '../eval/index.js';
 import { mergeConfig, readConfigFile, resolveConfig, type WeaksegConfig } from './config.js';
-import { logger, runPaths, type StageHooks } from './common.js';
+import { logger, readMetrics, type StageHooks } from './common.js';
 import { runPipeline } from './run.js';
 
 /** configs/demo.json in the package (two levels above dist/src/pipeline, or src/pipeline). */
@@ -76,7 +76,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     `images, ${s.size}x${s.size} px, classes ${s.classes.join(', ')}; the caps that identify the class cover ` +
     `${(100 * s.capShare).toFixed(0)} % of each object -> ${config.data.root}`);
   await runPipeline(config, o);
-  const metrics = JSON.parse(readFileSync(runPaths(config).metrics, 'utf8')) as Record<string, { result?: MiouResult; path?: string }>;
+  const metrics = readMetrics(config) as Record<string, { result?: MiouResult; path?: string } | undefined>;
   const result: DemoResult = {
     seed_miou: pct(metrics.eval),
     crf_miou: pct(metrics.crf),

@@ -66,6 +66,14 @@ export interface FitSummary {
   result: TrainResult;
 }
 
+/** The figures of a FitSummary that a stage records in metrics.json. */
+export function fitFigures(fit: FitSummary) {
+  return {
+    epochs: fit.epochs, steps: fit.steps, epochLosses: fit.epochLosses, secondsPerEpoch: fit.secondsPerEpoch,
+    msPerStep: fit.msPerStep, dataWaitShare: fit.dataWaitShare, lastCheckpoint: fit.result.lastCheckpoint,
+  };
+}
+
 /** Trains `spec.net` with the shared trainer, saves it to `files.model` and disposes of it. */
 export async function fitAndSave(config: WeaksegConfig, hooks: StageHooks, spec: FitSpec): Promise<FitSummary> {
   const { net, settings: s, files } = spec;

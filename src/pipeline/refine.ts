@@ -28,7 +28,7 @@ import { type WeaksegConfig, thresholdList } from './config.js';
 import {
   type StageHooks, buildBackbone, logger, prepareRun, readMetrics, readSplit, recordMetrics, runPaths, writeJsonAtomic,
 } from './common.js';
-import { type FitSummary, fitAndSave, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
+import { type FitSummary, fitAndSave, fitFigures, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
 
 const pct = (v: number | null) => (v === null ? '-' : (100 * v).toFixed(2));
 
@@ -213,14 +213,26 @@ function crfSettings(config: WeaksegConfig): CrfParams {
   return crfParams(c.preset, { ...(c.iterations !== undefined ? { iterations: c.iterations } : {}), referenceSize: c.referenceSize });
 }
 
+/** Where a free setting is chosen: eval.fitSplit (leak-free) or, without one, eval.split itself (oracle). */
+function fitSplitOf(config: WeaksegConfig): { split: string; mode: 'leak-free' | 'oracle' } {
+  return config.eval.fitSplit ? { split: config.eval.fitSplit, mode: 'leak-free' } : { split: config.eval.split, mode: 'oracle' };
+}
+
+/** The fit split and its items with ground truth; a split without any is an error naming the `setting`. */
+async function fitItems(config: WeaksegConfig, split: string, setting: string): Promise<{ dataset: Dataset; scored: DatasetItem[] }> {
+  const dataset = await readSplit(config, split);
+  const scored = dataset.items.filter((item) => item.maskPath);
+  if (scored.length === 0) throw new Error(`${setting} needs ground-truth masks on '${split}', which has none`);
+  return { dataset, scored };
+}
+
 /**
  * The CRF'd seeds' threshold chosen by sweeping refine.crf.thresholds through the CRF on eval.fitSplit (leak-free)
  * or, without one, on eval.split (oracle). The sweep is kept in crf/fit.json and reused on resume.
  */
 async function fitCrfThreshold(config: WeaksegConfig, crf: CrfParams, hooks: StageHooks): Promise<{ chosen: ChosenThreshold; curve: CrfFitCurve }> {
   const log = logger(hooks);
-  const split = config.eval.fitSplit ?? config.eval.split;
-  const mode = config.eval.fitSplit ? 'leak-free' : 'oracle';
+  const { split, mode } = fitSplitOf(config);
   const thresholds = thresholdList(config.refine.crf.thresholds);
   const file = join(runPaths(config).root, 'crf', 'fit.json');
   const key = JSON.stringify({ split, thresholds, crf });
@@ -231,9 +243,7 @@ async function fitCrfThreshold(config: WeaksegConfig, crf: CrfParams, hooks: Sta
       return { chosen: { threshold: saved.curve.best.threshold, mode, thresholdChosenOn: split }, curve: saved.curve };
     }
   }
-  const dataset = await readSplit(config, split);
-  const scored = dataset.items.filter((item) => item.maskPath);
-  if (scored.length === 0) throw new Error(`refine.crf.threshold 'fit' needs ground-truth masks on '${split}', which has none`);
+  const { dataset, scored } = await fitItems(config, split, "refine.crf.threshold 'fit'");
   log(`CRF threshold: sweeping ${thresholds.length} thresholds (${thresholds[0]} to ${thresholds.at(-1)}) through the CRF ` +
     `on '${split}' (${scored.length} images with masks, ${mode})`);
   const camPaths = scored.map((item) => camFile(config, split, item));
@@ -455,9 +465,7 @@ export async function trainAffinity(config: WeaksegConfig, hooks: StageHooks = {
     }),
   });
   recordMetrics(config, 'affinity', {
-    model: ap.model, epochs: fit.epochs, steps: fit.steps, epochLosses: fit.epochLosses,
-    secondsPerEpoch: fit.secondsPerEpoch, msPerStep: fit.msPerStep, dataWaitShare: fit.dataWaitShare,
-    taps, radius: net.radius, stride: net.stride,
+    model: ap.model, ...fitFigures(fit), taps, radius: net.radius, stride: net.stride,
     labels: { split: labels.split, images: labels.images, seconds: labels.seconds, msPerImage: labels.msPerImage, shares: labels.shares, alphas: labels.alphas },
   });
   return { ...fit, labels };
@@ -507,12 +515,17 @@ function affinityFieldOf(net: AffinityNet, batch: { images: Float32Array; shape:
   });
 }
 
-/** The random walk's CRF (refine.randomWalk.crf) for one image, or null when off. */
-async function walkCrf(config: WeaksegConfig, item: DatasetItem): Promise<WalkCrf | null> {
+/** The random walk's CRF settings (refine.randomWalk.crf), or null when off. */
+function walkCrfParams(config: WeaksegConfig): CrfParams | null {
   const preset = config.refine.randomWalk.crf;
-  if (!preset) return null;
+  return preset ? crfParams(preset, { referenceSize: config.refine.crf.referenceSize }) : null;
+}
+
+/** The random walk's CRF for one image (its RGB read from disk), or null when off. */
+async function walkCrf(params: CrfParams | null, item: DatasetItem): Promise<WalkCrf | null> {
+  if (!params) return null;
   const image = await decodeImage(item.imagePath);
-  return { params: crfParams(preset, { referenceSize: config.refine.crf.referenceSize }), image: { rgb: image.data, width: image.width, height: image.height } };
+  return { params, image: { rgb: image.data, width: image.width, height: image.height } };
 }
 
 /**
@@ -522,11 +535,9 @@ async function walkCrf(config: WeaksegConfig, item: DatasetItem): Promise<WalkCr
 async function fitBgAlpha(config: WeaksegConfig, net: AffinityNet, hooks: StageHooks): Promise<BgAlphaFitCurve> {
   const log = logger(hooks);
   const rw = config.refine.randomWalk;
-  const split = config.eval.fitSplit ?? config.eval.split;
-  const mode = config.eval.fitSplit ? 'leak-free' : 'oracle';
-  const dataset = await readSplit(config, split);
-  const scored = dataset.items.filter((item) => item.maskPath);
-  if (scored.length === 0) throw new Error(`refine.randomWalk.bgAlpha 'fit' needs ground-truth masks on '${split}', which has none`);
+  const { split, mode } = fitSplitOf(config);
+  const { dataset, scored } = await fitItems(config, split, "refine.randomWalk.bgAlpha 'fit'");
+  const crfOfWalk = walkCrfParams(config);
   const bgAlphas = [...rw.bgAlphas];
   log(`random walk: choosing the background exponent among ${bgAlphas.join(', ')} on '${split}' (${scored.length} images with masks, ${mode})`);
   const camPaths = new Map(scored.map((item) => [item.id, camFile(config, split, item)]));
@@ -539,7 +550,7 @@ async function fitBgAlpha(config: WeaksegConfig, net: AffinityNet, hooks: StageH
     hooks.signal?.throwIfAborted();
     const item = scored[batch.indices[0]!]!;
     const masks = randomWalkMasksPerAlpha(readCam(camPaths.get(item.id)!), affinityFieldOf(net, batch, config.device), {
-      beta: rw.beta, logt: rw.logt, bgAlphas, stride: net.stride, uncertainBelow: rw.uncertainBelow, crf: await walkCrf(config, item),
+      beta: rw.beta, logt: rw.logt, bgAlphas, stride: net.stride, uncertainBelow: rw.uncertainBelow, crf: await walkCrf(crfOfWalk, item),
     });
     const gt = await readMask(item.maskPath!);
     masks.forEach((m, k) => sweep.add(k, m.data, gt.data, item.id));
@@ -580,6 +591,7 @@ export async function randomWalkMasks(config: WeaksegConfig, hooks: StageHooks =
     } else {
       bgAlpha = rw.bgAlpha;
     }
+    const crfOfWalk = walkCrfParams(config);
     log(`random walk with ${modelPath}: beta ${rw.beta}, ${2 ** rw.logt} steps (logt ${rw.logt}), background alpha ${bgAlpha}` +
       `${bgAlphaFit ? ` (${bgAlphaFit.mode}, chosen on '${bgAlphaFit.split}')` : ''}, stride ${net.stride}, radius ${net.radius}`);
     for (const [split, dataset] of datasets) {
@@ -602,7 +614,7 @@ export async function randomWalkMasks(config: WeaksegConfig, hooks: StageHooks =
         const field = affinityFieldOf(net, batch, config.device);
         const t1 = performance.now();
         const mask = randomWalkMask(readCam(camPaths.get(item.id)!), field, {
-          beta: rw.beta, logt: rw.logt, bgAlpha, stride: net.stride, uncertainBelow: rw.uncertainBelow, crf: await walkCrf(config, item),
+          beta: rw.beta, logt: rw.logt, bgAlpha, stride: net.stride, uncertainBelow: rw.uncertainBelow, crf: await walkCrf(crfOfWalk, item),
         });
         const out = join(dir, `${item.id}.png`);
         await writeMask(out, mask);

@@ -4,11 +4,11 @@
 // continues where it stopped (checkpoints, per-image files), and one whose inputs changed reruns, and with it
 // everything downstream (their fingerprints include its own).
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { WeaksegConfig } from './config.js';
-import { type StageHooks, logger, prepareRun, runPaths } from './common.js';
+import { type StageHooks, logger, prepareRun, runPaths, writeJsonAtomic } from './common.js';
 import { trainClassifier } from './train.js';
 import { makeCams } from './cams.js';
 import { evaluateSeeds } from './evaluate.js';
@@ -143,12 +143,6 @@ function readRecords(config: WeaksegConfig): StageRecords {
   }
 }
 
-function writeRecords(config: WeaksegConfig, records: StageRecords): void {
-  const path = stagesPath(config);
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, `${JSON.stringify(records, null, 2)}\n`);
-  renameSync(tmp, path);
-}
 
 function fingerprint(stage: StageName, config: WeaksegConfig, records: StageRecords): string {
   const def = STAGES[stage];
@@ -192,12 +186,12 @@ export async function runPipeline(config: WeaksegConfig, options: RunOptions = {
     }
     log(`== ${stage}${resume ? ': resuming where it stopped' : ''}`);
     records[stage] = { fingerprint: fp, state: 'running', startedAt: new Date().toISOString() };
-    writeRecords(config, records);
+    writeJsonAtomic(stagesPath(config), records);
     const t0 = performance.now();
     await def.run(config, { ...options, resume });
     const seconds = (performance.now() - t0) / 1000;
     records[stage] = { ...records[stage]!, state: 'done', finishedAt: new Date().toISOString(), seconds };
-    writeRecords(config, records);
+    writeJsonAtomic(stagesPath(config), records);
     summary.stages.push({ stage, action: resume ? 'resumed' : 'ran', seconds });
   }
   return summary;

@@ -18,7 +18,7 @@ import { crfParams } from '../refine/crf-presets.js';
 import { latestCheckpoint, loadModelWeights } from '../train/checkpoint.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, logger, prepareRun, readSplit, recordMetrics, runPaths } from './common.js';
-import { type FitSummary, fitAndSave, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
+import { type FitSummary, fitAndSave, fitFigures, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
 
 /** Format tag of the saved segmentation model (seg/model.safetensors). */
 export const SEGMENTER_FORMAT = 'weakseg-segmenter/1';
@@ -138,9 +138,7 @@ export async function trainSegmenter(config: WeaksegConfig, hooks: StageHooks = 
     }),
   });
   recordMetrics(config, 'seg', {
-    pseudoMasks: s.pseudoMasks, head: net.headName, backbone: net.backbone.name, images: dataset.items.length,
-    epochs: fit.epochs, steps: fit.steps, epochLosses: fit.epochLosses, secondsPerEpoch: fit.secondsPerEpoch,
-    msPerStep: fit.msPerStep, dataWaitShare: fit.dataWaitShare, lastCheckpoint: fit.result.lastCheckpoint,
+    pseudoMasks: s.pseudoMasks, head: net.headName, backbone: net.backbone.name, images: dataset.items.length, ...fitFigures(fit),
   });
   return { runDir: paths.root, pseudoMasks: s.pseudoMasks, images: dataset.items.length, ...fit };
 }

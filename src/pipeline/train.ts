@@ -3,7 +3,7 @@ import { trainTransform } from '../data/index.js';
 import { manualSeed } from '../engine/index.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, buildMethod, prepareRun, readSplit, recordMetrics } from './common.js';
-import { type FitSummary, fitAndSave, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
+import { type FitSummary, fitAndSave, fitFigures, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
 
 /** `resume`: continue from the newest checkpoint of the run (default false: refuse a run that has checkpoints). */
 export type TrainOptions = StageHooks;
@@ -43,9 +43,6 @@ export async function trainClassifier(config: WeaksegConfig, options: TrainOptio
       epochs_completed: String(result.epochsCompleted), steps: String(result.steps),
     }),
   });
-  recordMetrics(config, 'train', {
-    epochs: fit.epochs, steps: fit.steps, epochLosses: fit.epochLosses, secondsPerEpoch: fit.secondsPerEpoch,
-    msPerStep: fit.msPerStep, dataWaitShare: fit.dataWaitShare, lastCheckpoint: fit.result.lastCheckpoint,
-  });
+  recordMetrics(config, 'train', fitFigures(fit));
   return { runDir: paths.root, ...fit };
 }

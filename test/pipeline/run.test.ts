@@ -4,14 +4,14 @@
 // that was never interrupted. Also `weakseg demo --tiny` end to end through the CLI.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { makeSyntheticDataset } from '../../src/data/index.js';
-import { type RunSummary, type WeaksegConfig, demoConfig, runPaths, runPipeline } from '../../src/pipeline/index.js';
+import { type RunSummary, type WeaksegConfig, demoConfig, readMetrics, runPaths, runPipeline } from '../../src/pipeline/index.js';
+import { tempDir } from '../data/helpers.js';
 
 const ALL = ['train', 'cams', 'eval', 'crf', 'affinity', 'randomWalk', 'seg', 'segEval', 'report'];
 
@@ -28,19 +28,24 @@ function smallConfig(runDir: string, dataRoot: string, over: Record<string, unkn
   });
 }
 
+/** A temporary folder holding a small synthetic dataset in <dir>/data. */
+async function syntheticData(t: Parameters<typeof tempDir>[0], seed: number): Promise<{ dir: string; data: string }> {
+  const dir = await tempDir(t);
+  const data = join(dir, 'data');
+  await makeSyntheticDataset({ root: data, seed, train: 24, scored: 8, val: 8, size: 80 });
+  return { dir, data };
+}
+
 const quiet = { progress: false as const, log: () => {} };
 const actions = (s: RunSummary) => Object.fromEntries(s.stages.map((x) => [x.stage, x.action]));
-const metricsOf = (c: WeaksegConfig) => JSON.parse(readFileSync(runPaths(c).metrics, 'utf8')) as Record<string, { result?: { miou: number | null } }>;
+const metricsOf = (c: WeaksegConfig) => readMetrics(c) as Record<string, { result?: { miou: number | null } } | undefined>;
 const scores = (c: WeaksegConfig) => {
   const m = metricsOf(c);
   return ['eval', 'crf', 'randomWalk', 'segEval'].map((s) => m[s]?.result?.miou);
 };
 
 test('run: all stages, then skipped when up to date, rerun from the changed stage on', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'weakseg-run-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const data = join(dir, 'data');
-  await makeSyntheticDataset({ root: data, seed: 3, train: 24, scored: 8, val: 8, size: 80 });
+  const { dir, data } = await syntheticData(t, 3);
   const config = smallConfig(join(dir, 'run'), data);
 
   const first = await runPipeline(config, quiet);
@@ -66,10 +71,7 @@ test('run: all stages, then skipped when up to date, rerun from the changed stag
 });
 
 test('run: killed inside a training stage, rerun resumes there and ends with the uninterrupted metrics', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'weakseg-resume-run-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const data = join(dir, 'data');
-  await makeSyntheticDataset({ root: data, seed: 4, train: 24, scored: 8, val: 8, size: 80 });
+  const { dir, data } = await syntheticData(t, 4);
 
   const whole = smallConfig(join(dir, 'whole'), data);
   await runPipeline(whole, quiet);
@@ -96,9 +98,8 @@ test('run: killed inside a training stage, rerun resumes there and ends with the
   assert.deepEqual(scores(cut), scores(whole), 'same seed, CRF, random-walk and segmentation scores as the uninterrupted run');
 });
 
-test('weakseg demo --tiny prints each stage and ends with the JSON line', (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'weakseg-demo-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
+test('weakseg demo --tiny prints each stage and ends with the JSON line', async (t) => {
+  const dir = await tempDir(t);
   const cli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
   const out = execFileSync(process.execPath, [cli, 'demo', '--tiny', '--out', join(dir, 'demo'), '--no-progress'], {
     encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'],
