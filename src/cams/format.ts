@@ -2,13 +2,13 @@
 // (ids with slashes make subfolders), readable from Python with `safetensors.numpy.load_file`.
 //
 //   tensors   cams    float16 [L, H, W]   one plane per image-level label, in the order of `labels`; scores in
-//                                         [0, 1], each plane max-normalised (peak exactly 1 unless the class
-//                                         never fired: then all 0). H x W is the image's original size.
+//                                         [0, 1], each plane max- or min-max-normalised (peak exactly 1 unless
+//                                         the class never fired: then all 0). H x W is the image's original size.
 //             labels  int64   [L]         foreground class indices, 0-based (mask id = index + 1; background is
 //                                         not stored: seeds add it as a constant threshold plane)
 //   metadata  format "weakseg-cams/1", id, width, height, classes (JSON list of the L label names),
 //             num_classes (foreground classes of the dataset), scales (JSON list), flip ("true"/"false"),
-//             method, backbone, normalization ("max")
+//             method, backbone, normalization ("max" or "minmax")
 //
 // The folder also holds index.json: { format, split, classes (all foreground names), scales, flip, count, ids,
 // checkpoint }.
@@ -56,6 +56,8 @@ export interface WriteCamOptions {
   flip: boolean;
   method: string;
   backbone: string;
+  /** How the planes were normalised (default 'max'). */
+  normalization?: 'max' | 'minmax';
 }
 
 /**
@@ -80,7 +82,7 @@ export function writeCam(dir: string, cams: Tensor, labels: readonly number[], o
       flip: String(o.flip),
       method: o.method,
       backbone: o.backbone,
-      normalization: 'max',
+      normalization: o.normalization ?? 'max',
     });
   });
   return path;

@@ -5,8 +5,11 @@
 //   M = sum_s bilinear_upsample(M_s, H x W)                          at the image's original resolution
 //   M_c = 0 for classes c not in the image's tags                   (label masking)
 //   M_c = M_c / max_xy M_c                                          (per-class max normalisation, max 1)
+//   or, with normalization 'minmax' (SEAM's infer_SEAM.py):
+//   M_c = (M_c - min_xy M_c) / (max_xy M_c - min_xy M_c)
 //
-// ReLU is applied to each pass before summing, as IRN's make_cam does.
+// ReLU is applied to each pass before summing, as IRN's make_cam does. The min-max form matters for maps with a
+// floor: SEAM's PCM output is a weighted average over similar pixels, so every pixel keeps part of the peak.
 import { F, type Tensor, noGrad, tensor, tidy } from '../engine/index.js';
 import { sumOverScalesAndFlips } from '../nn/test-time.js';
 import type { Method } from '../methods/method.js';
@@ -20,10 +23,14 @@ export interface CamInferenceOptions {
   flip?: boolean;
   /** Feed the network channels-last inputs (match the model's memory format). */
   channelsLast?: boolean;
+  /** Per-class normalisation of the fused map (default: the method's own, else 'max'). */
+  normalization?: CamNormalization;
 }
 
+export type CamNormalization = 'max' | 'minmax';
+
 /**
- * The fused, rectified, label-masked and max-normalised CAMs of one image.
+ * The fused, rectified, label-masked and normalised CAMs of one image.
  * @param image 1 x 3 x H x W, normalised as the backbone wants, on the model's device
  * @param labels the image's foreground class indices; other classes come out as zero planes
  * @returns numClasses x H x W float32 scores in [0, 1] (each present class peaks at exactly 1 unless it never fired)
@@ -41,7 +48,9 @@ export function multiScaleCam(method: Method, image: Tensor, labels: readonly nu
     const mask = new Float32Array(C);
     for (const l of labels) mask[l] = 1;
     const masked = sum.mul(tensor(mask, { shape: [C, 1, 1] }).to({ device: sum.device }));
-    const peak = masked.amax([1, 2], true).clampMin(1e-5);
-    return masked.div(peak);
+    const normalization = options.normalization ?? method.camNormalization ?? 'max';
+    if (normalization === 'max') return masked.div(masked.amax([1, 2], true).clampMin(1e-5));
+    const low = masked.amin([1, 2], true);
+    return masked.sub(low).div(masked.amax([1, 2], true).sub(low).clampMin(1e-5));
   }));
 }

@@ -59,4 +59,6 @@ export interface Method extends Trainable {
    * normalises them.
    */
   cams(images: Tensor): Tensor;
+  /** How the CAM stage normalises each fused class map: per-class max (default) or min-max (SEAM's PCM output). */
+  readonly camNormalization?: 'max' | 'minmax';
 }

@@ -54,9 +54,10 @@ export async function makeCams(config: WeaksegConfig, hooks: StageHooks = {}): P
           method.model.to({ device: config.device, memoryFormat: config.model.channelsLast ? 'channels_last' : undefined });
         }
         method.model.eval();
-        log(`CAMs with ${weights}: scales ${c.scales.join('/')}${c.flip ? ' + flips' : ''}`);
+        log(`CAMs with ${weights}: scales ${c.scales.join('/')}${c.flip ? ' + flips' : ''}, ${c.normalization === 'auto' ? method.camNormalization ?? 'max' : c.normalization} normalisation`);
       }
       const m = method;
+      const normalization = c.normalization === 'auto' ? m.camNormalization ?? 'max' : c.normalization;
       const dir = paths.cams(split);
       const useBar = (hooks.progress ?? 'auto') === 'auto' ? Boolean(process.stderr.isTTY) : Boolean(hooks.progress);
       const bar = useBar
@@ -88,9 +89,9 @@ export async function makeCams(config: WeaksegConfig, hooks: StageHooks = {}): P
           const [, ch, h, w] = batch.shape;
           let image: Tensor = tensor(batch.images, { shape: [1, ch, h, w] });
           if (config.device !== 'cpu') image = image.to({ device: config.device });
-          const cams = multiScaleCam(m, image, item.labels, { scales: c.scales, flip: c.flip, channelsLast: config.model.channelsLast });
+          const cams = multiScaleCam(m, image, item.labels, { scales: c.scales, flip: c.flip, channelsLast: config.model.channelsLast, normalization });
           writeCam(dir, cams, item.labels, {
-            id: item.id, classes: dataset.classes, scales: c.scales, flip: c.flip, method: m.name, backbone: m.backbone.name,
+            id: item.id, classes: dataset.classes, scales: c.scales, flip: c.flip, method: m.name, backbone: m.backbone.name, normalization,
           });
         }));
         written.add(item.id);

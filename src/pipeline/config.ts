@@ -93,6 +93,8 @@ const CamsSchema = z.object({
   splits: z.array(z.string().min(1)).min(1).default(['train', 'val']),
   scales: z.array(z.number().positive()).min(1).default([0.5, 1, 1.5, 2]),
   flip: z.boolean().default(true),
+  /** Per-class normalisation of the fused maps: 'auto' = the method's own (SEAM: min-max, as infer_SEAM.py; else max). */
+  normalization: z.enum(['auto', 'max', 'minmax']).default('auto'),
   /** Weights to use: default the run's model.safetensors (or its newest checkpoint). */
   checkpoint: z.string().optional(),
 }).strict();

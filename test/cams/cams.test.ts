@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 
-import { manualSeed, randn, tidy } from '../../src/engine/index.js';
+import { manualSeed, randn, tensor, tidy, zeros } from '../../src/engine/index.js';
 import { readMask } from '../../src/data/index.js';
-import { CamMethod } from '../../src/methods/index.js';
+import { CamMethod, type Method } from '../../src/methods/index.js';
 import { multiScaleCam, readCam, readCamMetadata, seedsFromCam, writeCam, writeSeeds } from '../../src/cams/index.js';
 import { camsToSeeds } from '../../src/eval/index.js';
 import { TinyBackbone } from '../methods/tiny.js';
@@ -38,6 +38,36 @@ test('multi-scale flip CAM: original resolution, zero for absent classes, max 1 
     assert.ok(min >= 0, 'CAMs are rectified');
   });
   method.model.dispose();
+});
+
+test('CAM normalisation: max divides by the peak, min-max (SEAM) also removes the floor', () => {
+  tidy(() => {
+    // Class 0: a floor of 0.5 with a peak of 1.5 at (1, 1); class 1: a floor of 0.2 with 0.7 at (2, 3).
+    const raw = new Float32Array(2 * 16);
+    raw.fill(0.5, 0, 16);
+    raw.fill(0.2, 16, 32);
+    raw[1 * 4 + 1] = 1.5;
+    raw[16 + 2 * 4 + 3] = 0.7;
+    const fixed = { numClasses: 2, cams: () => tensor(raw, { shape: [1, 2, 4, 4] }) } as unknown as Method;
+    const at = (t: Float32Array, c: number, y: number, x: number) => t[c * 16 + y * 4 + x]!;
+    const max = multiScaleCam(fixed, zeros([1, 3, 4, 4]), [0, 1], { scales: [1], flip: false }).toFloat32Array();
+    assert.ok(Math.abs(at(max, 0, 0, 0) - 1 / 3) < 1e-5 && Math.abs(at(max, 1, 0, 0) - 0.2 / 0.7) < 1e-5, 'max keeps the floor');
+    assert.ok(Math.abs(at(max, 0, 1, 1) - 1) < 1e-5 && Math.abs(at(max, 1, 2, 3) - 1) < 1e-5);
+    // The method's own choice applies when the options do not say.
+    const seamLike = { ...fixed, camNormalization: 'minmax' } as unknown as Method;
+    const mm = multiScaleCam(seamLike, zeros([1, 3, 4, 4]), [0, 1], { scales: [1], flip: false }).toFloat32Array();
+    for (let c = 0; c < 2; c++) {
+      for (let y = 0; y < 4; y++) {
+        for (let x = 0; x < 4; x++) {
+          const peak = (c === 0 && y === 1 && x === 1) || (c === 1 && y === 2 && x === 3);
+          assert.ok(Math.abs(at(mm, c, y, x) - (peak ? 1 : 0)) < 1e-5, `min-max class ${c} at (${y}, ${x}): ${at(mm, c, y, x)}`);
+        }
+      }
+    }
+    const forced = multiScaleCam(seamLike, zeros([1, 3, 4, 4]), [0], { scales: [1], flip: false, normalization: 'max' }).toFloat32Array();
+    assert.ok(Math.abs(at(forced, 0, 0, 0) - 1 / 3) < 1e-5, 'options override the method');
+    assert.equal(Math.max(...forced.subarray(16)), 0, 'an untagged class stays zero');
+  });
 });
 
 test('flip equivariance: a flip-equivariant backbone gives CAM(flip(x)) = flip(CAM(x))', () => {
