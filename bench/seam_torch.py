@@ -8,7 +8,8 @@ block i, after its residual add); then the official SEAM head: fc8 (1280 -> 21, 
 MobileNetV2), f8_3 (32 -> 64), f8_4 (96 -> 128), f9 (3 + 64 + 128 -> 192), all 1x1 without bias, initialised as
 the official code does. The training step is train_SEAM.py's loss (siamese rescale by 0.3, cls, min-pool, ER,
 ECR with OHEM) with SGD as the CAM baseline's (momentum 0.9, weight decay 1e-4, lr 0.01 backbone / 0.1 new
-layers) instead of the official PolyOptimizer's four groups.
+layers) instead of the official PolyOptimizer's four groups. The official code's .view calls are .reshape here
+(the same op on contiguous tensors) so that the channels-last timing runs too.
 
 multilabel_soft_margin_loss on the official code's 4-D [N, 20, 1, 1] inputs: torch 1.13 accepts them as they are
 (class_dim = input.dim() - 1 is then the trailing size-1 dim, so the per-sample sum over "classes" is the identity
@@ -125,7 +126,7 @@ class SEAMNet(nn.Module):
         n, c, h, w = cam.size()
         with torch.no_grad():
             cam_d = F.relu(cam.detach())
-            cam_d_max = torch.max(cam_d.view(n, c, -1), dim=-1)[0].view(n, c, 1, 1) + 1e-5
+            cam_d_max = torch.max(cam_d.reshape(n, c, -1), dim=-1)[0].reshape(n, c, 1, 1) + 1e-5
             cam_d_norm = F.relu(cam_d - 1e-5) / cam_d_max
             cam_d_norm[:, 0, :, :] = 1 - torch.max(cam_d_norm[:, 1:, :, :], dim=1)[0]
             cam_max = torch.max(cam_d_norm[:, 1:, :, :], dim=1, keepdim=True)[0]
@@ -140,13 +141,13 @@ class SEAMNet(nn.Module):
 
     def PCM(self, cam, f):
         n, c, h, w = f.size()
-        cam = F.interpolate(cam, (h, w), mode='bilinear', align_corners=True).view(n, -1, h * w)
+        cam = F.interpolate(cam, (h, w), mode='bilinear', align_corners=True).reshape(n, -1, h * w)
         f = self.f9(f)
-        f = f.view(n, -1, h * w)
+        f = f.reshape(n, -1, h * w)
         f = f / (torch.norm(f, dim=1, keepdim=True) + 1e-5)
         aff = F.relu(torch.matmul(f.transpose(1, 2), f), inplace=True)
         aff = aff / (torch.sum(aff, dim=1, keepdim=True) + 1e-5)
-        cam_rv = torch.matmul(cam, aff).view(n, -1, h, w)
+        cam_rv = torch.matmul(cam, aff).reshape(n, -1, h, w)
         return cam_rv
 
     def new_parameters(self):
@@ -159,14 +160,14 @@ def max_norm(p, e=1e-5):
     if p.dim() == 3:
         C, H, W = p.size()
         p = F.relu(p)
-        max_v = torch.max(p.view(C, -1), dim=-1)[0].view(C, 1, 1)
-        min_v = torch.min(p.view(C, -1), dim=-1)[0].view(C, 1, 1)
+        max_v = torch.max(p.reshape(C, -1), dim=-1)[0].reshape(C, 1, 1)
+        min_v = torch.min(p.reshape(C, -1), dim=-1)[0].reshape(C, 1, 1)
         p = F.relu(p - min_v - e) / (max_v - min_v + e)
     elif p.dim() == 4:
         N, C, H, W = p.size()
         p = F.relu(p)
-        max_v = torch.max(p.view(N, C, -1), dim=-1)[0].view(N, C, 1, 1)
-        min_v = torch.min(p.view(N, C, -1), dim=-1)[0].view(N, C, 1, 1)
+        max_v = torch.max(p.reshape(N, C, -1), dim=-1)[0].reshape(N, C, 1, 1)
+        min_v = torch.min(p.reshape(N, C, -1), dim=-1)[0].reshape(N, C, 1, 1)
         p = F.relu(p - min_v - e) / (max_v - min_v + e)
     return p
 
@@ -176,7 +177,7 @@ def adaptive_min_pooling_loss(x):
     n, c, h, w = x.size()
     k = h * w // 4
     x = torch.max(x, dim=1)[0]
-    y = torch.topk(x.view(n, -1), k=k, dim=-1, largest=False)[0]
+    y = torch.topk(x.reshape(n, -1), k=k, dim=-1, largest=False)[0]
     y = F.relu(y, inplace=False)
     loss = torch.sum(y) / (k * n)
     return loss
@@ -226,8 +227,8 @@ def seam_loss(model, img1, label, keep_outputs=False):
     cam2[:, 0, :, :] = 1 - torch.max(cam2[:, 1:, :, :], dim=1)[0]
     tensor_ecr1 = torch.abs(max_onehot(cam2.detach()) - cam_rv1)
     tensor_ecr2 = torch.abs(max_onehot(cam1.detach()) - cam_rv2)
-    loss_ecr1 = torch.mean(torch.topk(tensor_ecr1.view(ns, -1), k=(int)(21 * hs * ws * 0.2), dim=-1)[0])
-    loss_ecr2 = torch.mean(torch.topk(tensor_ecr2.view(ns, -1), k=(int)(21 * hs * ws * 0.2), dim=-1)[0])
+    loss_ecr1 = torch.mean(torch.topk(tensor_ecr1.reshape(ns, -1), k=(int)(21 * hs * ws * 0.2), dim=-1)[0])
+    loss_ecr2 = torch.mean(torch.topk(tensor_ecr2.reshape(ns, -1), k=(int)(21 * hs * ws * 0.2), dim=-1)[0])
     loss_ecr = loss_ecr1 + loss_ecr2
 
     loss_cls = (loss_cls1 + loss_cls2) / 2 + (loss_rvmin1 + loss_rvmin2) / 2
