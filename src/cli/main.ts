@@ -108,6 +108,8 @@ function camOptions(cmd: Command): Command {
     .option('--splits <list>', 'splits to make CAMs for, comma-separated (default train,val)', strList)
     .option('--scales <list>', 'inference scales, comma-separated (default 0.5,1,1.5,2)', numList('--scales'))
     .option('--no-flip', 'no horizontally flipped passes')
+    .addOption(new Option('--normalization <mode>', "per-class normalisation of the fused maps (default auto: the method's own, min-max for SEAM, else max)")
+      .choices(['auto', 'max', 'minmax']))
     .option('--checkpoint <file>', "weights to use (default: the run's model.safetensors)");
 }
 
@@ -156,6 +158,7 @@ function flagsToConfig(f: Flags): Record<string, unknown> {
   put('cams.splits', f.splits);
   put('cams.scales', f.scales);
   if (f.flip === false) put('cams.flip', false);
+  put('cams.normalization', f.normalization);
   put('cams.checkpoint', f.checkpoint);
   put('eval.split', f.split);
   if (f.fitSplit !== undefined) put('eval.fitSplit', f.fitSplit === 'none' ? null : f.fitSplit);

@@ -64,7 +64,8 @@ test('flags, --set and the config file combine; defaults fill the rest', (t) => 
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'ok.json');
   writeFileSync(file, JSON.stringify({ runDir: join(dir, 'run'), data: { root: '/data/voc' }, train: { epochs: 3, lr: 0.02 } }));
-  const r = cli('config', '-c', file, '--lr', '0.05', '--set', 'train.scaleRange=[0.5,1.5]', '--fit-split', 'none', '--momentum', '0');
+  const r = cli('config', '-c', file, '--lr', '0.05', '--set', 'train.scaleRange=[0.5,1.5]', '--fit-split', 'none', '--momentum', '0',
+    '--normalization', 'minmax');
   assert.equal(r.code, 0, r.err);
   const c = JSON.parse(r.out);
   assert.equal(c.train.epochs, 3);
@@ -74,6 +75,7 @@ test('flags, --set and the config file combine; defaults fill the rest', (t) => 
   assert.equal(c.eval.fitSplit, null);
   assert.equal(c.train.batchSize, 16);
   assert.deepEqual(c.cams.scales, [0.5, 1, 1.5, 2]);
+  assert.equal(c.cams.normalization, 'minmax');
   assert.equal(c.model.backbone, 'mobilenet_v2');
 });
 
