@@ -104,7 +104,7 @@ test('CAM files round-trip (float16, label planes only) and seeds become palette
   const { full, path } = tidy(() => {
     const cams = multiScaleCam(method, randn([1, 3, 19, 23]), [0, 2], { scales: [1] });
     const p = writeCam(join(dir, 'cams'), cams, [0, 2], {
-      id: 'sub/img_1', classes: ['a', 'b', 'c', 'd'], scales: [1], flip: true, method: 'cam', backbone: 'tiny',
+      id: 'sub/img_1', classes: ['a', 'b', 'c', 'd'], scales: [1], flip: true, method: 'cam', backbone: 'tiny', normalization: 'minmax',
     });
     return { full: cams.toFloat32Array().slice(), path: p };
   });
@@ -123,6 +123,7 @@ test('CAM files round-trip (float16, label planes only) and seeds become palette
   const meta = readCamMetadata(path);
   assert.equal(meta.format, 'weakseg-cams/1');
   assert.deepEqual(JSON.parse(meta.classes!), ['a', 'c']);
+  assert.equal(meta.normalization, 'minmax');
 
   const seeds = seedsFromCam(rec, 0.3);
   assert.deepEqual(seeds.data, camsToSeeds(rec.cams, rec.labels, 23, 19, 0.3));
