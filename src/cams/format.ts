@@ -16,6 +16,7 @@ import { mkdirSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { type Tensor, dispose, tensor, tidy } from '../engine/index.js';
 import { loadSafetensors, readSafetensorsRecords, saveSafetensors } from '../engine/serialize/index.js';
+import type { CamNormalization } from '../methods/method.js';
 
 export const CAM_FORMAT = 'weakseg-cams/1';
 
@@ -57,7 +58,7 @@ export interface WriteCamOptions {
   method: string;
   backbone: string;
   /** How the planes were normalised (default 'max'). */
-  normalization?: 'max' | 'minmax';
+  normalization?: CamNormalization;
 }
 
 /**

@@ -12,7 +12,7 @@
 // floor: SEAM's PCM output is a weighted average over similar pixels, so every pixel keeps part of the peak.
 import { F, type Tensor, noGrad, tensor, tidy } from '../engine/index.js';
 import { sumOverScalesAndFlips } from '../nn/test-time.js';
-import type { Method } from '../methods/method.js';
+import type { CamNormalization, Method } from '../methods/method.js';
 
 export const DEFAULT_CAM_SCALES: readonly number[] = Object.freeze([0.5, 1, 1.5, 2]);
 
@@ -26,8 +26,6 @@ export interface CamInferenceOptions {
   /** Per-class normalisation of the fused map (default: the method's own, else 'max'). */
   normalization?: CamNormalization;
 }
-
-export type CamNormalization = 'max' | 'minmax';
 
 /**
  * The fused, rectified, label-masked and normalised CAMs of one image.

@@ -1,6 +1,6 @@
 #!/usr/bin/env -S node --single-threaded-gc
 // Why the flag: V8's parallel and concurrent GC threads compete with libtorch's threads for the cores, and a
-// parallel op waits for its slowest thread; on 2 cores a MobileNetV2 training step was 15-30 % faster without
+// parallel op waits for its slowest thread; on 2 cores a MobileNetV2 training step was 20-31 % faster without
 // them (npm run bench:cam). The npm scripts pass it too; it cannot be switched on after start-up.
 // The `weakseg` command: train a classifier from image-level tags, make CAMs, score their seeds.
 // Settings come from defaults < the run directory's config.json < --config file < flags < --set key=value.

@@ -60,5 +60,8 @@ export interface Method extends Trainable {
    */
   cams(images: Tensor): Tensor;
   /** How the CAM stage normalises each fused class map: per-class max (default) or min-max (SEAM's PCM output). */
-  readonly camNormalization?: 'max' | 'minmax';
+  readonly camNormalization?: CamNormalization;
 }
+
+/** Per-class normalisation of a fused CAM: divide by the peak, or subtract the minimum first. */
+export type CamNormalization = 'max' | 'minmax';

@@ -8,6 +8,7 @@ import { BatchLoader, evalTransform } from '../data/index.js';
 import { multiScaleCam } from '../cams/infer.js';
 import { camPath, writeCam, writeCamIndex } from '../cams/format.js';
 import { latestCheckpoint, loadModelWeights } from '../train/checkpoint.js';
+import type { CamNormalization } from '../methods/method.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, buildMethod, logger, prepareRun, readSplit, recordMetrics, runPaths } from './common.js';
 
@@ -44,6 +45,7 @@ export async function makeCams(config: WeaksegConfig, hooks: StageHooks = {}): P
   // Splits overlap (VOC's train is inside train_aug): an image's CAM is made once and hard-linked elsewhere.
   const madeThisRun = new Map<string, string>();
   let method: ReturnType<typeof buildMethod> | null = null;
+  let normalization: CamNormalization = 'max';
   try {
     for (const split of c.splits) {
       const dataset = await readSplit(config, split);
@@ -54,10 +56,10 @@ export async function makeCams(config: WeaksegConfig, hooks: StageHooks = {}): P
           method.model.to({ device: config.device, memoryFormat: config.model.channelsLast ? 'channels_last' : undefined });
         }
         method.model.eval();
-        log(`CAMs with ${weights}: scales ${c.scales.join('/')}${c.flip ? ' + flips' : ''}, ${c.normalization === 'auto' ? method.camNormalization ?? 'max' : c.normalization} normalisation`);
+        normalization = c.normalization === 'auto' ? method.camNormalization ?? 'max' : c.normalization;
+        log(`CAMs with ${weights}: scales ${c.scales.join('/')}${c.flip ? ' + flips' : ''}, ${normalization} normalisation`);
       }
       const m = method;
-      const normalization = c.normalization === 'auto' ? m.camNormalization ?? 'max' : c.normalization;
       const dir = paths.cams(split);
       const useBar = (hooks.progress ?? 'auto') === 'auto' ? Boolean(process.stderr.isTTY) : Boolean(hooks.progress);
       const bar = useBar

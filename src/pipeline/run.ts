@@ -143,7 +143,6 @@ function readRecords(config: WeaksegConfig): StageRecords {
   }
 }
 
-
 function fingerprint(stage: StageName, config: WeaksegConfig, records: StageRecords): string {
   const def = STAGES[stage];
   const upstream = def.after(config).map((s) => [s, records[s]?.fingerprint ?? null]);

@@ -11,7 +11,7 @@
 import { F, type Tensor, tensor, tidy } from '../engine/index.js';
 import type { LabelMap } from '../data/index.js';
 import type { CamRecord } from '../cams/format.js';
-import { type CrfParams } from './crf-presets.js';
+import type { CrfParams } from './crf-presets.js';
 import { type RgbImage, denseCrf, labelMap } from './crf.js';
 import { UNCERTAIN, camsWithBackground, pairGrid, pairOffsets, planeIndexToMaskIds } from './affinity-labels.js';
 
