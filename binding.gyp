@@ -17,7 +17,8 @@
         "native/ops.cc",
         "native/nn_ops.cc",
         "native/optim.cc",
-        "native/alloc.cc"
+        "native/alloc.cc",
+        "native/lattice.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

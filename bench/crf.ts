@@ -1,5 +1,6 @@
 /**
- * Dense CRF benchmark: 500×375 image, 21 labels, 10 mean-field iterations, both presets, one JS thread.
+ * Dense CRF benchmark: 500×375 image, 21 labels, 10 mean-field iterations, both presets, on one core
+ * (libtorch's intra-op threads set to 1; the lattice passes are native/lattice.cc), then on all cores.
  * Run with `node dist/bench/crf.js` (after `npx tsc -p tsconfig.json`). The image is the first voc-mini
  * JPEG upscaled with sharp, or a synthetic one when the data is absent. The unary is synthetic (smooth
  * random class blobs plus noise): CRF cost does not depend on what the probabilities mean.
@@ -15,6 +16,7 @@ import { CRF_PRESETS, type CrfPresetName } from '../src/refine/crf-presets.js';
 import { DenseCRF2D, unaryFromProbabilities } from '../src/refine/crf.js';
 import { Rng } from '../src/data/rng.js';
 import { median } from './common.js';
+import { getNumThreads, setNumThreads } from '../src/engine/index.js';
 
 const rng = (seed: number) => {
   const r = new Rng(seed);
@@ -99,7 +101,7 @@ function timeOnce(preset: CrfPresetName, rgb: Uint8Array, prob: Float32Array): T
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const crf = new DenseCRF2D(WIDTH, HEIGHT, LABELS);
-  crf.setUnaryEnergy(unaryFromProbabilities(prob, p.clip));
+  crf.setUnaryFromProbabilities(prob, p.clip);
   const t1 = performance.now();
   crf.addPairwiseGaussian(p.gaussian.sxy, p.gaussian.compat);
   crf.addPairwiseBilateral(p.bilateral.sxy, p.bilateral.srgb, rgb, p.bilateral.compat);
@@ -128,25 +130,32 @@ async function main(): Promise<void> {
     `dense CRF: ${WIDTH}x${HEIGHT} (${source}), ${LABELS} labels, ${ITERATIONS} iterations, ` +
       `median of ${RUNS} after 1 warm-up, load average ${loadavg()[0].toFixed(1)}`,
   );
+  const allThreads = getNumThreads();
   const results: Record<string, Record<string, number>> = {};
-  for (const preset of Object.keys(CRF_PRESETS) as CrfPresetName[]) {
-    timeOnce(preset, rgb, prob);
-    const runs = Array.from({ length: RUNS }, () => timeOnce(preset, rgb, prob));
-    const med = (key: keyof Timing): number => round1(median(runs.map((t) => t[key])));
-    const r = {
-      crf_ms_median: med('crfMs'),
-      crf_cpu_ms_median: med('crfCpuMs'),
-      crf_ms_min: round1(Math.min(...runs.map((t) => t.crfMs))),
-      unary_ms: med('unaryMs'),
-      lattice_ms: med('latticeMs'),
-      iter_ms: med('iterMs'),
-    };
-    results[preset] = r;
-    console.log(
-      `${preset.padEnd(8)} total ${r.crf_ms_median} ms (cpu ${r.crf_cpu_ms_median}, min ${r.crf_ms_min}) | ` +
-        `unary ${r.unary_ms} ms | lattice build ${r.lattice_ms} ms | per iteration ${r.iter_ms} ms`,
-    );
-  }
+  const measure = (threads: number): void => {
+    setNumThreads(threads);
+    for (const preset of Object.keys(CRF_PRESETS) as CrfPresetName[]) {
+      timeOnce(preset, rgb, prob);
+      const runs = Array.from({ length: RUNS }, () => timeOnce(preset, rgb, prob));
+      const med = (key: keyof Timing): number => round1(median(runs.map((t) => t[key])));
+      const r = {
+        crf_ms_median: med('crfMs'),
+        crf_cpu_ms_median: med('crfCpuMs'),
+        crf_ms_min: round1(Math.min(...runs.map((t) => t.crfMs))),
+        unary_ms: med('unaryMs'),
+        lattice_ms: med('latticeMs'),
+        iter_ms: med('iterMs'),
+      };
+      if (threads === 1) results[preset] = r;
+      else results[preset][`crf_ms_median_${threads}_threads`] = r.crf_ms_median;
+      console.log(
+        `${preset.padEnd(8)} ${threads} thread(s): total ${r.crf_ms_median} ms (cpu ${r.crf_cpu_ms_median}, min ${r.crf_ms_min}) | ` +
+          `unary ${r.unary_ms} ms | lattice build ${r.lattice_ms} ms | per iteration ${r.iter_ms} ms`,
+      );
+    }
+  };
+  measure(1);
+  if (allThreads > 1) measure(allThreads);
   const [headline, worst] = Object.entries(results).reduce((a, b) => (b[1].crf_ms_median > a[1].crf_ms_median ? b : a));
   console.log(JSON.stringify({ ...worst, target_ms: TARGET_MS, headline_preset: headline, presets: results }));
 }

@@ -457,6 +457,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   weakseg::register_nn_ops(exports);
   weakseg::register_optim(exports);
   weakseg::register_allocator(exports);
+  weakseg::register_lattice(exports);
   return exports;
 }
 

@@ -1,5 +1,6 @@
 // Shared pieces of the weakseg native engine: the JS tensor handle, argument parsing and the error guard.
-// The addon stays thin: every op is a direct call into ATen; all policy lives in TypeScript.
+// The addon stays thin: every op is a direct call into ATen (except the permutohedral lattice, lattice.cc,
+// which ATen lacks); all policy lives in TypeScript.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -125,5 +126,6 @@ void register_tensor_ops(Napi::Object exports);  // ops.cc
 void register_nn_ops(Napi::Object exports);      // nn_ops.cc
 void register_optim(Napi::Object exports);       // optim.cc
 void register_allocator(Napi::Object exports);   // alloc.cc
+void register_lattice(Napi::Object exports);     // lattice.cc
 
 }  // namespace weakseg

@@ -6,3 +6,4 @@ export * from './autograd.js';
 export * from './runtime.js';
 export { tidy, keep, dispose } from './scope.js';
 export * as F from './functional.js';
+export * from './lattice.js';
