@@ -4,7 +4,8 @@
  * `utils.unary_from_softmax`, so settings from Python code (methods reference §2.5) carry over as they are.
  *
  * Public arrays are label-major `[L][H][W]` like pydensecrf's; internally Q and messages are pixel-major
- * `[N][L]` so the lattice touches one contiguous run of labels per vertex.
+ * `[N][L]` tensors so the lattice touches one contiguous run of labels per vertex. A DenseCRF2D holds native
+ * memory (the unary, the kernels' lattices): `dispose()` it when done; `denseCrf` does.
  */
 import { type Tensor, keep, tensor, tidy, zeros } from '../engine/index.js';
 import { CRF_PRESETS, type CrfParams, type CrfPresetName, scaledToImage } from './crf-presets.js';
