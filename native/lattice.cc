@@ -118,6 +118,7 @@ std::vector<at::Tensor> build(const at::Tensor& features) {
   const int d = static_cast<int>(features.size(1));
   TORCH_CHECK(d >= 1 && d <= 16, "features must have 1 to 16 columns, got ", d);
   TORCH_CHECK(n >= 1 && n * (d + 1) < (int64_t{1} << 31), "features must have 1 to 2^31/(d+1) rows, got ", n);
+  TORCH_CHECK(at::isfinite(features).all().item<bool>(), "features must be finite");
   const int d1 = d + 1;
   const float* f = features.data_ptr<float>();
 

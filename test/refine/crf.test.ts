@@ -292,6 +292,7 @@ test('lattice ops name the tensor that is wrong', () => {
   assert.throws(() => latticeSlice(truncated, lat.barycentric, lat.index), /latticeSlice: offsets holds \d+, outside \[0, 1\)/);
   assert.throws(() => latticeBlur(truncated, lat.index), /latticeBlur: neighbors must be/);
   assert.throws(() => PermutohedralLattice.build(new Float32Array(5), 3, 2), /features have 5 values/);
+  assert.throws(() => PermutohedralLattice.build(new Float32Array([0, 0, NaN, 1]), 2, 2), /latticeBuild: features must be finite/);
   for (const t of [wide, doubles, values, truncated]) t.dispose();
   lat.dispose();
 });
