@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import sharp from 'sharp';
 import { CRF_PRESETS, type CrfPresetName } from '../src/refine/crf-presets.js';
-import { DenseCRF2D, unaryFromProbabilities } from '../src/refine/crf.js';
+import { DenseCRF2D } from '../src/refine/crf.js';
 import { Rng } from '../src/data/rng.js';
 import { median } from './common.js';
 import { getNumThreads, setNumThreads } from '../src/engine/index.js';

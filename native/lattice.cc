@@ -238,13 +238,6 @@ std::vector<at::Tensor> build(const at::Tensor& features) {
   return {offsets_t, bary_t, neighbors_t, order_t, start_t};
 }
 
-void check_corners(const at::Tensor& offsets, const at::Tensor& weights, int64_t n) {
-  check_tensor(offsets, "offsets", at::kInt, 2);
-  check_tensor(weights, "weights", at::kFloat, 2);
-  TORCH_CHECK(offsets.size(0) == n && weights.sizes() == offsets.sizes(), "offsets and weights must both be [",
-              n, ", d+1], got ", offsets.sizes(), " and ", weights.sizes());
-}
-
 // A bad index would read or write out of bounds: check them all once (cheap next to the filter itself).
 void check_ids(const int32_t* ids, int64_t count, int64_t limit, const char* name) {
   int32_t lo = 0, hi = 0;  // a min/max pass vectorises; searching for the first bad id does not
@@ -331,9 +324,11 @@ at::Tensor blur(const at::Tensor& values, const at::Tensor& neighbors) {
 
 at::Tensor slice(const at::Tensor& values, const at::Tensor& offsets, const at::Tensor& weights) {
   check_tensor(values, "values", at::kFloat, 2);
-  const int64_t n = offsets.dim() == 2 ? offsets.size(0) : -1;
-  check_corners(offsets, weights, n);
-  const int64_t vs = values.size(1), d1 = offsets.size(1), rows = values.size(0);
+  check_tensor(offsets, "offsets", at::kInt, 2);
+  check_tensor(weights, "weights", at::kFloat, 2);
+  TORCH_CHECK(weights.sizes() == offsets.sizes(), "offsets and weights must both be [N, d+1], got ", offsets.sizes(),
+              " and ", weights.sizes());
+  const int64_t n = offsets.size(0), vs = values.size(1), d1 = offsets.size(1), rows = values.size(0);
   at::Tensor out_t = at::empty({n, vs}, at::kFloat);
   const float* val = values.data_ptr<float>();
   const int32_t* off = offsets.data_ptr<int32_t>();

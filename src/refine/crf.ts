@@ -31,11 +31,7 @@ export class DenseCRF2D {
 
   /** Unary energies (e.g. -log p), label-major `[L][H][W]`. */
   setUnaryEnergy(unary: Float32Array): void {
-    const n = this.width * this.height;
-    const nl = this.nLabels;
-    if (unary.length !== n * nl) throw new RangeError(`unary has ${unary.length} values, expected ${nl}×${n}`);
-    this.negUnary.dispose();
-    this.negUnary = keep(tidy(() => tensor(unary, { shape: [nl, n] }).t().neg().contiguous()));
+    this.replaceNegUnary(unary, 'unary', (u) => u.neg());
   }
 
   /**
@@ -43,11 +39,16 @@ export class DenseCRF2D {
    * `d.setUnaryEnergy(unary_from_softmax(prob))`. `prob` is label-major `[L][H][W]`.
    */
   setUnaryFromProbabilities(prob: Float32Array, clip = 1e-5): void {
+    this.replaceNegUnary(prob, 'probabilities', (p) => p.clamp(clip, 1).log());
+  }
+
+  /** -unary = `toNegUnary(values)` for label-major `values`, stored pixel-major. */
+  private replaceNegUnary(values: Float32Array, what: string, toNegUnary: (labelMajor: Tensor) => Tensor): void {
     const n = this.width * this.height;
     const nl = this.nLabels;
-    if (prob.length !== n * nl) throw new RangeError(`probabilities have ${prob.length} values, expected ${nl}×${n}`);
+    if (values.length !== n * nl) throw new RangeError(`${what} has ${values.length} values, expected ${nl}×${n}`);
     this.negUnary.dispose();
-    this.negUnary = keep(tidy(() => tensor(prob, { shape: [nl, n] }).clamp(clip, 1).log().t().contiguous()));
+    this.negUnary = keep(tidy(() => toNegUnary(tensor(values, { shape: [nl, n] })).t().contiguous()));
   }
 
   /**

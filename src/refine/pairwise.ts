@@ -51,7 +51,7 @@ export class LatticeKernel implements PairwiseTerm {
  * grid, so K is a separable convolution, truncated at 4 sxy (the weight there is e^-8 = 3e-4 of the centre,
  * and the neglected tail mass below 1e-4). This is closer to the model than the lattice, whose filter is a
  * Gaussian only to ~10 % (test/refine/crf.test.ts), and at the widths the presets use it is also faster: at
- * sxy 1 (deeplab) the lattice has more vertices than pixels (building and blurring it took a third of the
+ * sxy 1 (deeplab) the lattice has more vertices than pixels (building and blurring it took a quarter of the
  * CRF), while the two convolutions take 8 ms on 500×375×21 on one core (14 ms at sxy 3, the lattice 11 ms
  * plus 25 ms to build). Wider kernels go to the lattice (`SEPARABLE_MAX_SXY`), whose cost falls with width.
  */
@@ -59,9 +59,9 @@ export class SeparableGaussianKernel implements PairwiseTerm {
   private readonly width: number;
   private readonly height: number;
   private readonly radius: number;
-  /** The 1-D taps as [1, 1, 2r+1]; expanded per label count when a message needs them. */
-  private readonly taps: Tensor;
-  private readonly byLabels = new Map<number, { vertical: Tensor; horizontal: Tensor }>();
+  /** The 1-D taps as depthwise weights for one channel, down the columns and along the rows. */
+  private readonly vertical: Tensor;
+  private readonly horizontal: Tensor;
   /** D^{-1/2} and compat · D^{-1/2}, [N, 1]. */
   private readonly norm: Tensor;
   private readonly scaledNorm: Tensor;
@@ -71,7 +71,9 @@ export class SeparableGaussianKernel implements PairwiseTerm {
     this.height = height;
     this.radius = Math.ceil(4 * sxy);
     const r = this.radius;
-    this.taps = keep(tensor(Float32Array.from({ length: 2 * r + 1 }, (_, i) => Math.exp(-((i - r) ** 2) / (2 * sxy * sxy))), { shape: [1, 1, 2 * r + 1] }));
+    const taps = Float32Array.from({ length: 2 * r + 1 }, (_, i) => Math.exp(-((i - r) ** 2) / (2 * sxy * sxy)));
+    this.vertical = keep(tensor(taps, { shape: [1, 1, 2 * r + 1, 1] }));
+    this.horizontal = keep(tensor(taps, { shape: [1, 1, 1, 2 * r + 1] }));
     [this.norm, this.scaledNorm] = tidy(() => {
       const degree = this.filter(ones([width * height, 1]));
       const norm = degree.add(1e-20).rsqrt();
@@ -87,32 +89,18 @@ export class SeparableGaussianKernel implements PairwiseTerm {
   private filter(x: Tensor): Tensor {
     const { width: w, height: h, radius: r } = this;
     const labels = x.size(1);
-    let taps = this.byLabels.get(labels);
-    if (taps === undefined) {
-      const [vertical, horizontal] = tidy(() => [
-        keep(this.taps.view([1, 1, 2 * r + 1, 1]).expand([labels, 1, 2 * r + 1, 1]).contiguous()),
-        keep(this.taps.view([1, 1, 1, 2 * r + 1]).expand([labels, 1, 1, 2 * r + 1]).contiguous()),
-      ]);
-      taps = { vertical, horizontal };
-      this.byLabels.set(labels, taps);
-    }
-    const { vertical, horizontal } = taps;
     return tidy(() => {
       // [N, L] pixel-major is [1, H, W, L]: an NCHW tensor in channels-last memory, which the convolutions keep.
       const image = x.view([1, h, w, labels]).permute([0, 3, 1, 2]);
-      const down = F.conv2d(image, vertical, null, { padding: [r, 0], groups: labels });
-      const across = F.conv2d(down, horizontal, null, { padding: [0, r], groups: labels });
+      // The same taps for every channel: expanded views, not copies.
+      const down = F.conv2d(image, this.vertical.expand([labels, 1, 2 * r + 1, 1]), null, { padding: [r, 0], groups: labels });
+      const across = F.conv2d(down, this.horizontal.expand([labels, 1, 1, 2 * r + 1]), null, { padding: [0, r], groups: labels });
       return across.permute([0, 2, 3, 1]).reshape([w * h, labels]);
     });
   }
 
   dispose(): void {
-    for (const t of [this.taps, this.norm, this.scaledNorm]) t.dispose();
-    for (const { vertical, horizontal } of this.byLabels.values()) {
-      vertical.dispose();
-      horizontal.dispose();
-    }
-    this.byLabels.clear();
+    for (const t of [this.vertical, this.horizontal, this.norm, this.scaledNorm]) t.dispose();
   }
 }
 

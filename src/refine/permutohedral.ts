@@ -14,16 +14,12 @@ import { type LatticeIndex, type Tensor, dispose, keep, latticeBlur, latticeBuil
  * The lattice owns native memory: `dispose()` it when done.
  */
 export class PermutohedralLattice {
-  readonly nPoints: number;
-  readonly dim: number;
   readonly nVertices: number;
   /** densecrf's slice scale ("magic scaling constant" in permutohedral.cpp). */
   readonly alpha: number;
   readonly index: LatticeIndex;
 
-  private constructor(nPoints: number, dim: number, index: LatticeIndex) {
-    this.nPoints = nPoints;
-    this.dim = dim;
+  private constructor(dim: number, index: LatticeIndex) {
     this.index = index;
     this.nVertices = index.splatStart.size(0) - 2;
     this.alpha = 1 / (1 + Math.pow(2, -dim));
@@ -36,7 +32,7 @@ export class PermutohedralLattice {
     }
     const index = tidy(() => latticeBuild(tensor(features, { shape: [nPoints, dim] })));
     for (const t of Object.values(index)) keep(t);
-    return new PermutohedralLattice(nPoints, dim, index);
+    return new PermutohedralLattice(dim, index);
   }
 
   /** [N, d+1] barycentric weights of each point's simplex corners (sum to 1 per point). */
