@@ -61,10 +61,11 @@ const config = resolveConfig({
   seam: { pcmTaps: ['features.6', 'features.13'] },
   train: {
     epochs: Number(args.epochs), batchSize: 16, cropSize: 224, scaleRange: [0.7, 1.3], flip: true, jitter: null,
-    lr: 0.01, headLrMult: 10, momentum: Number(args.momentum), weightDecay: 1e-4, polyPower: 0.9, seed: 0, logEvery: 10,
+    lr: 0.01, headLrMult: 10, momentum: Number(args.momentum), weightDecay: 1e-4, polyPower: 0.9, seed: 0,
   },
   cams: { splits: ['train', 'val'], scales: [0.5, 1, 1.5, 2], flip: true },
   eval: { split: 'train', fitSplit: 'val', thresholds: { from: 0.05, to: 0.6, step: 0.01 } },
+  runtime: { logEvery: 10 },
 });
 
 console.log(`${tag}: run ${runDir}, ${getNumThreads()} engine threads`);

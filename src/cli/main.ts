@@ -12,6 +12,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import {
   ConfigError, type WeaksegConfig, mergeConfig, readConfigFile, readRunConfig, resolveConfig, setPath,
 } from '../pipeline/config.js';
+import { type OptionGroup, type Stage, stageNamed, stageNames, stages } from '../pipeline/stages.js';
 
 type Flags = Record<string, unknown>;
 
@@ -69,19 +70,17 @@ function refineOptions(cmd: Command): Command {
 function segOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--seg-head <head>', 'DeepLab head (default largefov)').choices(['largefov', 'aspp']))
-    .addOption(new Option('--pseudo-masks <source>', 'pseudo-masks the segmenter trains on (default randomWalk)')
-      .choices(['randomWalk', 'crf', 'seeds']))
+    .addOption(new Option('--pseudo-masks <stage>', 'the stage whose pseudo-masks the segmenter trains on (default random-walk)')
+      .choices(stages().filter((s) => s.pseudoMasks).map((s) => s.name)))
     .option('--seg-epochs <n>', 'segmentation epochs (default 10)', num('--seg-epochs'))
     .option('--seg-eval-split <split>', 'split the segmenter is scored on (default val)');
 }
 
 function runOptions(cmd: Command): Command {
   return cmd
-    .option('--stages <list>', `stages to run, comma-separated (default all: ${STAGE_LIST.join(',')})`, strList)
-    .option('--force <list>', 'rerun these stages even when up to date, comma-separated', strList);
+    .option('--stages <list>', `stages to run, comma-separated kebab-case names (default all: ${stageNames().join(',')})`, strList)
+    .option('--force <list>', 'rerun these stages even when up to date, comma-separated (names as in --stages)', strList);
 }
-
-const STAGE_LIST = ['train', 'cams', 'eval', 'crf', 'affinity', 'randomWalk', 'seg', 'segEval', 'report'];
 
 function modelOptions(cmd: Command): Command {
   return cmd
@@ -140,15 +139,15 @@ function flagsToConfig(f: Flags): Record<string, unknown> {
     if (v !== undefined) setPath(out, path, v);
   };
   put('runDir', f.runDir);
-  put('device', f.device);
-  put('threads', f.threads);
+  put('runtime.device', f.device);
+  put('runtime.threads', f.threads);
   put('data.root', f.dataRoot);
   put('data.trainSplit', f.trainSplit);
   put('model.method', f.method);
   put('model.backbone', f.backbone);
   put('model.weights', f.weights);
   put('model.outputStride', f.outputStride);
-  if (f.channelsLast) put('model.channelsLast', true);
+  if (f.channelsLast) put('runtime.channelsLast', true);
   put('train.epochs', f.epochs);
   put('train.batchSize', f.batchSize);
   put('train.cropSize', f.cropSize);
@@ -197,41 +196,26 @@ export function configFromFlags(f: Flags): WeaksegConfig {
   return resolveConfig(merged, source);
 }
 
-type Pipeline = typeof import('../pipeline/index.js');
-type StageCommand = 'train' | 'cams' | 'eval' | 'crf' | 'affinity' | 'random-walk' | 'seg-train' | 'seg-eval' | 'report';
-
-/** Each stage command calls one pipeline function. */
-const STAGE_FUNCTIONS: Record<StageCommand, (p: Pipeline) => (c: WeaksegConfig, h: StageHooksLike) => Promise<unknown>> = {
-  train: (p) => p.trainClassifier,
-  cams: (p) => p.makeCams,
-  eval: (p) => p.evaluateSeeds,
-  crf: (p) => p.crfSeeds,
-  affinity: (p) => p.trainAffinity,
-  'random-walk': (p) => p.randomWalkMasks,
-  'seg-train': (p) => p.trainSegmenter,
-  'seg-eval': (p) => p.evaluateSegmenter,
-  report: (p) => p.writeReport,
-};
 type StageHooksLike = { progress?: boolean | 'auto'; resume?: boolean };
 
 function hooksFrom(f: Flags): StageHooksLike {
   return { progress: f.progress === false ? false : 'auto', resume: Boolean(f.resume) };
 }
 
-async function runStage(stage: StageCommand, f: Flags): Promise<void> {
-  const config = configFromFlags(f);
-  const pipeline = await import('../pipeline/index.js');
-  const out = await STAGE_FUNCTIONS[stage](pipeline)(config, hooksFrom(f));
-  if (stage === 'report') process.stdout.write(`report: ${(out as { path: string }).path}\n`);
+async function runStage(stage: Stage, f: Flags): Promise<void> {
+  await stage.run(configFromFlags(f), hooksFrom(f));
 }
 
 async function runAll(f: Flags): Promise<void> {
   const config = configFromFlags(f);
-  const { runPipeline, STAGE_ORDER } = await import('../pipeline/index.js');
   const force = (f.force as string[] | undefined) ?? [];
-  const unknown = force.filter((s) => !(STAGE_ORDER as string[]).includes(s));
-  if (unknown.length) throw new ConfigError(`--force: unknown stage ${unknown.join(', ')} (stages: ${STAGE_ORDER.join(', ')})`);
-  await runPipeline(config, { ...hooksFrom(f), force: force as typeof STAGE_ORDER });
+  try {
+    for (const name of force) stageNamed(name, '--force');
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+  const { runPipeline } = await import('../pipeline/index.js');
+  await runPipeline(config, { ...hooksFrom(f), force });
 }
 
 async function runDemoCommand(f: Flags): Promise<void> {
@@ -260,6 +244,8 @@ Examples:
   weakseg crf -r runs/cam && weakseg affinity -r runs/cam && weakseg random-walk -r runs/cam
   weakseg seg-train -r runs/cam && weakseg seg-eval -r runs/cam && weakseg report -r runs/cam
   weakseg run -c my-run.json          (every stage; rerun it to resume, finished stages are skipped)
+  weakseg run -c my-run.json --stages crf,random-walk --force crf
+                                      (stage names are kebab-case everywhere: commands, --stages, --force, run.stages)
   weakseg demo                        (the whole pipeline on built-in synthetic data, a few minutes on a CPU)
   weakseg config -c my-run.json       (print the resolved configuration)`);
 
@@ -270,25 +256,15 @@ Examples:
     cmd.action(async (flags: Flags) => action(flags));
     return cmd;
   };
-  add('train', 'train the classifier of a method from image-level tags (per-epoch checkpoints; --resume continues)',
-    [modelOptions, trainOptions, resumeOption], (f) => runStage('train', f));
-  add('cams', 'make multi-scale + flip CAMs of every image of the chosen splits (one safetensors file per image)',
-    [modelOptions, camOptions, resumeOption], (f) => runStage('cams', f));
-  add('eval', 'score CAM seeds against ground truth: mIoU, per-class IoU, precision, recall, threshold curve',
-    [evalOptions], (f) => runStage('eval', f));
-  add('crf', 'refine the seeds with a dense CRF (threshold swept through the CRF on eval.fitSplit), and score them',
-    [refineOptions, resumeOption], (f) => runStage('crf', f));
-  add('affinity', 'make affinity labels from CRF\'d CAMs (la/ha exponents from the CRF threshold) and train the AffinityNet on them',
-    [refineOptions, resumeOption], (f) => runStage('affinity', f));
-  add('random-walk', 'propagate CAMs with the AffinityNet\'s random walk into pseudo-masks (background exponent chosen on eval.fitSplit), and score them',
-    [refineOptions, resumeOption], (f) => runStage('random-walk', f));
-  add('seg-train', 'train a DeepLab segmentation network on the pseudo-masks of the training split',
-    [segOptions, resumeOption], (f) => runStage('seg-train', f));
-  add('seg-eval', 'predict and score the segmentation network on a held-out split (multi-scale + flip, optional CRF)',
-    [segOptions, resumeOption], (f) => runStage('seg-eval', f));
-  add('report', 'write the run\'s HTML report (report/index.html): scores, curves, per-class IoU, image gallery',
-    [], (f) => runStage('report', f));
-  add('run', 'every stage in order from one config; finished stages are skipped and an interrupted one resumes',
+  // One command per registered stage, named as the stage, with the flags of the settings it reads.
+  const groups: Record<OptionGroup, (c: Command) => Command> = {
+    model: modelOptions, train: trainOptions, cams: camOptions, eval: evalOptions, refine: refineOptions, seg: segOptions,
+    resume: resumeOption,
+  };
+  for (const stage of stages()) {
+    add(stage.name, `${stage.description} (settings: ${stage.section})`, stage.options.map((g) => groups[g]), (f) => runStage(stage, f));
+  }
+  add('run', 'every stage above in order from one config; finished stages are skipped and an interrupted one resumes',
     [modelOptions, trainOptions, camOptions, evalOptions, refineOptions, segOptions, runOptions], (f) => runAll(f));
   add('config', 'validate and print the resolved configuration (defaults filled in)',
     [modelOptions, trainOptions, camOptions, evalOptions, refineOptions, segOptions, runOptions], async (f) => {

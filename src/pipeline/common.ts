@@ -1,6 +1,5 @@
-// What the stages share: the run directory, datasets by split, building the method, metrics.json.
+// What the stages share: preparing the run directory, datasets by split, building the method, metrics.json.
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
 import { setNumThreads } from '../engine/index.js';
 import { type Dataset, readFolder, readVoc } from '../data/index.js';
 import type { Backbone } from '../backbones/backbone.js';
@@ -9,6 +8,7 @@ import { CamMethod } from '../methods/cam.js';
 import { SEAM_PAPER, SeamMethod } from '../methods/seam.js';
 import type { Method } from '../methods/method.js';
 import type { WeaksegConfig } from './config.js';
+import { runPaths } from './paths.js';
 
 export interface StageHooks {
   /** Where human-readable lines go (default: stdout). */
@@ -26,43 +26,6 @@ export function logger(hooks: StageHooks): (line: string) => void {
   return hooks.log ?? ((line: string) => process.stdout.write(`${line}\n`));
 }
 
-export const runPaths = (config: WeaksegConfig) => {
-  const root = resolve(config.runDir);
-  return {
-    root,
-    config: join(root, 'config.json'),
-    checkpoints: join(root, 'checkpoints'),
-    model: join(root, 'model.safetensors'),
-    trainLog: join(root, 'train.log'),
-    trainJsonLog: join(root, 'train.log.jsonl'),
-    metrics: join(root, 'metrics.json'),
-    cams: (split: string) => join(root, 'cams', split),
-    seeds: (split: string) => join(root, 'seeds', split),
-    evalLog: join(root, 'eval.log'),
-    /** Seeds at the chosen threshold after a dense CRF (palette PNGs). */
-    crf: (split: string) => join(root, 'crf', split),
-    /** AffinityNet: its training labels (la/ha combination, palette PNGs, 255 uncertain), model and logs. */
-    affinity: {
-      labels: join(root, 'affinity', 'labels'),
-      model: join(root, 'affinity', 'model.safetensors'),
-      checkpoints: join(root, 'affinity', 'checkpoints'),
-      trainLog: join(root, 'affinity', 'train.log'),
-      trainJsonLog: join(root, 'affinity', 'train.log.jsonl'),
-    },
-    /** Random-walk pseudo-masks (palette PNGs, 255 where uncertain). */
-    pseudo: (split: string) => join(root, 'pseudo', split),
-    /** The segmentation network, its logs and its predictions (palette PNGs). */
-    seg: {
-      model: join(root, 'seg', 'model.safetensors'),
-      checkpoints: join(root, 'seg', 'checkpoints'),
-      trainLog: join(root, 'seg', 'train.log'),
-      trainJsonLog: join(root, 'seg', 'train.log.jsonl'),
-      predictions: (split: string) => join(root, 'seg', 'pred', split),
-    },
-    report: join(root, 'report', 'index.html'),
-  };
-};
-
 /** Writes JSON to a temporary name and renames it, so an interrupted run never leaves a truncated file. */
 export function writeJsonAtomic(path: string, value: unknown): void {
   const tmp = `${path}.tmp-${process.pid}`;
@@ -74,7 +37,7 @@ export function writeJsonAtomic(path: string, value: unknown): void {
 export function prepareRun(config: WeaksegConfig): ReturnType<typeof runPaths> {
   const paths = runPaths(config);
   mkdirSync(paths.root, { recursive: true });
-  if (config.threads) setNumThreads(config.threads);
+  if (config.runtime.threads) setNumThreads(config.runtime.threads);
   writeJsonAtomic(paths.config, config);
   return paths;
 }

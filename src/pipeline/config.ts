@@ -5,8 +5,27 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 
+import { type Stage, findStage, kebabCase, stageNames } from './stages.js';
+
 const positiveInt = z.number().int().positive();
 const fraction = z.number().min(0).max(1);
+
+/**
+ * A registered stage's name, optionally of a stage that passes `accept`. Stage names are kebab-case everywhere; a
+ * camelCase spelling is refused with the kebab-case one named.
+ */
+function stageName(accept?: (s: Stage) => boolean) {
+  return z.string().superRefine((name, ctx) => {
+    const stage = findStage(name);
+    if (stage && (!accept || accept(stage))) return;
+    // With a filter the few stages it leaves are listed with their titles ("eval (Seeds)").
+    const known = stageNames().filter((n) => !accept || accept(findStage(n)!))
+      .map((n) => (accept ? `${n} (${findStage(n)!.title})` : n));
+    const kebab = kebabCase(name);
+    const hint = kebab !== name && findStage(kebab) ? ` (stage names are kebab-case: write '${kebab}')` : '';
+    ctx.addIssue({ code: 'custom', message: `expected one of ${known.join(', ')}${hint}` });
+  });
+}
 
 const DataSchema = z.object({
   /** VOC-layout root (JPEGImages/, ImageSets/Segmentation/, SegmentationClass/, labels). */
@@ -34,8 +53,6 @@ const ModelSchema = z.object({
   outputStride: z.union([z.literal(8), z.literal(16), z.literal(32)]).default(8),
   /** Convolution padding: 'same' (TensorFlow) or 'symmetric'; default: what the weights' metadata says. */
   padding: z.enum(['same', 'symmetric']).optional(),
-  /** Run convolutions in channels-last memory order. */
-  channelsLast: z.boolean().default(false),
 }).strict();
 
 /** SEAM's settings (methods-reference.md section 3); defaults are the official code's. */
@@ -58,35 +75,84 @@ const JitterSchema = z.object({
   saturation: z.number().min(0).optional(),
 }).strict();
 
-const TrainSchema = z.object({
-  epochs: positiveInt.default(8),
-  batchSize: positiveInt.default(16),
-  cropSize: positiveInt.default(224),
-  /** Random rescale range before the crop; null disables it. */
-  scaleRange: z.tuple([z.number().positive(), z.number().positive()]).refine(([a, b]) => a <= b, 'must be [low, high] with low <= high')
-    .nullable().default([0.7, 1.3]),
-  flip: z.boolean().default(true),
-  jitter: JitterSchema.nullable().default(null),
-  /** Backbone learning rate; new layers get lr * headLrMult. */
-  lr: z.number().positive().default(0.01),
-  headLrMult: z.number().positive().default(10),
-  /** 0.9 by default; 0 reproduces the official PSA/SEAM/IRN code (its momentum quirk). */
-  momentum: z.number().min(0).max(1).default(0.9),
-  nesterov: z.boolean().default(false),
-  weightDecay: z.number().min(0).default(1e-4),
-  polyPower: z.number().min(0).default(0.9),
-  seed: z.number().int().min(0).default(0),
-  /** Batches prepared ahead of the engine. */
+/** Random rescale range before the crop, [low, high]; null disables it. */
+const scaleRange = z.tuple([z.number().positive(), z.number().positive()])
+  .refine(([a, b]) => a <= b, 'must be [low, high] with low <= high');
+
+/** The defaults that differ between the networks trained by the shared trainer (pipeline/fit.ts). */
+interface FitDefaults {
+  epochs: number;
+  batchSize: number;
+  cropSize: number;
+  scaleRange: [number, number] | null;
+  jitter: z.input<typeof JitterSchema> | null;
+  lr: number;
+  weightDecay: number;
+}
+
+/**
+ * The settings of a network trained by the shared trainer: the classifier (`train`), AffinityNet
+ * (`refine.affinity`) and the segmenter (`seg`). One schema, so the three cannot drift apart; each section
+ * passes its own defaults and extends it with what only it has.
+ */
+function fitSchema(d: FitDefaults) {
+  return z.object({
+    epochs: positiveInt.default(d.epochs),
+    batchSize: positiveInt.default(d.batchSize),
+    cropSize: positiveInt.default(d.cropSize),
+    scaleRange: scaleRange.nullable().default(d.scaleRange),
+    /** Horizontal flips and colour jitter of the crops. */
+    flip: z.boolean().default(true),
+    jitter: JitterSchema.nullable().default(d.jitter),
+    /** Backbone learning rate; new layers get lr * headLrMult. */
+    lr: z.number().positive().default(d.lr),
+    headLrMult: z.number().positive().default(10),
+    /** 0.9 by default; 0 reproduces the official PSA/SEAM/IRN code (its momentum quirk). */
+    momentum: z.number().min(0).max(1).default(0.9),
+    nesterov: z.boolean().default(false),
+    weightDecay: z.number().min(0).default(d.weightDecay),
+    polyPower: z.number().min(0).default(0.9),
+    /** Seed of the data order, augmentation and the new layers' initialisation. */
+    seed: z.number().int().min(0).default(0),
+    /** Stop after this many steps (smoke tests); the schedule still spans all epochs. */
+    maxSteps: positiveInt.optional(),
+  });
+}
+
+/** The settings every fit section has (pipeline/fit.ts trains from them). */
+export type FitSettings = z.output<ReturnType<typeof fitSchema>>;
+
+const TrainSchema = fitSchema({
+  epochs: 8, batchSize: 16, cropSize: 224, scaleRange: [0.7, 1.3], jitter: null, lr: 0.01, weightDecay: 1e-4,
+}).strict();
+
+/** How a run uses the machine: none of it changes what a stage computes, so none of it is in a stage's fingerprint. */
+const RuntimeSchema = z.object({
+  device: z.string().regex(/^(cpu|cuda(:\d+)?)$/, "must be 'cpu', 'cuda' or 'cuda:N'").default('cpu'),
+  /** Engine threads (default: all cores, or $WEAKSEG_NUM_THREADS). */
+  threads: positiveInt.optional(),
+  /** Run convolutions in channels-last memory order. */
+  channelsLast: z.boolean().default(false),
+  /** Batches prepared ahead of the engine while training. */
   prefetch: z.number().int().min(0).default(3),
-  /** Steps between log lines. */
+  /** Training steps between log lines. */
   logEvery: positiveInt.default(10),
-  /** Checkpoints kept (newest); 0 keeps every epoch's. */
-  keepCheckpoints: z.number().int().min(0).default(0),
   /** A rolling mid-epoch checkpoint every this many steps (0: epoch checkpoints only), for resuming killed runs. */
   checkpointEverySteps: z.number().int().min(0).default(20),
-  /** Stop after this many steps (smoke tests); the schedule still spans all epochs. */
-  maxSteps: positiveInt.optional(),
+  /** Checkpoints kept (newest); 0 keeps every epoch's. */
+  keepCheckpoints: z.number().int().min(0).default(0),
 }).strict();
+
+/** Where the fields the runtime section gathered used to be, for the error an old config gets. */
+const MOVED_FIELDS: Record<string, string> = {
+  device: 'runtime.device',
+  threads: 'runtime.threads',
+  'model.channelsLast': 'runtime.channelsLast',
+  'train.prefetch': 'runtime.prefetch',
+  'train.logEvery': 'runtime.logEvery',
+  'train.checkpointEverySteps': 'runtime.checkpointEverySteps',
+  'train.keepCheckpoints': 'runtime.keepCheckpoints',
+};
 
 const CamsSchema = z.object({
   /** Splits to make CAMs for. */
@@ -149,19 +215,11 @@ const RefineSchema = z.object({
   alphaLow: z.number().positive().default(4),
   alphaHigh: z.number().positive().default(24),
   /** AffinityNet training (PSA/SEAM: crop 448, batch 8, 8 epochs, lr 0.01, wd 5e-4). */
-  affinity: z.object({
-    epochs: positiveInt.default(8),
-    batchSize: positiveInt.default(8),
-    cropSize: positiveInt.default(448),
-    scaleRange: z.tuple([z.number().positive(), z.number().positive()]).nullable().default([0.9, 1.1]),
-    /** Horizontal flips and colour jitter of the crops (train_aff.py: flip, ColorJitter 0.3/0.3/0.3). */
-    flip: z.boolean().default(true),
-    jitter: JitterSchema.nullable().default({ brightness: 0.3, contrast: 0.3, saturation: 0.3 }),
-    lr: z.number().positive().default(0.01),
-    headLrMult: z.number().positive().default(10),
-    momentum: z.number().min(0).max(1).default(0.9),
-    weightDecay: z.number().min(0).default(5e-4),
-    polyPower: z.number().min(0).default(0.9),
+  affinity: fitSchema({
+    epochs: 8, batchSize: 8, cropSize: 448, scaleRange: [0.9, 1.1],
+    // train_aff.py: flips and ColorJitter 0.3/0.3/0.3
+    jitter: { brightness: 0.3, contrast: 0.3, saturation: 0.3 }, lr: 0.01, weightDecay: 5e-4,
+  }).extend({
     /** Pair radius on the feature grid (PSA: 5, 34 pairs per pixel). */
     radius: z.number().int().min(2).default(5),
     /**
@@ -169,8 +227,6 @@ const RefineSchema = z.object({
      * (default per backbone: src/refine/affinity-net.ts).
      */
     taps: z.array(z.string().min(1)).optional(),
-    seed: z.number().int().min(0).default(0),
-    maxSteps: positiveInt.optional(),
   }).strict().prefault({}),
   /** Random walk (PSA/SEAM infer_aff.py): A^beta, T^(2^logt), background (1 - max fg)^bgAlpha. */
   randomWalk: z.object({
@@ -193,29 +249,19 @@ const RefineSchema = z.object({
 }).strict();
 
 /** The segmentation network retrained on pseudo-masks (methods-reference.md section 2.8). */
-const SegSchema = z.object({
-  /** Pseudo-masks to train on: random-walk ('randomWalk'), CRF'd seeds ('crf') or plain seeds ('seeds'). */
-  pseudoMasks: z.enum(['randomWalk', 'crf', 'seeds']).default('randomWalk'),
+const SegSchema = fitSchema({
+  epochs: 10, batchSize: 8, cropSize: 321, scaleRange: [0.5, 1.5], jitter: null, lr: 0.001, weightDecay: 5e-4,
+}).extend({
+  /** The stage whose masks of data.trainSplit the segmenter trains on (a stage that yields pseudo-masks). */
+  pseudoMasks: stageName((s) => Boolean(s.pseudoMasks)).default('random-walk'),
   head: z.enum(['largefov', 'aspp']).default('largefov'),
   /** Backbone and weights: default the classifier's (model.backbone, model.weights). */
   backbone: z.string().min(1).optional(),
   weights: z.string().optional(),
   outputStride: z.union([z.literal(8), z.literal(16)]).default(8),
-  epochs: positiveInt.default(10),
-  batchSize: positiveInt.default(8),
-  cropSize: positiveInt.default(321),
-  scaleRange: z.tuple([z.number().positive(), z.number().positive()]).nullable().default([0.5, 1.5]),
-  flip: z.boolean().default(true),
-  lr: z.number().positive().default(0.001),
-  headLrMult: z.number().positive().default(10),
-  momentum: z.number().min(0).max(1).default(0.9),
-  weightDecay: z.number().min(0).default(5e-4),
-  polyPower: z.number().min(0).default(0.9),
   dropout: fraction.default(0.5),
   /** LargeFOV's classifier start: N(0, 0.01) ('normal', DeepLab-v1's) or the SEAM codebase's Kaiming ('kaiming'). */
   classifierInit: z.enum(['normal', 'kaiming']).default('normal'),
-  seed: z.number().int().min(0).default(0),
-  maxSteps: positiveInt.optional(),
   /** Split scored after training (its ground truth is used only for scoring). */
   evalSplit: z.string().min(1).default('val'),
   /** Test-time scales and flip; probabilities are averaged over the passes. */
@@ -227,9 +273,8 @@ const SegSchema = z.object({
 
 /** What `weakseg run` does and the report it writes. */
 const RunSchema = z.object({
-  /** Stages run in order (each skipped when its outputs are complete and its inputs unchanged). */
-  stages: z.array(z.enum(['train', 'cams', 'eval', 'crf', 'affinity', 'randomWalk', 'seg', 'segEval', 'report']))
-    .min(1).default(['train', 'cams', 'eval', 'crf', 'affinity', 'randomWalk', 'seg', 'segEval', 'report']),
+  /** Stages run, in the registry's order (each skipped when its outputs are complete and its inputs unchanged). */
+  stages: z.array(stageName()).min(1).default(() => stageNames()),
   /** Images in the report's gallery. */
   galleryImages: z.number().int().min(0).default(12),
 }).strict();
@@ -237,9 +282,7 @@ const RunSchema = z.object({
 export const ConfigSchema = z.object({
   /** Everything a run writes goes here (config.json, logs, checkpoints, CAMs, seeds, metrics.json). */
   runDir: z.string().min(1),
-  device: z.string().regex(/^(cpu|cuda(:\d+)?)$/, "must be 'cpu', 'cuda' or 'cuda:N'").default('cpu'),
-  /** Engine threads (default: all cores, or $WEAKSEG_NUM_THREADS). */
-  threads: positiveInt.optional(),
+  runtime: RuntimeSchema.prefault({}),
   data: DataSchema,
   model: ModelSchema.prefault({}),
   seam: SeamSchema.prefault({}),
@@ -334,6 +377,10 @@ export function formatIssues(error: z.ZodError, input: unknown): string[] {
       const known = keysOf(issue.path);
       for (const key of issue.keys) {
         const full = path ? `${path}.${key}` : key;
+        if (MOVED_FIELDS[full]) {
+          lines.push(`${full}: moved to ${MOVED_FIELDS[full]}`);
+          continue;
+        }
         const guess = closest(key, known);
         lines.push(`${full}: unknown setting${guess ? ` (did you mean '${path ? `${path}.` : ''}${guess}'?)` : ''}; ` +
           `known here: ${known.join(', ')}`);

@@ -80,8 +80,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const result: DemoResult = {
     seed_miou: pct(metrics.eval),
     crf_miou: pct(metrics.crf),
-    rw_miou: pct(metrics.randomWalk),
-    seg_miou: pct(metrics.segEval),
+    rw_miou: pct(metrics['random-walk']),
+    seg_miou: pct(metrics['seg-eval']),
     report: metrics.report?.path ?? null,
   };
   const f = (v: number | null) => (v === null ? '-' : `${v.toFixed(1)} %`);

@@ -13,7 +13,9 @@ import { type CamSample, type MiouResult, type SweepResult, ThresholdSweep, form
 import { camPath, readCam } from '../cams/format.js';
 import { writeSeeds } from '../cams/seeds.js';
 import { thresholdList, type WeaksegConfig } from './config.js';
-import { type StageHooks, logger, prepareRun, readSplit, recordMetrics, runPaths } from './common.js';
+import { type StageHooks, logger, prepareRun, readSplit, recordMetrics } from './common.js';
+import { runPaths } from './paths.js';
+import { camFile, pct } from './per-image.js';
 
 export type EvalMode = 'leak-free' | 'fixed' | 'oracle';
 
@@ -34,15 +36,10 @@ export interface EvalReport {
 }
 
 async function* camSamples(config: WeaksegConfig, dataset: Dataset, split: string): AsyncGenerator<CamSample> {
-  const dir = runPaths(config).cams(split);
   const scored = dataset.items.filter((i) => i.maskPath);
   if (scored.length === 0) throw new Error(`split '${split}' has no ground-truth masks to score against`);
   for (const item of scored) {
-    const path = camPath(dir, item.id);
-    if (!existsSync(path)) {
-      throw new Error(`no CAM for '${item.id}' of split '${split}' (${path}); run \`weakseg cams\` with '${split}' in cams.splits`);
-    }
-    const cam = readCam(path);
+    const cam = readCam(camFile(config, split, item));
     const gt = await readMask(item.maskPath!);
     if (gt.width !== cam.width || gt.height !== cam.height) {
       throw new Error(`${item.id}: CAM is ${cam.width}x${cam.height} but its mask ${gt.width}x${gt.height}`);
@@ -54,8 +51,6 @@ async function* camSamples(config: WeaksegConfig, dataset: Dataset, split: strin
 function curveOf(r: SweepResult) {
   return { thresholds: r.thresholds, miou: r.miou, bestThreshold: r.best.threshold, bestMiou: r.best.result.miou };
 }
-
-const pct = (v: number | null) => (v === null ? '-' : (100 * v).toFixed(2));
 
 export async function evaluateSeeds(config: WeaksegConfig, hooks: StageHooks = {}): Promise<EvalReport> {
   const paths = prepareRun(config);

@@ -5,12 +5,12 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { emptyCache } from '../engine/index.js';
 import { saveSafetensors } from '../engine/serialize/index.js';
-import { BatchLoader, type Dataset, type ItemTransform } from '../data/index.js';
+import { BatchLoader, type Dataset, type ItemTransform, type Normalization, trainTransform } from '../data/index.js';
 import type { Trainable } from '../methods/method.js';
 import { latestCheckpoint, listCheckpoints } from '../train/checkpoint.js';
 import { TrainReporter } from '../train/reporter.js';
 import { type TrainResult, train } from '../train/trainer.js';
-import type { WeaksegConfig } from './config.js';
+import type { FitSettings, WeaksegConfig } from './config.js';
 import type { StageHooks } from './common.js';
 
 /** Throws unless the checkpoint folder is empty or the stage resumes. */
@@ -28,16 +28,19 @@ export function requireOneBatch(dataset: Dataset, split: string, batchSize: numb
   }
 }
 
-export interface FitSettings {
-  epochs: number;
-  batchSize: number;
-  seed: number;
-  lr: number;
-  momentum: number;
-  nesterov?: boolean;
-  weightDecay: number;
-  polyPower: number;
-  maxSteps?: number | undefined;
+/**
+ * The training crops of a fit section (train, refine.affinity, seg): rescale, flip, colour jitter, crop and
+ * normalise; with `withMask` the mask is cropped along (padding 255), for nets that learn from pixels.
+ */
+export function fitTransform(s: FitSettings, norm: Normalization, withMask = false): ItemTransform {
+  return trainTransform({
+    withMask,
+    cropSize: s.cropSize,
+    ...(s.scaleRange ? { scaleRange: s.scaleRange } : {}),
+    flip: s.flip,
+    ...(s.jitter ? { jitter: s.jitter } : {}),
+    norm,
+  });
 }
 
 export interface FitSpec {
@@ -78,21 +81,21 @@ export function fitFigures(fit: FitSummary) {
 export async function fitAndSave(config: WeaksegConfig, hooks: StageHooks, spec: FitSpec): Promise<FitSummary> {
   const { net, settings: s, files } = spec;
   const reporter = new TrainReporter({
-    textLog: files.trainLog, jsonLog: files.trainJsonLog, progress: hooks.progress ?? 'auto', logEvery: config.train.logEvery,
+    textLog: files.trainLog, jsonLog: files.trainJsonLog, progress: hooks.progress ?? 'auto', logEvery: config.runtime.logEvery,
     write: hooks.log,
   });
   reporter.line(spec.headline);
   const loader = new BatchLoader(spec.dataset, spec.transform, {
-    batchSize: s.batchSize, shuffle: true, seed: s.seed, prefetch: config.train.prefetch, dropLast: true,
+    batchSize: s.batchSize, shuffle: true, seed: s.seed, prefetch: config.runtime.prefetch, dropLast: true,
     onBadFile: config.data.onBadFile,
   });
   let result: TrainResult;
   try {
     result = await train({
-      method: net, loader, epochs: s.epochs, seed: s.seed, device: config.device, channelsLast: config.model.channelsLast,
-      optimizer: { lr: s.lr, momentum: s.momentum, weightDecay: s.weightDecay, nesterov: s.nesterov ?? false, polyPower: s.polyPower },
-      checkpointDir: files.checkpoints, resume: hooks.resume ?? false, keepCheckpoints: config.train.keepCheckpoints,
-      checkpointEverySteps: config.train.checkpointEverySteps, maxSteps: s.maxSteps, onEvent: reporter.onEvent,
+      method: net, loader, epochs: s.epochs, seed: s.seed, device: config.runtime.device, channelsLast: config.runtime.channelsLast,
+      optimizer: { lr: s.lr, momentum: s.momentum, weightDecay: s.weightDecay, nesterov: s.nesterov, polyPower: s.polyPower },
+      checkpointDir: files.checkpoints, resume: hooks.resume ?? false, keepCheckpoints: config.runtime.keepCheckpoints,
+      checkpointEverySteps: config.runtime.checkpointEverySteps, maxSteps: s.maxSteps, onEvent: reporter.onEvent,
       signal: hooks.signal, checkpointMetadata: spec.checkpointMetadata,
     });
   } finally {

@@ -11,7 +11,9 @@ import { type Gallery, type GalleryColumn, galleryRow } from '../report/gallery.
 import { type ReportModel, type ScoreRow, type ThresholdCurve, type TrainingCurve, renderReport } from '../report/render.js';
 import type { Point } from '../report/charts.js';
 import type { WeaksegConfig } from './config.js';
-import { type StageHooks, logger, readSplit, recordMetrics, runPaths } from './common.js';
+import { type StageHooks, logger, readSplit, recordMetrics } from './common.js';
+import { runPaths } from './paths.js';
+import { stageNamed, stages } from './stages.js';
 
 type Json = Record<string, unknown>;
 
@@ -65,12 +67,7 @@ export function readTrainingLog(path: string, warnings: string[]): { steps: Poin
 }
 
 function trainingCurves(config: WeaksegConfig, metrics: Json, warnings: string[]): TrainingCurve[] {
-  const paths = runPaths(config);
-  const logs: [string, string, string][] = [
-    ['train', 'Classifier', paths.trainJsonLog],
-    ['affinity', 'AffinityNet', paths.affinity.trainJsonLog],
-    ['seg', 'Segmentation net', paths.seg.trainJsonLog],
-  ];
+  const logs = stages().filter((s) => s.trainLog).map((s) => [s.name, s.title, s.trainLog!(config)] as const);
   const curves: TrainingCurve[] = [];
   for (const [stage, title, log] of logs) {
     if (existsSync(log)) {
@@ -89,8 +86,6 @@ function trainingCurves(config: WeaksegConfig, metrics: Json, warnings: string[]
   }
   return curves;
 }
-
-const STAGE_LABELS: Record<string, string> = { crf: 'Seeds + dense CRF', randomWalk: 'Random walk', segEval: 'Segmentation net' };
 
 /** The scored stages in pipeline order; each compared with the latest earlier row on its split among `against`. */
 function scoreRows(config: WeaksegConfig, metrics: Json, warnings: string[]): ScoreRow[] {
@@ -122,7 +117,7 @@ function scoreRows(config: WeaksegConfig, metrics: Json, warnings: string[]): Sc
     if (!isObject(s)) return;
     const result = miouResult(s, stage, warnings);
     compare({
-      stage, label: STAGE_LABELS[stage]!, split: String(s.split ?? '?'), miou: result?.miou ?? null,
+      stage, label: stageNamed(stage).title, split: String(s.split ?? '?'), miou: result?.miou ?? null,
       note: s.result === null ? 'not scored: no ground truth' : note(s), ...(result ? { result } : {}),
     }, against);
   };
@@ -132,16 +127,17 @@ function scoreRows(config: WeaksegConfig, metrics: Json, warnings: string[]): Sc
     return `${config.refine.crf.preset} preset${iterations !== null ? `, ${iterations} iterations` : ''}` +
       `${numberOr(s.threshold) !== null ? ` on the seeds at t = ${String(s.threshold)}` : ''}`;
   }, ['eval', 'eval-fit']);
-  stageRow('randomWalk', (s) => {
+  stageRow('random-walk', (s) => {
     const uncertain = numberOr(s.uncertainShare);
     return `beta ${String(s.beta ?? config.refine.randomWalk.beta)}, 2^${String(s.logt ?? config.refine.randomWalk.logt)} steps` +
       `${uncertain !== null ? `, ${(100 * uncertain).toFixed(1)} % of scored pixels uncertain` : ''}`;
   }, ['eval', 'eval-fit', 'crf']);
-  stageRow('segEval', (s) => {
+  stageRow('seg-eval', (s) => {
     const scales = Array.isArray(s.scales) ? s.scales.join('/') : config.seg.scales.join('/');
     const flip = typeof s.flip === 'boolean' ? s.flip : config.seg.testFlip;
     const crf = s.crf === undefined ? config.seg.crf : s.crf;
-    const trained = isObject(metrics.seg) && typeof metrics.seg.pseudoMasks === 'string' ? metrics.seg.pseudoMasks : config.seg.pseudoMasks;
+    const seg = metrics['seg-train'];
+    const trained = isObject(seg) && typeof seg.pseudoMasks === 'string' ? seg.pseudoMasks : config.seg.pseudoMasks;
     return `${config.seg.head}, trained on ${trained}; scales ${scales}${flip ? ' + flip' : ''}${crf ? ` + CRF (${String(crf)})` : ''}`;
   }, ['eval', 'eval-fit']);
   return rows;
@@ -176,7 +172,7 @@ function stageFacts(metrics: Json): [string, string][] {
   for (const [stage, value] of Object.entries(metrics)) {
     if (!isObject(value) || stage === 'report') continue;
     if (Array.isArray(value.splits) && value.splits.length) {
-      // Per-split image stages (cams, crf, randomWalk): images and time per image.
+      // Per-split image stages (cams, crf, random-walk): images and time per image.
       facts.push([stage, value.splits.filter(isObject).map((s) =>
         `${String(s.split)}: ${String(s.images)} images, ${fixed(s.msPerImage, 0)} ms/image`).join('; ')]);
       continue;
@@ -219,7 +215,7 @@ async function galleries(config: WeaksegConfig, metrics: Json, model: Pick<Repor
   }
   const e = metrics.eval;
   const seedSplit = isObject(e) && typeof e.split === 'string' ? e.split : config.eval.split;
-  const segEval = metrics.segEval;
+  const segEval = metrics['seg-eval'];
   const segSplit = isObject(segEval) && typeof segEval.split === 'string' ? segEval.split : config.seg.evalSplit;
   const png = (dir: string) => (id: string) => join(dir, `${id}.png`);
   const candidates: [GalleryColumn, string][] = [
@@ -276,7 +272,7 @@ export async function collectReport(config: WeaksegConfig): Promise<ReportModel>
   const saved = existsSync(paths.config) ? readJsonFile(paths.config, warnings) : null;
 
   // Class names for the legend: the dataset's (set by the gallery), else those of a scored result.
-  const scored = [metrics.eval, metrics.crf, metrics.randomWalk, metrics.segEval].find((s) => isObject(s) && isObject(s.result));
+  const scored = [metrics.eval, metrics.crf, metrics['random-walk'], metrics['seg-eval']].find((s) => isObject(s) && isObject(s.result));
   const resultClasses = scored && isObject(scored) && isObject(scored.result) && Array.isArray(scored.result.classes)
     ? scored.result.classes.slice(1).map((c) => (isObject(c) ? String(c.name) : '?')) : null;
 
@@ -284,8 +280,8 @@ export async function collectReport(config: WeaksegConfig): Promise<ReportModel>
     runDir: paths.root,
     generatedAt: new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC'),
     headline: `method ${config.model.method} · backbone ${config.model.backbone} · data ${config.data.root}` +
-      ` (trained on '${config.data.trainSplit}') · device ${config.device}`,
-    stages: config.run.stages.filter((s) => s !== 'report').map((name) => ({ name, done: isObject(metrics[name]) })),
+      ` (trained on '${config.data.trainSplit}') · device ${config.runtime.device}`,
+    stages: stages().filter((s) => !s.always && config.run.stages.includes(s.name)).map((s) => ({ name: s.name, done: isObject(metrics[s.name]) })),
     scores: scoreRows(config, metrics, warnings),
     threshold: thresholdModel(metrics),
     training: trainingCurves(config, metrics, warnings),

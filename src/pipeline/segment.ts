@@ -1,42 +1,35 @@
-// Stages 'seg' and 'segEval': DeepLab retrained on the pseudo-masks of the training split, then scored on a
+// Stages 'seg-train' and 'seg-eval': DeepLab retrained on the pseudo-masks of the training split, then scored on a
 // labelled split with multi-scale + flip inference (methods-reference.md sections 2.8, 3(f)).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import cliProgress from 'cli-progress';
-import { type Tensor, emptyCache, manualSeed, tensor } from '../engine/index.js';
+import { emptyCache, manualSeed } from '../engine/index.js';
 import { readSafetensorsHeader } from '../engine/serialize/index.js';
 import {
-  BatchLoader, DataError, type Dataset, IGNORE_INDEX, type ItemTransform, type LabelMap, decodeImage, evalTransform, readMask, trainTransform, writeMask,
+  BatchLoader, DataError, type Dataset, IGNORE_INDEX, type ItemTransform, type LabelMap, decodeImage, evalTransform, readMask, writeMask,
 } from '../data/index.js';
 import type { Backbone } from '../backbones/backbone.js';
 import { createBackbone } from '../backbones/index.js';
-import { ConfusionMatrix, type MiouResult, formatMiouTable, withBackground } from '../eval/index.js';
+import { type MiouResult, formatMiouTable } from '../eval/index.js';
 import { DeepLab } from '../segmentation/deeplab.js';
 import { predictMask } from '../segmentation/infer.js';
 import { crfParams } from '../refine/crf-presets.js';
-import { latestCheckpoint, loadModelWeights } from '../train/checkpoint.js';
+import { latestCheckpoint } from '../train/checkpoint.js';
 import type { WeaksegConfig } from './config.js';
-import { type StageHooks, logger, prepareRun, readSplit, recordMetrics, runPaths } from './common.js';
-import { type FitSummary, fitAndSave, fitFigures, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
+import { type StageHooks, logger, prepareRun, readSplit, recordMetrics } from './common.js';
+import { runPaths } from './paths.js';
+import { stageNamed } from './stages.js';
+import { type FitSummary, fitAndSave, fitFigures, fitTransform, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
+import { SplitScore, StageOutputs, deviceImage, inferenceModel, pct, progress } from './per-image.js';
 
 /** Format tag of the saved segmentation model (seg/model.safetensors). */
 export const SEGMENTER_FORMAT = 'weakseg-segmenter/1';
 
-type PseudoMaskSource = WeaksegConfig['seg']['pseudoMasks'];
-
-/** Where each kind of pseudo-mask lives and which stage writes it. */
-export function pseudoMaskDir(config: WeaksegConfig, source: PseudoMaskSource, split: string): { dir: string; madeBy: string } {
-  const paths = runPaths(config);
-  switch (source) {
-    case 'randomWalk': return { dir: paths.pseudo(split), madeBy: "the 'randomWalk' stage (random-walk refinement of the CAMs)" };
-    case 'crf': return { dir: paths.crf(split), madeBy: "the 'crf' stage (dense CRF on the seeds)" };
-    case 'seeds': return {
-      dir: paths.seeds(split),
-      madeBy: `the 'eval' stage, which writes the seeds of eval.split (now '${config.eval.split}'; it must be '${split}')`,
-    };
-    default: throw new Error(`seg.pseudoMasks: unknown source '${String(source)}'`);
-  }
+/** Where the pseudo-masks of a split live (seg.pseudoMasks names the stage that makes them) and what they are. */
+export function pseudoMaskDir(config: WeaksegConfig, split: string): { dir: string; madeBy: string } {
+  const source = stageNamed(config.seg.pseudoMasks, 'seg.pseudoMasks').pseudoMasks;
+  if (!source) throw new Error(`seg.pseudoMasks: the '${config.seg.pseudoMasks}' stage makes no pseudo-masks`);
+  return { dir: source.dir(config, split), madeBy: source.describe(config, split) };
 }
 
 /**
@@ -45,12 +38,12 @@ export function pseudoMaskDir(config: WeaksegConfig, source: PseudoMaskSource, s
  */
 export function withPseudoMasks(config: WeaksegConfig, dataset: Dataset, split: string): Dataset {
   const source = config.seg.pseudoMasks;
-  const { dir, madeBy } = pseudoMaskDir(config, source, split);
+  const { dir, madeBy } = pseudoMaskDir(config, split);
   const items = dataset.items.map((item) => ({ ...item, maskPath: join(dir, `${item.id}.png`) }));
   const missing = items.filter((i) => !existsSync(i.maskPath));
   if (missing.length) {
     throw new Error(`seg.pseudoMasks is '${source}' but ${missing.length} of ${items.length} images of split '${split}' ` +
-      `have no pseudo-mask (first: ${missing[0]!.maskPath}); they are made by ${madeBy}`);
+      `have no pseudo-mask (first: ${missing[0]!.maskPath}); they are ${madeBy}`);
   }
   return { classes: dataset.classes, items };
 }
@@ -75,13 +68,7 @@ function checkMaskValues(transform: ItemTransform, numLabels: number): ItemTrans
 /** The training transform of the segmenter: rescale, flip, crop (padding: image 0, mask 255), normalise. */
 export function segTrainTransform(config: WeaksegConfig, backbone: Backbone, numLabels: number): ItemTransform {
   const s = config.seg;
-  return checkMaskValues(trainTransform({
-    withMask: true,
-    cropSize: s.cropSize,
-    ...(s.scaleRange ? { scaleRange: s.scaleRange } : {}),
-    flip: s.flip,
-    norm: backbone.inputNorm,
-  }), numLabels);
+  return checkMaskValues(fitTransform(config.seg, backbone.inputNorm, true), numLabels);
 }
 
 /** DeepLab over seg.backbone (default model.backbone) with seg.weights (default model.weights). */
@@ -104,11 +91,11 @@ export function buildSegmenter(config: WeaksegConfig, numClasses: number, hooks:
 
 export interface SegTrainSummary extends FitSummary {
   runDir: string;
-  pseudoMasks: PseudoMaskSource;
+  pseudoMasks: string;
   images: number;
 }
 
-/** Stage 'seg': trains DeepLab on the pseudo-masks of data.trainSplit. `hooks.resume` continues from seg/checkpoints. */
+/** Stage 'seg-train': trains DeepLab on the pseudo-masks of data.trainSplit. `hooks.resume` continues from seg/checkpoints. */
 export async function trainSegmenter(config: WeaksegConfig, hooks: StageHooks = {}): Promise<SegTrainSummary> {
   const paths = prepareRun(config);
   const seg = paths.seg;
@@ -137,7 +124,7 @@ export async function trainSegmenter(config: WeaksegConfig, hooks: StageHooks = 
       epochs_completed: String(result.epochsCompleted), steps: String(result.steps),
     }),
   });
-  recordMetrics(config, 'seg', {
+  recordMetrics(config, 'seg-train', {
     pseudoMasks: s.pseudoMasks, head: net.headName, backbone: net.backbone.name, images: dataset.items.length, ...fitFigures(fit),
   });
   return { runDir: paths.root, pseudoMasks: s.pseudoMasks, images: dataset.items.length, ...fit };
@@ -165,12 +152,12 @@ export interface SegEvalReport {
 export function segmenterWeightsPath(config: WeaksegConfig): string {
   const seg = runPaths(config).seg;
   const path = existsSync(seg.model) ? seg.model : latestCheckpoint(seg.checkpoints);
-  if (!path) throw new Error(`no segmentation model (${seg.model}, or checkpoints in ${seg.checkpoints}); run the 'seg' stage first`);
+  if (!path) throw new Error(`no segmentation model (${seg.model}, or checkpoints in ${seg.checkpoints}); run the 'seg-train' stage first`);
   return path;
 }
 
 /**
- * Stage 'segEval': predicts every image of seg.evalSplit, writes palette PNGs and scores them. `hooks.resume`
+ * Stage 'seg-eval': predicts every image of seg.evalSplit, writes palette PNGs and scores them. `hooks.resume`
  * keeps the predictions already written (and scores them).
  */
 export async function evaluateSegmenter(config: WeaksegConfig, hooks: StageHooks = {}): Promise<SegEvalReport> {
@@ -187,40 +174,30 @@ export async function evaluateSegmenter(config: WeaksegConfig, hooks: StageHooks
   emptyCache(); // training's cached blocks do not fit inference's shapes
   const net = buildSegmenter(config, dataset.classes.length, hooks);
   const dir = paths.seg.predictions(split);
-  const K = net.numLabels;
-  const confusion = new ConfusionMatrix(K);
-  let scored = 0;
+  const score = new SplitScore(dataset);
+  const outputs = new StageOutputs(hooks.resume ?? false);
   let inferMs = 0;
   let done = 0;
   let kept = 0;
   try {
-    loadModelWeights(weights, net.model);
-    if (config.device !== 'cpu' || config.model.channelsLast) {
-      net.model.to({ device: config.device, memoryFormat: config.model.channelsLast ? 'channels_last' : undefined });
-    }
-    net.model.eval();
+    inferenceModel(net.model, weights, config);
     // The refine stages' kernel scaling (refine.crf.referenceSize) applies to the segmenter's CRF too.
     const crfSettings = s.crf ? crfParams(s.crf, { referenceSize: config.refine.crf.referenceSize }) : null;
     log(`segmenter ${weights} on '${split}' (${dataset.items.length} images${hooks.resume ? ', keeping predictions already written' : ''}): scales ${s.scales.join('/')}` +
       `${s.testFlip ? ' + flips' : ''}${s.crf ? `, dense CRF '${s.crf}'` : ''} -> ${dir}`);
-    const loader = new BatchLoader(dataset, evalTransform({ norm: net.backbone.inputNorm, withMask: true }), {
+    const loader = new BatchLoader(dataset, evalTransform({ norm: net.backbone.inputNorm, withMask: false }), {
       batchSize: 1, shuffle: false, prefetch: 2, onBadFile: config.data.onBadFile,
     });
-    const useBar = (hooks.progress ?? 'auto') === 'auto' ? Boolean(process.stderr.isTTY) : Boolean(hooks.progress);
-    const bar = useBar
-      ? new cliProgress.SingleBar({ format: `segment ${split} |{bar}| {value}/{total} | {rate} img/s | ETA {eta_formatted}`, hideCursor: true, clearOnComplete: true, fps: 4 }, cliProgress.Presets.shades_classic)
-      : null;
-    bar?.start(dataset.items.length, 0, { rate: '-' });
-    const t0 = performance.now();
+    const bar = progress(hooks, `segment ${split}`, dataset.items.length);
     try {
       for await (const batch of loader.epoch(0)) {
         hooks.signal?.throwIfAborted();
         const item = dataset.items[batch.indices[0]!]!;
-        const [, ch, h, w] = batch.shape;
+        const [, , h, w] = batch.shape;
         const out = join(dir, `${item.id}.png`);
         let pred: LabelMap;
-        if (hooks.resume && existsSync(out)) {
-          // Resuming: a prediction written before the interruption (each PNG is complete once it exists) is kept.
+        if (outputs.existing(item.id, out)) {
+          // Resuming: a prediction written before the interruption is kept.
           pred = await readMask(out);
           if (pred.width !== w || pred.height !== h) {
             throw new Error(`${out}: kept prediction is ${pred.width}x${pred.height} but the image is ${w}x${h}; delete it or run without resume`);
@@ -229,42 +206,35 @@ export async function evaluateSegmenter(config: WeaksegConfig, hooks: StageHooks
         } else {
           const rgb = s.crf ? await decodeImage(item.imagePath) : undefined;
           const p0 = performance.now();
-          let image: Tensor = tensor(batch.images, { shape: [1, ch, h, w] });
+          const image = deviceImage(batch, config);
           try {
-            if (config.device !== 'cpu') image = image.to({ device: config.device });
             pred = predictMask(net, image, {
-              scales: s.scales, flip: s.testFlip, channelsLast: config.model.channelsLast, crf: crfSettings, ...(rgb ? { rgb } : {}),
+              scales: s.scales, flip: s.testFlip, channelsLast: config.runtime.channelsLast, crf: crfSettings, ...(rgb ? { rgb } : {}),
             });
           } finally {
             image.dispose();
           }
           inferMs += performance.now() - p0;
           await writeMask(out, pred);
+          outputs.add(item.id, out);
         }
-        if (item.maskPath && batch.masks) {
-          confusion.add(pred.data, batch.masks, item.id);
-          scored++;
-        }
+        await score.add(item, pred);
         done++;
-        const rate = done / ((performance.now() - t0) / 1000);
-        bar?.update(done, { rate: rate.toFixed(2) });
-        if (!bar && (done % 50 === 0 || done === dataset.items.length)) {
-          log(`segment ${split}: ${done}/${dataset.items.length} (${rate.toFixed(2)} img/s)`);
-        }
+        bar.tick();
         await new Promise<void>((r) => setImmediate(r));
       }
     } finally {
-      bar?.stop();
+      bar.stop();
     }
   } finally {
     net.model.dispose();
   }
-  const result = scored ? confusion.score(withBackground(dataset.classes)) : null;
+  const result = score.result();
+  const scored = score.scored;
   const report: SegEvalReport = {
     split, result, scales: [...s.scales], flip: s.testFlip, crf: s.crf, images: done, scoredImages: scored, keptImages: kept,
     msPerImage: done > kept ? inferMs / (done - kept) : 0, predictionsDir: dir, model: weights,
   };
-  const pct = (v: number | null) => (v === null ? '-' : (100 * v).toFixed(2));
   if (result) {
     log(formatMiouTable(result));
     log(`segmenter mIoU on '${split}': ${pct(result.miou)} % (${scored} images; scales ${s.scales.join('/')}` +
@@ -272,6 +242,6 @@ export async function evaluateSegmenter(config: WeaksegConfig, hooks: StageHooks
   } else {
     log(`segmenter: no image of '${split}' has a ground-truth mask; ${done} predictions written to ${dir}, nothing scored`);
   }
-  recordMetrics(config, 'segEval', report);
+  recordMetrics(config, 'seg-eval', report);
   return report;
 }

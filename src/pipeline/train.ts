@@ -1,9 +1,8 @@
 // Stage 1: train the classifier of a method from image-level tags.
-import { trainTransform } from '../data/index.js';
 import { manualSeed } from '../engine/index.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, buildMethod, prepareRun, readSplit, recordMetrics } from './common.js';
-import { type FitSummary, fitAndSave, fitFigures, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
+import { type FitSummary, fitAndSave, fitFigures, fitTransform, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
 
 /** `resume`: continue from the newest checkpoint of the run (default false: refuse a run that has checkpoints). */
 export type TrainOptions = StageHooks;
@@ -23,13 +22,7 @@ export async function trainClassifier(config: WeaksegConfig, options: TrainOptio
   const fit = await fitAndSave(config, options, {
     net: method,
     dataset,
-    transform: trainTransform({
-      cropSize: t.cropSize,
-      ...(t.scaleRange ? { scaleRange: t.scaleRange } : {}),
-      flip: t.flip,
-      ...(t.jitter ? { jitter: t.jitter } : {}),
-      norm: method.backbone.inputNorm,
-    }),
+    transform: fitTransform(t, method.backbone.inputNorm),
     settings: t,
     files: { checkpoints: paths.checkpoints, trainLog: paths.trainLog, trainJsonLog: paths.trainJsonLog, model: paths.model },
     headline: `run ${paths.root}: method ${method.name}, backbone ${method.backbone.name} ` +

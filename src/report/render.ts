@@ -9,7 +9,7 @@ import { legendEntries } from './gallery.js';
 import { details, escapeHtml, jsonBlock, page, paragraph, section, table } from './html.js';
 
 export interface ScoreRow {
-  /** Stage key in metrics.json ('eval', 'crf', 'randomWalk', 'segEval'). */
+  /** Stage key in metrics.json ('eval', 'crf', 'random-walk', 'seg-eval'). */
   stage: string;
   label: string;
   split: string;

@@ -50,7 +50,7 @@ async function tinyRun(dir: string, refine: Record<string, unknown> = {}): Promi
     runDir: join(dir, 'run'),
     data: { root, trainSplit: 'trainaug', classes: CLASSES },
     eval: { split: 'train', fitSplit: null },
-    train: { logEvery: 1, checkpointEverySteps: 0 },
+    runtime: { logEvery: 1, checkpointEverySteps: 0 },
     refine: {
       // PSA's fixed exponents and the seed threshold, which the hand-made CAMs below are built around; the fitted
       // threshold and exponents from it are checked by their own test.
@@ -144,7 +144,7 @@ test('refinement stages: CRF seeds, affinity labels and training, random walk (t
   assert.ok(rw.result && rw.result.miou !== null && rw.result.miou > 0.3, `random-walk mIoU ${rw.result?.miou}`);
 
   const metrics = JSON.parse(readFileSync(paths.metrics, 'utf8'));
-  for (const stage of ['crf', 'randomWalk']) {
+  for (const stage of ['crf', 'random-walk']) {
     assert.equal(metrics[stage].split, 'train');
     assert.equal(typeof metrics[stage].result.miou, 'number');
   }
@@ -221,5 +221,5 @@ test('random walk: the background exponent chosen by one walk over all candidate
   assert.ok(Math.abs(rw.result!.miou! - best) < 1e-12, `scored ${rw.result!.miou} vs swept ${best}`);
   // The exponents matter: at 40 the background is ~0 wherever a CAM is above 0.1, at 0.5 it beats most CAM values.
   assert.ok(new Set(fit.miou).size > 1, JSON.stringify(fit.miou));
-  assert.equal(JSON.parse(readFileSync(runPaths(config).metrics, 'utf8')).randomWalk.bgAlphaFit.best.bgAlpha, rw.bgAlpha);
+  assert.equal(JSON.parse(readFileSync(runPaths(config).metrics, 'utf8'))['random-walk'].bgAlphaFit.best.bgAlpha, rw.bgAlpha);
 });

@@ -13,14 +13,15 @@ import { makeSyntheticDataset } from '../../src/data/index.js';
 import { type RunSummary, type WeaksegConfig, demoConfig, readMetrics, runPaths, runPipeline } from '../../src/pipeline/index.js';
 import { tempDir } from '../data/helpers.js';
 
-const ALL = ['train', 'cams', 'eval', 'crf', 'affinity', 'randomWalk', 'seg', 'segEval', 'report'];
+const ALL = ['train', 'cams', 'eval', 'crf', 'affinity', 'random-walk', 'seg-train', 'seg-eval', 'report'];
 
 function smallConfig(runDir: string, dataRoot: string, over: Record<string, unknown> = {}): WeaksegConfig {
   return demoConfig({
     out: runDir, size: 'tiny',
     overrides: {
       data: { root: dataRoot },
-      train: { epochs: 1, batchSize: 8, logEvery: 1, checkpointEverySteps: 2 },
+      train: { epochs: 1, batchSize: 8 },
+      runtime: { logEvery: 1, checkpointEverySteps: 2 },
       refine: { affinity: { epochs: 1, batchSize: 4, cropSize: 80 } },
       seg: { epochs: 1, batchSize: 4, cropSize: 64, evalSplit: 'val' },
       ...over,
@@ -41,7 +42,7 @@ const actions = (s: RunSummary) => Object.fromEntries(s.stages.map((x) => [x.sta
 const metricsOf = (c: WeaksegConfig) => readMetrics(c) as Record<string, { result?: { miou: number | null } } | undefined>;
 const scores = (c: WeaksegConfig) => {
   const m = metricsOf(c);
-  return ['eval', 'crf', 'randomWalk', 'segEval'].map((s) => m[s]?.result?.miou);
+  return ['eval', 'crf', 'random-walk', 'seg-eval'].map((s) => m[s]?.result?.miou);
 };
 
 test('run: all stages, then skipped when up to date, rerun from the changed stage on', async (t) => {
@@ -65,8 +66,8 @@ test('run: all stages, then skipped when up to date, rerun from the changed stag
   const changed = smallConfig(join(dir, 'run'), data, { seg: { epochs: 2, batchSize: 4, cropSize: 64, evalSplit: 'val' } });
   const third = await runPipeline(changed, quiet);
   assert.deepEqual(actions(third), {
-    train: 'skipped', cams: 'skipped', eval: 'skipped', crf: 'skipped', affinity: 'skipped', randomWalk: 'skipped',
-    seg: 'ran', segEval: 'ran', report: 'ran',
+    train: 'skipped', cams: 'skipped', eval: 'skipped', crf: 'skipped', affinity: 'skipped', 'random-walk': 'skipped',
+    'seg-train': 'ran', 'seg-eval': 'ran', report: 'ran',
   });
 });
 
@@ -91,8 +92,8 @@ test('run: killed inside a training stage, rerun resumes there and ends with the
   const lines: string[] = [];
   const resumed = await runPipeline(cut, { progress: false, log: (l) => lines.push(l) });
   assert.deepEqual(actions(resumed), {
-    train: 'skipped', cams: 'skipped', eval: 'skipped', crf: 'skipped', affinity: 'resumed', randomWalk: 'ran',
-    seg: 'ran', segEval: 'ran', report: 'ran',
+    train: 'skipped', cams: 'skipped', eval: 'skipped', crf: 'skipped', affinity: 'resumed', 'random-walk': 'ran',
+    'seg-train': 'ran', 'seg-eval': 'ran', report: 'ran',
   });
   assert.ok(lines.includes('== affinity: resuming where it stopped'), 'the log says where it resumed');
   assert.deepEqual(scores(cut), scores(whole), 'same seed, CRF, random-walk and segmentation scores as the uninterrupted run');

@@ -1,4 +1,4 @@
-// The 'seg' and 'segEval' stages end to end at tiny size: a temporary VOC-layout dataset of coloured squares,
+// The 'seg-train' and 'seg-eval' stages end to end at tiny size: a temporary VOC-layout dataset of coloured squares,
 // pseudo-masks written where the random-walk stage puts them, a tiny backbone. Training on a trivially learnable
 // task lowers the loss; evaluation writes a prediction per image and records { split, result }.
 import assert from 'node:assert/strict';
@@ -73,7 +73,7 @@ function configFor(dir: string, root: string, seg: Record<string, unknown> = {})
   return resolveConfig({
     runDir: join(dir, 'run'),
     data: { root, trainSplit: 'train', classes: CLASSES },
-    train: { logEvery: 1, checkpointEverySteps: 0 },
+    runtime: { logEvery: 1, checkpointEverySteps: 0 },
     seg: { batchSize: 4, cropSize: 32, scaleRange: null, evalSplit: 'val', scales: [0.5, 1], ...seg },
   });
 }
@@ -119,11 +119,11 @@ for (const [head, epochs, lr] of [['largefov', 8, 0.05], ['aspp', 20, 0.05]] as 
     assert.equal(report.result!.numClasses, 3);
     assert.ok(report.result!.miou !== null && report.result!.miou > 0.5, 'learned more than the all-background answer');
     const metrics = JSON.parse(readFileSync(paths.metrics, 'utf8'));
-    assert.equal(metrics.seg.steps, 2 * epochs);
-    assert.equal(metrics.seg.pseudoMasks, 'randomWalk');
-    assert.equal(metrics.segEval.split, 'val');
-    assert.equal(metrics.segEval.result.scoredPixels, 4 * W * (H - 1));
-    assert.deepEqual(metrics.segEval.scales, [0.5, 1]);
+    assert.equal(metrics['seg-train'].steps, 2 * epochs);
+    assert.equal(metrics['seg-train'].pseudoMasks, 'random-walk');
+    assert.equal(metrics['seg-eval'].split, 'val');
+    assert.equal(metrics['seg-eval'].result.scoredPixels, 4 * W * (H - 1));
+    assert.deepEqual(metrics['seg-eval'].scales, [0.5, 1]);
     assert.ok(lines.some((l) => /segmenter mIoU on 'val': \d+\.\d\d %/.test(l)));
 
     const moreClasses = resolveConfig({ ...config, data: { ...config.data, classes: [...CLASSES, 'blue'] } });
@@ -136,7 +136,7 @@ for (const [head, epochs, lr] of [['largefov', 8, 0.05], ['aspp', 20, 0.05]] as 
       assert.equal(withCrf.crf, 'psa');
       assert.equal(withCrf.result!.scoredPixels, 4 * W * (H - 1));
       assert.ok(withCrf.result!.miou! > 0.5);
-      assert.equal(JSON.parse(readFileSync(paths.metrics, 'utf8')).segEval.crf, 'psa');
+      assert.equal(JSON.parse(readFileSync(paths.metrics, 'utf8'))['seg-eval'].crf, 'psa');
     } else {
       // Resuming keeps (and scores) the predictions already written: a planted all-background one stays.
       const planted = join(paths.seg.predictions('val'), `${val[0]!.id}.png`);
@@ -163,10 +163,10 @@ test('seg: a missing pseudo-mask names the file and the stage that makes it; a m
   await assert.rejects(trainSegmenter(config, tiny), (e: Error) => {
     assert.ok(e.message.includes(gone), e.message);
     assert.match(e.message, /1 of 8 images of split 'train' have no pseudo-mask/);
-    assert.match(e.message, /'randomWalk' stage/);
+    assert.match(e.message, /'random-walk' stage/);
     return true;
   });
-  for (const [source, stage] of [['crf', /'crf' stage/], ['seeds', /'eval' stage, which writes the seeds of eval\.split \(now 'train'/]] as const) {
+  for (const [source, stage] of [['crf', /'crf' stage/], ['eval', /the seeds the 'eval' stage writes of eval\.split \(now 'train'/]] as const) {
     const c = configFor(dir, root, { pseudoMasks: source });
     await assert.rejects(trainSegmenter(c, tiny), (e: Error) => {
       assert.ok(e.message.includes(join(dir, 'run', source === 'crf' ? 'crf' : 'seeds', 'train', 't0.png')), e.message);
@@ -174,7 +174,7 @@ test('seg: a missing pseudo-mask names the file and the stage that makes it; a m
       return true;
     });
   }
-  await assert.rejects(evaluateSegmenter(config, tiny), /no segmentation model \(.*seg\/model\.safetensors.*\); run the 'seg' stage first/);
+  await assert.rejects(evaluateSegmenter(config, tiny), /no segmentation model \(.*seg\/model\.safetensors.*\); run the 'seg-train' stage first/);
 });
 
 test('seg: crops larger than the image pad the mask with 255; a pseudo-mask value that is no label is refused', async (t) => {

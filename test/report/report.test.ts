@@ -107,7 +107,7 @@ test('a run with only train, cams and eval: the report renders them and names th
   assert.deepEqual(JSON.parse(readFileSync(paths.metrics, 'utf8')).report, { path });
   assert.deepEqual(readdirSync(join(paths.root, 'report')), ['index.html'], 'no temporary file left behind');
 
-  assert.match(html, /Missing stages \(no results in metrics\.json\): crf, affinity, randomWalk, seg, segEval\./);
+  assert.match(html, /Missing stages \(no results in metrics\.json\): crf, affinity, random-walk, seg-train, seg-eval\./);
   for (const s of ['train', 'cams', 'eval']) assert.match(html, new RegExp(`<span class="chip done">${s}</span>`));
   assert.match(html, /<td>CAM seeds<\/td><td>train<\/td><td class="num">25\.00<\/td>/);
   assert.match(html, /<td>CAM seeds<\/td><td>val<\/td><td class="num">27\.00<\/td>/);
@@ -152,10 +152,10 @@ test('a run with every scoring stage: changes against the previous step, segment
   const config = await fakeRun(t, {
     eval: EVAL,
     crf: { split: 'train', result: result(0.3, [0.6, 0.3, 0]) },
-    randomWalk: { split: 'train', result: result(0.28, [0.55, 0.29, 0]) },
+    'random-walk': { split: 'train', result: result(0.28, [0.55, 0.29, 0]) },
     affinity: { epochs: 1, steps: 3, epochLosses: [0.4, 0.2], msPerStep: 10 },
-    seg: { epochs: 1, steps: 2, epochLosses: [1.2], msPerStep: 20 },
-    segEval: { split: 'val', result: result(0.4, [0.7, 0.5, null]) },
+    'seg-train': { epochs: 1, steps: 2, epochLosses: [1.2], msPerStep: 20 },
+    'seg-eval': { split: 'val', result: result(0.4, [0.7, 0.5, null]) },
     train: { epochs: 1, steps: 1 },
     cams: { splits: [] },
   }, 1);
@@ -203,7 +203,7 @@ test('an empty run directory still renders; a missing one is an error naming it'
   rmSync(runPaths(config).metrics);
   const { path } = await writeReport(config, { log: () => {} });
   const html = readFileSync(path, 'utf8');
-  assert.match(html, /Missing stages \(no results in metrics\.json\): train, cams, eval, crf, affinity, randomWalk, seg, segEval\./);
+  assert.match(html, /Missing stages \(no results in metrics\.json\): train, cams, eval, crf, affinity, random-walk, seg-train, seg-eval\./);
   assert.match(html, /No stage has been scored yet/);
   assert.match(html, /metrics\.json does not exist/);
   const gone = resolveConfig({ runDir: join(tmpdir(), 'weakseg-no-such-run-xyz'), data: { root: '/nowhere' } });

@@ -34,7 +34,8 @@ test('voc-mini: a few steps lower the loss, then CAMs and seeds are made and sco
     runDir: join(dir, 'run'),
     data: { root: fewImagesRoot(dir, 8), trainSplit: 'few' },
     model: { weights },
-    train: { epochs: 4, batchSize: 4, cropSize: 160, logEvery: 1 },
+    train: { epochs: 4, batchSize: 4, cropSize: 160 },
+    runtime: { logEvery: 1 },
     cams: { splits: ['few'], scales: [0.5, 1] },
     eval: { split: 'few', fitSplit: 'few' },
   });

@@ -1,0 +1,42 @@
+// Where a run keeps what each stage writes. Kept free of the engine so that the stage registry, the config and the
+// CLI's help can use it without loading libtorch.
+import { join, resolve } from 'node:path';
+import type { WeaksegConfig } from './config.js';
+
+export const runPaths = (config: WeaksegConfig) => {
+  const root = resolve(config.runDir);
+  return {
+    root,
+    config: join(root, 'config.json'),
+    checkpoints: join(root, 'checkpoints'),
+    model: join(root, 'model.safetensors'),
+    trainLog: join(root, 'train.log'),
+    trainJsonLog: join(root, 'train.log.jsonl'),
+    metrics: join(root, 'metrics.json'),
+    cams: (split: string) => join(root, 'cams', split),
+    seeds: (split: string) => join(root, 'seeds', split),
+    evalLog: join(root, 'eval.log'),
+    /** Seeds at the chosen threshold after a dense CRF (palette PNGs). */
+    crf: (split: string) => join(root, 'crf', split),
+    /** AffinityNet: its training labels (la/ha combination, palette PNGs, 255 uncertain), model and logs. */
+    affinity: {
+      labels: join(root, 'affinity', 'labels'),
+      model: join(root, 'affinity', 'model.safetensors'),
+      checkpoints: join(root, 'affinity', 'checkpoints'),
+      trainLog: join(root, 'affinity', 'train.log'),
+      trainJsonLog: join(root, 'affinity', 'train.log.jsonl'),
+    },
+    /** Random-walk pseudo-masks (palette PNGs, 255 where uncertain). */
+    pseudo: (split: string) => join(root, 'pseudo', split),
+    /** The segmentation network, its logs and its predictions (palette PNGs). */
+    seg: {
+      model: join(root, 'seg', 'model.safetensors'),
+      checkpoints: join(root, 'seg', 'checkpoints'),
+      trainLog: join(root, 'seg', 'train.log'),
+      trainJsonLog: join(root, 'seg', 'train.log.jsonl'),
+      predictions: (split: string) => join(root, 'seg', 'pred', split),
+    },
+    report: join(root, 'report', 'index.html'),
+  };
+};
+

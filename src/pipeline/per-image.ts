@@ -1,0 +1,176 @@
+// What the per-image stages (cams, crf, affinity labels, random-walk, seg-eval) share: a progress bar, the resume
+// of per-image files, CAM-file lookup, images onto the device, the model for inference, scoring a split, and
+// sweeping candidate settings on the fit split.
+import { existsSync, linkSync, mkdirSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import cliProgress from 'cli-progress';
+import { type Tensor, tensor } from '../engine/index.js';
+import type { Module } from '../nn/index.js';
+import { type Batch, type Dataset, type DatasetItem, type LabelMap, readMask } from '../data/index.js';
+import { camPath } from '../cams/format.js';
+import { ConfusionMatrix, type MiouResult, withBackground } from '../eval/index.js';
+import { loadModelWeights } from '../train/checkpoint.js';
+import type { WeaksegConfig } from './config.js';
+import { type StageHooks, logger, readSplit } from './common.js';
+import { runPaths } from './paths.js';
+
+export const pct = (v: number | null) => (v === null ? '-' : (100 * v).toFixed(2));
+
+export const unique = (xs: string[]) => [...new Set(xs)];
+
+/** What a per-image stage did on one split. */
+export interface RefineSplitSummary {
+  split: string;
+  dir: string;
+  images: number;
+  /** Images computed in this call (the rest were resumed or shared with an earlier split). */
+  computed: number;
+  seconds: number;
+  /** Per computed image. */
+  msPerImage: number;
+}
+
+/**
+ * A progress bar on a terminal, else a log line every 50 images. `start` images are already done (kept from an
+ * earlier run); the rate counts the others.
+ */
+export function progress(hooks: StageHooks, label: string, total: number, start = 0) {
+  const log = logger(hooks);
+  const useBar = (hooks.progress ?? 'auto') === 'auto' ? Boolean(process.stderr.isTTY) : Boolean(hooks.progress);
+  const bar = useBar
+    ? new cliProgress.SingleBar({ format: `${label} |{bar}| {value}/{total} | {rate} img/s | ETA {eta_formatted}`, hideCursor: true, clearOnComplete: true, fps: 4 }, cliProgress.Presets.shades_classic)
+    : null;
+  bar?.start(total, start, { rate: '-' });
+  const t0 = performance.now();
+  let done = start;
+  return {
+    tick(): void {
+      done++;
+      const rate = ((done - start) / ((performance.now() - t0) / 1000)).toFixed(2);
+      bar?.update(done, { rate });
+      if (!bar && (done % 50 === 0 || done === total)) log(`${label}: ${done}/${total} (${rate} img/s)`);
+    },
+    /** Stops the bar; returns the seconds since the start. */
+    stop(): number {
+      bar?.stop();
+      return (performance.now() - t0) / 1000;
+    },
+  };
+}
+
+/** The CAM file of an item; a missing one is an error naming the file and the stage that makes it. */
+export function camFile(config: WeaksegConfig, split: string, item: DatasetItem): string {
+  const path = camPath(runPaths(config).cams(split), item.id);
+  if (!existsSync(path)) {
+    throw new Error(`no CAM for '${item.id}' of split '${split}' (${path}); run \`weakseg cams\` with '${split}' in cams.splits`);
+  }
+  return path;
+}
+
+/**
+ * Per-image outputs of one stage across splits: made once, hard-linked into later splits (VOC's train is inside
+ * train_aug), kept on resume (each file is written whole, so one that exists is complete).
+ */
+export class StageOutputs {
+  readonly #made = new Map<string, string>();
+
+  constructor(private readonly resume: boolean) {}
+
+  /** An existing output for this image at `path` (linked from an earlier split of this run, or resumed), or null. */
+  existing(id: string, path: string): string | null {
+    const made = this.#made.get(id);
+    if (made && made !== path) {
+      mkdirSync(dirname(path), { recursive: true });
+      rmSync(path, { force: true });
+      linkSync(made, path);
+      return path;
+    }
+    if (made || (this.resume && existsSync(path))) return path;
+    return null;
+  }
+
+  add(id: string, path: string): void {
+    this.#made.set(id, path);
+  }
+}
+
+/** A loader batch of one image as a [1, C, H, W] tensor on the run's device (to dispose of, or inside tidy). */
+export function deviceImage(batch: Batch, config: WeaksegConfig): Tensor {
+  const [, ch, h, w] = batch.shape as [number, number, number, number];
+  const image = tensor(batch.images, { shape: [1, ch, h, w] });
+  if (config.runtime.device === 'cpu') return image;
+  try {
+    return image.to({ device: config.runtime.device });
+  } finally {
+    image.dispose();
+  }
+}
+
+/** Loads `weights` into `model`, moves it to the run's device (channels-last where asked) and sets eval mode. */
+export function inferenceModel(model: Module, weights: string, config: WeaksegConfig, channelsLast = config.runtime.channelsLast): void {
+  loadModelWeights(weights, model);
+  if (config.runtime.device !== 'cpu' || channelsLast) {
+    model.to({ device: config.runtime.device, memoryFormat: channelsLast ? 'channels_last' : undefined });
+  }
+  model.eval();
+}
+
+/** Accumulates a split's scores against its ground truth (images without a mask are not scored). */
+export class SplitScore {
+  readonly cm: ConfusionMatrix;
+  scored = 0;
+
+  constructor(readonly dataset: Dataset) {
+    this.cm = new ConfusionMatrix(dataset.classes.length + 1);
+  }
+
+  async add(item: DatasetItem, pred: LabelMap): Promise<void> {
+    if (!item.maskPath) return;
+    const gt = await readMask(item.maskPath);
+    if (gt.width !== pred.width || gt.height !== pred.height) {
+      throw new Error(`${item.id}: prediction is ${pred.width}x${pred.height} but its mask ${item.maskPath} ${gt.width}x${gt.height}`);
+    }
+    this.cm.add(pred.data, gt.data, item.id);
+    this.scored++;
+  }
+
+  result(): MiouResult | null {
+    return this.scored ? this.cm.score(withBackground(this.dataset.classes)) : null;
+  }
+}
+
+/** One confusion matrix per candidate setting (a threshold, an exponent), to keep the one with the best mIoU. */
+export class CandidateSweep {
+  readonly #matrices: ConfusionMatrix[];
+
+  constructor(count: number, private readonly classes: readonly string[]) {
+    this.#matrices = Array.from({ length: count }, () => new ConfusionMatrix(classes.length + 1));
+  }
+
+  add(candidate: number, pred: Uint8Array, gt: Uint8Array, id: string): void {
+    this.#matrices[candidate]!.add(pred, gt, id);
+  }
+
+  /** mIoU per candidate and the first best one. */
+  result(): { miou: (number | null)[]; bestIndex: number } {
+    const names = withBackground(this.classes);
+    const miou = this.#matrices.map((cm) => cm.score(names).miou);
+    let bestIndex = 0;
+    miou.forEach((m, k) => { if ((m ?? -1) > (miou[bestIndex] ?? -1)) bestIndex = k; });
+    return { miou, bestIndex };
+  }
+}
+
+/** Where a free setting is chosen: eval.fitSplit (leak-free) or, without one, eval.split itself (oracle). */
+export function fitSplitOf(config: WeaksegConfig): { split: string; mode: 'leak-free' | 'oracle' } {
+  return config.eval.fitSplit ? { split: config.eval.fitSplit, mode: 'leak-free' } : { split: config.eval.split, mode: 'oracle' };
+}
+
+/** The fit split and its items with ground truth; a split without any is an error naming the `setting`. */
+export async function fitItems(config: WeaksegConfig, split: string, setting: string): Promise<{ dataset: Dataset; scored: DatasetItem[] }> {
+  const dataset = await readSplit(config, split);
+  const scored = dataset.items.filter((item) => item.maskPath);
+  if (scored.length === 0) throw new Error(`${setting} needs ground-truth masks on '${split}', which has none`);
+  return { dataset, scored };
+}

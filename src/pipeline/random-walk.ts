@@ -1,0 +1,198 @@
+// Stage 'random-walk': CAMs propagated by the trained AffinityNet's random walk (methods-reference.md sections 2.6,
+// 3(e)) -> pseudo/<split>/*.png for data.trainSplit and eval.split; the background exponent is chosen on the fit
+// split ('fit'). Records { split, result, bgAlpha, ... } in metrics.json under 'random-walk'.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { type Batch, BatchLoader, type Dataset, type DatasetItem, type LabelMap, decodeImage, evalTransform, readMask, writeMask } from '../data/index.js';
+import { F, emptyCache, tidy } from '../engine/index.js';
+import { readCam } from '../cams/format.js';
+import { type MiouResult, formatMiouTable } from '../eval/index.js';
+import { type CrfParams, crfParams } from '../refine/crf-presets.js';
+import { LabelShareCounter } from '../refine/affinity-labels.js';
+import type { AffinityNet } from '../refine/affinity-net.js';
+import { type WalkCrf, randomWalkMask, randomWalkMasksPerAlpha } from '../refine/random-walk.js';
+import type { WeaksegConfig } from './config.js';
+import { type StageHooks, logger, prepareRun, readSplit, recordMetrics } from './common.js';
+import { runPaths } from './paths.js';
+import {
+  CandidateSweep, type RefineSplitSummary, SplitScore, StageOutputs, camFile, deviceImage, fitItems, fitSplitOf, inferenceModel, pct, progress, unique,
+} from './per-image.js';
+import { buildAffinityNet } from './affinity.js';
+
+export interface RandomWalkSplitSummary extends RefineSplitSummary {
+  /** Per computed image: the affinity net's forward pass and the walk (input, propagation, upsampling). */
+  msNet: number;
+  msWalk: number;
+}
+
+/** Random-walk mIoU per background exponent on the split the exponent was chosen on. */
+export interface BgAlphaFitCurve {
+  split: string;
+  mode: 'leak-free' | 'oracle';
+  bgAlphas: number[];
+  miou: (number | null)[];
+  best: { bgAlpha: number; miou: number | null };
+}
+
+export interface RandomWalkSummary {
+  /** The split scored (eval.split). */
+  split: string;
+  result: MiouResult | null;
+  beta: number;
+  logt: number;
+  bgAlpha: number;
+  /** The sweep that chose bgAlpha (refine.randomWalk.bgAlpha 'fit'). */
+  bgAlphaFit: BgAlphaFitCurve | null;
+  /** Share of the scored split's pixels left unclaimed (255; only with refine.randomWalk.uncertainBelow > 0). */
+  uncertainShare: number;
+  splits: RandomWalkSplitSummary[];
+}
+
+/** The affinity field of one image (a batch of 1), padded to a multiple of the stride as infer_aff.py does. */
+function affinityFieldOf(net: AffinityNet, batch: Batch, config: WeaksegConfig) {
+  return tidy(() => {
+    const image = deviceImage(batch, config);
+    const [, , h, w] = batch.shape as [number, number, number, number];
+    // infer_aff.py pads the normalised image with zeros (the mean colour) to a multiple of the stride.
+    const s = net.stride;
+    return net.affinityField(F.pad(image, [0, Math.ceil(w / s) * s - w, 0, Math.ceil(h / s) * s - h]));
+  });
+}
+
+/** The random walk's CRF settings (refine.randomWalk.crf), or null when off. */
+function walkCrfParams(config: WeaksegConfig): CrfParams | null {
+  const preset = config.refine.randomWalk.crf;
+  return preset ? crfParams(preset, { referenceSize: config.refine.crf.referenceSize }) : null;
+}
+
+/** The random walk's CRF for one image (its RGB read from disk), or null when off. */
+async function walkCrf(params: CrfParams | null, item: DatasetItem): Promise<WalkCrf | null> {
+  if (!params) return null;
+  const image = await decodeImage(item.imagePath);
+  return { params, image: { rgb: image.data, width: image.width, height: image.height } };
+}
+
+/**
+ * The background exponent chosen by walking every refine.randomWalk.bgAlphas on eval.fitSplit (leak-free) or,
+ * without one, eval.split (oracle): one walk per image carries all exponents' background planes.
+ */
+async function fitBgAlpha(config: WeaksegConfig, net: AffinityNet, hooks: StageHooks): Promise<BgAlphaFitCurve> {
+  const log = logger(hooks);
+  const rw = config.refine.randomWalk;
+  const { split, mode } = fitSplitOf(config);
+  const { dataset, scored } = await fitItems(config, split, "refine.randomWalk.bgAlpha 'fit'");
+  const crfOfWalk = walkCrfParams(config);
+  const bgAlphas = [...rw.bgAlphas];
+  log(`random walk: choosing the background exponent among ${bgAlphas.join(', ')} on '${split}' (${scored.length} images with masks, ${mode})`);
+  const camPaths = new Map(scored.map((item) => [item.id, camFile(config, split, item)]));
+  const sweep = new CandidateSweep(bgAlphas.length, dataset.classes);
+  const bar = progress(hooks, `random-walk exponent sweep ${split}`, scored.length);
+  const loader = new BatchLoader({ ...dataset, items: scored }, evalTransform({ norm: net.backbone.inputNorm, withMask: false }), {
+    batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile,
+  });
+  for await (const batch of loader.epoch(0)) {
+    hooks.signal?.throwIfAborted();
+    const item = scored[batch.indices[0]!]!;
+    const masks = randomWalkMasksPerAlpha(readCam(camPaths.get(item.id)!), affinityFieldOf(net, batch, config), {
+      beta: rw.beta, logt: rw.logt, bgAlphas, stride: net.stride, uncertainBelow: rw.uncertainBelow, crf: await walkCrf(crfOfWalk, item),
+    });
+    const gt = await readMask(item.maskPath!);
+    masks.forEach((m, k) => sweep.add(k, m.data, gt.data, item.id));
+    bar.tick();
+  }
+  bar.stop();
+  const { miou, bestIndex } = sweep.result();
+  log(`random walk on '${split}' (exponent: mIoU %): ${bgAlphas.map((a, k) => `${a}: ${pct(miou[k] ?? null)}`).join(', ')}`);
+  return { split, mode, bgAlphas, miou, best: { bgAlpha: bgAlphas[bestIndex]!, miou: miou[bestIndex] ?? null } };
+}
+
+/** Pseudo-masks of data.trainSplit and eval.split by the random walk; scores eval.split. */
+export async function randomWalkMasks(config: WeaksegConfig, hooks: StageHooks = {}): Promise<RandomWalkSummary> {
+  const paths = prepareRun(config);
+  const log = logger(hooks);
+  const rw = config.refine.randomWalk;
+  const modelPath = paths.affinity.model;
+  if (!existsSync(modelPath)) throw new Error(`no trained affinity net (${modelPath}); run the affinity stage first`);
+  const scoredSplit = config.eval.split;
+  const splits = unique([config.data.trainSplit, scoredSplit]);
+  emptyCache();
+  const outputs = new StageOutputs(hooks.resume ?? false);
+  const summaries: RandomWalkSplitSummary[] = [];
+  let result: MiouResult | null = null;
+  let uncertainShare = 0;
+  const datasets = new Map<string, Dataset>();
+  for (const split of splits) datasets.set(split, await readSplit(config, split));
+  const net = buildAffinityNet(config, datasets.get(scoredSplit)!.classes.length, hooks);
+  let bgAlphaFit: BgAlphaFitCurve | null = null;
+  let bgAlpha: number;
+  try {
+    inferenceModel(net.model, modelPath, config, false); // the walk's net runs in the default memory order
+    if (rw.bgAlpha === 'fit') {
+      bgAlphaFit = await fitBgAlpha(config, net, hooks);
+      bgAlpha = bgAlphaFit.best.bgAlpha;
+    } else {
+      bgAlpha = rw.bgAlpha;
+    }
+    const crfOfWalk = walkCrfParams(config);
+    log(`random walk with ${modelPath}: beta ${rw.beta}, ${2 ** rw.logt} steps (logt ${rw.logt}), background alpha ${bgAlpha}` +
+      `${bgAlphaFit ? ` (${bgAlphaFit.mode}, chosen on '${bgAlphaFit.split}')` : ''}, stride ${net.stride}, radius ${net.radius}`);
+    for (const [split, dataset] of datasets) {
+      const dir = paths.pseudo(split);
+      const score = split === scoredSplit ? new SplitScore(dataset) : null;
+      const unclaimed = new LabelShareCounter();
+      const todo = dataset.items.filter((item) => !outputs.existing(item.id, join(dir, `${item.id}.png`)));
+      const camPaths = new Map(todo.map((item) => [item.id, camFile(config, split, item)]));
+      const bar = progress(hooks, `random walk ${split}`, dataset.items.length);
+      let msNet = 0;
+      let msWalk = 0;
+      const masks = new Map<string, LabelMap>();
+      const loader = new BatchLoader({ ...dataset, items: todo }, evalTransform({ norm: net.backbone.inputNorm, withMask: false }), {
+        batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile,
+      });
+      for await (const batch of loader.epoch(0)) {
+        hooks.signal?.throwIfAborted();
+        const item = todo[batch.indices[0]!]!;
+        const t0 = performance.now();
+        const field = affinityFieldOf(net, batch, config);
+        const t1 = performance.now();
+        const mask = randomWalkMask(readCam(camPaths.get(item.id)!), field, {
+          beta: rw.beta, logt: rw.logt, bgAlpha, stride: net.stride, uncertainBelow: rw.uncertainBelow, crf: await walkCrf(crfOfWalk, item),
+        });
+        const out = join(dir, `${item.id}.png`);
+        await writeMask(out, mask);
+        msNet += t1 - t0;
+        msWalk += performance.now() - t1;
+        outputs.add(item.id, out);
+        masks.set(item.id, mask);
+        bar.tick();
+      }
+      for (let i = todo.length; i < dataset.items.length; i++) bar.tick();
+      for (const item of dataset.items) {
+        if (!score) break;
+        const mask = masks.get(item.id) ?? await readMask(join(dir, `${item.id}.png`));
+        await score.add(item, mask);
+        if (item.maskPath) unclaimed.add(mask.data);
+      }
+      const seconds = bar.stop();
+      const computed = todo.length;
+      summaries.push({
+        split, dir, images: dataset.items.length, computed, seconds, msPerImage: computed ? (msNet + msWalk) / computed : 0,
+        msNet: computed ? msNet / computed : 0, msWalk: computed ? msWalk / computed : 0,
+      });
+      log(`random walk ${split}: ${dataset.items.length} images (${computed} computed, ` +
+        `${computed ? (msNet / computed).toFixed(0) : '-'} ms net + ${computed ? (msWalk / computed).toFixed(0) : '-'} ms walk each) -> ${dir}`);
+      if (score) {
+        result = score.result();
+        uncertainShare = unclaimed.shares.uncertain;
+        if (result) log(`${formatMiouTable(result)}\nrandom-walk pseudo-mask mIoU on '${split}': ${pct(result.miou)} %`);
+        else log(`random walk ${split}: no ground-truth masks, not scored`);
+      }
+    }
+  } finally {
+    net.model.dispose();
+  }
+  const summary: RandomWalkSummary = { split: scoredSplit, result, beta: rw.beta, logt: rw.logt, bgAlpha, bgAlphaFit, uncertainShare, splits: summaries };
+  recordMetrics(config, 'random-walk', summary);
+  return summary;
+}

@@ -1,0 +1,198 @@
+// The stage registry: every stage of a run, in pipeline order, written once. `weakseg run` (run.ts), the CLI's
+// per-stage commands, `--stages` and `--force`, the config's run.stages and seg.pseudoMasks, and the report all
+// read it. A stage's name is kebab-case and is its one spelling everywhere: its command (`weakseg random-walk`),
+// its entry in --stages, --force and run.stages, and its key in metrics.json and stages.json.
+//
+// This module loads no engine code (a stage's run function imports its module when called), so the config and
+// `weakseg --help` can read the registry at once.
+import { join } from 'node:path';
+import type { WeaksegConfig } from './config.js';
+import type { StageHooks } from './common.js';
+import { runPaths } from './paths.js';
+
+/** The CLI flag groups a stage's command takes ('resume': --resume). */
+export type OptionGroup = 'model' | 'train' | 'cams' | 'eval' | 'refine' | 'seg' | 'resume';
+
+export interface Stage {
+  /** kebab-case; see the header comment. */
+  name: string;
+  /** A human name (the report's rows and lists). */
+  title: string;
+  /** One line for --help. */
+  description: string;
+  /** The config section holding its settings (dotted path). */
+  section: string;
+  /** The flag groups of its command. */
+  options: OptionGroup[];
+  /** The stages whose outputs it reads (their fingerprints are part of its own). */
+  inputs: (config: WeaksegConfig) => string[];
+  /** The settings that change its outputs (not logging, progress or machine settings). */
+  settings: (config: WeaksegConfig) => unknown;
+  /** What a rerun with changed inputs deletes first, so no stale output survives. */
+  outputs: (config: WeaksegConfig) => string[];
+  /** Per-image masks of a split that the segmenter can train on (seg.pseudoMasks names the stage). */
+  pseudoMasks?: {
+    dir: (config: WeaksegConfig, split: string) => string;
+    /** What they are, for errors ("the seeds of eval.split ..."). */
+    describe: (config: WeaksegConfig, split: string) => string;
+  };
+  /** Its trainer's JSON-lines log, for the report's loss curves. */
+  trainLog?: (config: WeaksegConfig) => string;
+  run: (config: WeaksegConfig, hooks: StageHooks) => Promise<unknown>;
+  /** Always rerun (cheap, and it summarises everything else). */
+  always?: boolean;
+}
+
+function omit<T extends object>(o: T, keys: (keyof T)[]): Partial<T> {
+  const out: Partial<T> = { ...o };
+  for (const k of keys) delete out[k];
+  return out;
+}
+
+/** The splits that need CAMs: the scored split, the threshold's fit split, and the training split for refinement. */
+export function camSplits(config: WeaksegConfig): string[] {
+  const stages = new Set(config.run.stages);
+  const needsTrainSplit = stages.has('affinity') || stages.has('random-walk') ||
+    (stages.has('seg-train') && config.seg.pseudoMasks !== 'random-walk');
+  const wanted = [...config.cams.splits, config.eval.split, config.eval.fitSplit, needsTrainSplit ? config.data.trainSplit : null];
+  return [...new Set(wanted.filter((s): s is string => Boolean(s)))];
+}
+
+const STAGES: Stage[] = [
+  {
+    name: 'train', title: 'Classifier', section: 'train', options: ['model', 'train', 'resume'],
+    description: 'train the classifier of a method from image-level tags (per-epoch checkpoints; --resume continues)',
+    inputs: () => [],
+    settings: (c) => ({ data: omit(c.data, ['onBadFile']), model: c.model, seam: c.model.method === 'seam' ? c.seam : null, train: c.train }),
+    outputs: (c) => [runPaths(c).checkpoints, runPaths(c).model, runPaths(c).trainLog, runPaths(c).trainJsonLog],
+    trainLog: (c) => runPaths(c).trainJsonLog,
+    run: async (c, h) => (await import('./train.js')).trainClassifier(c, h),
+  },
+  {
+    name: 'cams', title: 'CAMs', section: 'cams', options: ['model', 'cams', 'resume'],
+    description: 'make multi-scale + flip CAMs of every image of the chosen splits (one safetensors file per image)',
+    inputs: () => ['train'],
+    settings: (c) => ({ ...omit(c.cams, ['splits']), splits: camSplits(c) }),
+    outputs: (c) => [join(runPaths(c).root, 'cams')],
+    run: async (c, h) => (await import('./cams.js')).makeCams({ ...c, cams: { ...c.cams, splits: camSplits(c) } }, h),
+  },
+  {
+    name: 'eval', title: 'Seeds', section: 'eval', options: ['eval'],
+    description: 'score CAM seeds against ground truth: mIoU, per-class IoU, precision, recall, threshold curve',
+    inputs: () => ['cams'],
+    settings: (c) => c.eval,
+    outputs: (c) => [join(runPaths(c).root, 'seeds')],
+    pseudoMasks: {
+      dir: (c, split) => runPaths(c).seeds(split),
+      describe: (c, split) => `the seeds the 'eval' stage writes of eval.split (now '${c.eval.split}'; it must be '${split}')`,
+    },
+    run: async (c, h) => (await import('./evaluate.js')).evaluateSeeds(c, h),
+  },
+  {
+    name: 'crf', title: 'Seeds + dense CRF', section: 'refine.crf', options: ['refine', 'resume'],
+    description: 'refine the seeds with a dense CRF (threshold swept through the CRF on eval.fitSplit), and score them',
+    inputs: () => ['eval'],
+    settings: (c) => c.refine.crf,
+    outputs: (c) => [join(runPaths(c).root, 'crf')],
+    pseudoMasks: { dir: (c, split) => runPaths(c).crf(split), describe: () => "the 'crf' stage's masks (dense CRF on the seeds)" },
+    run: async (c, h) => (await import('./crf.js')).crfSeeds(c, h),
+  },
+  {
+    name: 'affinity', title: 'AffinityNet', section: 'refine.affinity', options: ['refine', 'resume'],
+    description: "make affinity labels from CRF'd CAMs (la/ha exponents from the CRF threshold) and train the AffinityNet on them",
+    // With refine.alphas 'fromThreshold' the labels' exponents come from the crf stage's threshold.
+    inputs: (c) => (c.refine.alphas === 'fromThreshold' ? ['cams', 'crf'] : ['cams']),
+    settings: (c) => ({
+      trainSplit: c.data.trainSplit, crf: omit(c.refine.crf, ['threshold', 'thresholds']), alphas: c.refine.alphas,
+      alphaLow: c.refine.alphaLow, alphaHigh: c.refine.alphaHigh, affinity: c.refine.affinity,
+    }),
+    outputs: (c) => [join(runPaths(c).root, 'affinity')],
+    trainLog: (c) => runPaths(c).affinity.trainJsonLog,
+    run: async (c, h) => (await import('./affinity.js')).trainAffinity(c, h), // makes its labels first
+  },
+  {
+    name: 'random-walk', title: 'Random walk', section: 'refine.randomWalk', options: ['refine', 'resume'],
+    description: "propagate CAMs with the AffinityNet's random walk into pseudo-masks (background exponent chosen on eval.fitSplit), and score them",
+    inputs: () => ['cams', 'affinity'],
+    settings: (c) => ({
+      randomWalk: c.refine.randomWalk, split: c.eval.split, fitSplit: c.eval.fitSplit, trainSplit: c.data.trainSplit,
+      ...(c.refine.randomWalk.crf ? { crfReferenceSize: c.refine.crf.referenceSize } : {}),
+    }),
+    outputs: (c) => [join(runPaths(c).root, 'pseudo')],
+    pseudoMasks: {
+      dir: (c, split) => runPaths(c).pseudo(split),
+      describe: () => "the 'random-walk' stage's masks (random-walk refinement of the CAMs)",
+    },
+    run: async (c, h) => (await import('./random-walk.js')).randomWalkMasks(c, h),
+  },
+  {
+    name: 'seg-train', title: 'Segmentation net training', section: 'seg', options: ['seg', 'resume'],
+    description: 'train a DeepLab segmentation network on the pseudo-masks of the training split',
+    inputs: (c) => [c.seg.pseudoMasks],
+    settings: (c) => ({
+      ...omit(c.seg, ['evalSplit', 'scales', 'testFlip', 'crf']), backbone: c.seg.backbone ?? c.model.backbone,
+      weights: c.seg.weights ?? c.model.weights, trainSplit: c.data.trainSplit,
+    }),
+    outputs: (c) => [runPaths(c).seg.checkpoints, runPaths(c).seg.model, runPaths(c).seg.trainLog, runPaths(c).seg.trainJsonLog],
+    trainLog: (c) => runPaths(c).seg.trainJsonLog,
+    run: async (c, h) => (await import('./segment.js')).trainSegmenter(c, h),
+  },
+  {
+    name: 'seg-eval', title: 'Segmentation net', section: 'seg', options: ['seg', 'resume'],
+    description: 'predict and score the segmentation network on a held-out split (multi-scale + flip, optional CRF)',
+    inputs: () => ['seg-train'],
+    settings: (c) => ({
+      split: c.seg.evalSplit, scales: c.seg.scales, flip: c.seg.testFlip, crf: c.seg.crf,
+      crfReferenceSize: c.seg.crf ? c.refine.crf.referenceSize : null,
+    }),
+    outputs: (c) => [join(runPaths(c).root, 'seg', 'pred')],
+    run: async (c, h) => (await import('./segment.js')).evaluateSegmenter(c, h),
+  },
+  {
+    name: 'report', title: 'Report', section: 'run', options: [],
+    description: "write the run's HTML report (report/index.html): scores, curves, per-class IoU, image gallery",
+    inputs: () => [],
+    settings: (c) => c.run.galleryImages,
+    outputs: () => [],
+    run: async (c, h) => (await import('./report.js')).writeReport(c, h),
+    always: true,
+  },
+];
+
+/** "randomWalk" -> "random-walk". */
+export function kebabCase(name: string): string {
+  return name.replace(/([a-z0-9])([A-Z])/g, '$1-$2').toLowerCase();
+}
+
+/** Adds a stage to the registry, at the end or before the stage `before`. */
+export function registerStage(stage: Stage, options: { before?: string } = {}): void {
+  if (!/^[a-z][a-z0-9]*(-[a-z0-9]+)*$/.test(stage.name)) {
+    throw new Error(`stage name '${stage.name}' is not kebab-case (e.g. '${kebabCase(stage.name)}')`);
+  }
+  if (findStage(stage.name)) throw new Error(`stage '${stage.name}' is already registered`);
+  const at = options.before === undefined ? STAGES.length : STAGES.findIndex((s) => s.name === options.before);
+  if (at < 0) throw new Error(`registerStage: no stage '${options.before}' to insert '${stage.name}' before`);
+  STAGES.splice(at, 0, stage);
+}
+
+/** The registered stages in pipeline order. */
+export function stages(): readonly Stage[] {
+  return STAGES;
+}
+
+export function stageNames(): string[] {
+  return STAGES.map((s) => s.name);
+}
+
+export function findStage(name: string): Stage | undefined {
+  return STAGES.find((s) => s.name === name);
+}
+
+/** The stage of a name; an unknown one is an error listing the stages (and the kebab-case spelling of a camelCase one). */
+export function stageNamed(name: string, where = 'stage'): Stage {
+  const stage = findStage(name);
+  if (stage) return stage;
+  const kebab = kebabCase(name);
+  const hint = kebab !== name && findStage(kebab) ? ` (stage names are kebab-case: write '${kebab}')` : '';
+  throw new Error(`${where}: unknown stage '${name}'${hint}; stages: ${stageNames().join(', ')}`);
+}
