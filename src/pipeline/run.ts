@@ -2,7 +2,8 @@
 // resumable). Each stage's inputs (its config section and the fingerprints of the stages it reads) are hashed
 // into stages.json: a stage whose fingerprint matches a finished record is skipped, one that was interrupted
 // continues where it stopped (checkpoints, per-image files), and one whose inputs changed reruns, and with it
-// everything downstream (their fingerprints include its own).
+// everything downstream (their fingerprints include its own). The stages, their order and what each reads are the
+// registry's (stages.ts).
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
