@@ -14,7 +14,6 @@ import type { AffinityNet } from '../refine/affinity-net.js';
 import { type WalkCrf, randomWalkMask, randomWalkMasksPerAlpha } from '../refine/random-walk.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, logger, prepareRun, readSplit, recordMetrics } from './common.js';
-import { runPaths } from './paths.js';
 import {
   CandidateSweep, type RefineSplitSummary, SplitScore, StageOutputs, camFile, deviceImage, fitItems, fitSplitOf, inferenceModel, pct, progress, unique,
 } from './per-image.js';

@@ -65,9 +65,8 @@ function checkMaskValues(transform: ItemTransform, numLabels: number): ItemTrans
   };
 }
 
-/** The training transform of the segmenter: rescale, flip, crop (padding: image 0, mask 255), normalise. */
+/** The training transform of the segmenter: rescale, flip, jitter, crop (padding: image 0, mask 255), normalise. */
 export function segTrainTransform(config: WeaksegConfig, backbone: Backbone, numLabels: number): ItemTransform {
-  const s = config.seg;
   return checkMaskValues(fitTransform(config.seg, backbone.inputNorm, true), numLabels);
 }
 

@@ -91,3 +91,23 @@ test('resolveConfig: typed defaults and errors', () => {
   assert.equal(ts[0], 0.05);
   assert.equal(ts[55], 0.6);
 });
+
+test('stage names have one spelling, kebab-case: --help says so, a camelCase one is refused naming it', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'weakseg-cli-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  assert.match(cli('--help').out, /stage names are kebab-case everywhere: commands, --stages, --force, run\.stages/);
+  assert.match(cli('run', '--help').out.replace(/\s+/g, ' '), /--stages <list> stages to run, comma-separated kebab-case names \(default all: train,cams,eval,crf,affinity,random-walk,seg-train,seg-eval,report\)/);
+  const run = ['-r', join(dir, 'run'), '--data-root', join(dir, 'nowhere')];
+  const stages = cli('config', ...run, '--stages', 'train,randomWalk');
+  assert.equal(stages.code, 2, stages.err);
+  assert.match(stages.err, /run\.stages\.1: .*\(stage names are kebab-case: write 'random-walk'\), got "randomWalk"/);
+  const pseudo = cli('config', ...run, '--set', 'seg.pseudoMasks=randomWalk');
+  assert.equal(pseudo.code, 2, pseudo.err);
+  assert.match(pseudo.err, /seg\.pseudoMasks: .*write 'random-walk'/);
+  const force = cli('run', ...run, '--force', 'segEval');
+  assert.equal(force.code, 2, force.err);
+  assert.match(force.err, /--force: unknown stage 'segEval' \(stage names are kebab-case: write 'seg-eval'\)/);
+  const ok = cli('config', ...run, '--stages', 'crf,random-walk', '--pseudo-masks', 'crf');
+  assert.equal(ok.code, 0, ok.err);
+  assert.deepEqual(JSON.parse(ok.out).run.stages, ['crf', 'random-walk']);
+});
