@@ -2,6 +2,7 @@
 # Installs everything weakseg needs on a fresh Debian/Ubuntu machine: libtorch and a fast BLAS from apt
 # (skipped when $LIBTORCH points at a libtorch), then the npm packages, which build the native engine.
 # With Debian's reference BLAS a 1024^3 matmul runs at 4 GFLOP/s instead of ~116 with OpenBLAS.
+# Debian's chromium runs the web page's browser test (skipped where it is absent; WEAKSEG_NO_CHROMIUM=1 leaves it out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,7 @@ if [ -z "${LIBTORCH:-}" ]; then
   need=()
   [ -f /usr/include/ATen/ATen.h ] || need+=(libtorch-dev)
   dpkg -s libopenblas0-pthread >/dev/null 2>&1 || need+=(libopenblas0-pthread)
+  [ -n "${WEAKSEG_NO_CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1 || need+=(chromium)
   if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -18,4 +20,6 @@ if [ -z "${LIBTORCH:-}" ]; then
   fi
 fi
 
-npm ci --no-audit --no-fund
+# onnxruntime-node (tests, bench:predict) ships its CPU binary in the npm package; its install script would only
+# fetch optional CUDA binaries from NuGet, which a machine without internet access beyond the registry cannot reach.
+ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
