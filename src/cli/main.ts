@@ -13,6 +13,7 @@ import {
   ConfigError, type WeaksegConfig, mergeConfig, readConfigFile, readRunConfig, resolveConfig, setPath,
 } from '../pipeline/config.js';
 import { type OptionGroup, type Stage, stageNamed, stageNames, stages } from '../pipeline/stages.js';
+import { addUseCommands } from './use-commands.js';
 
 type Flags = Record<string, unknown>;
 
@@ -247,7 +248,9 @@ Examples:
   weakseg run -c my-run.json --stages crf,random-walk --force crf
                                       (stage names are kebab-case everywhere: commands, --stages, --force, run.stages)
   weakseg demo                        (the whole pipeline on built-in synthetic data, a few minutes on a CPU)
-  weakseg config -c my-run.json       (print the resolved configuration)`);
+  weakseg config -c my-run.json       (print the resolved configuration)
+  weakseg predict -r runs/cam -i my-photos/ -o predictions   (segment your own images)
+  weakseg export -r runs/cam --web site && weakseg serve site (ONNX model and a page that segments in the browser)`);
 
   const add = (name: string, description: string, groups: ((c: Command) => Command)[], action: (f: Flags) => Promise<void>) => {
     let cmd = program.command(name).description(description);
@@ -278,6 +281,7 @@ Examples:
     .option('--tiny', 'a seconds-long smoke run (tests)')
     .option('--no-progress', 'no progress bars (log lines instead)')
     .action(async (f: Flags) => runDemoCommand(f));
+  addUseCommands(program, { commonOptions, configFromFlags });
   return program;
 }
 

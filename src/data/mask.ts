@@ -109,8 +109,11 @@ function unpackBits(packed: Uint8Array, width: number, height: number, depth: nu
 
 const VOC_PALETTE = vocColormap();
 
-/** Encode a label map as an 8-bit palette PNG with the VOC colormap, so it renders correctly in any viewer. */
-export function encodeMask(mask: LabelMap): Uint8Array {
+/**
+ * Encode a label map as an 8-bit palette PNG with the VOC colormap, so it renders correctly in any viewer.
+ * `text` becomes tEXt chunks (Latin-1: keep values ASCII, e.g. JSON with \u escapes).
+ */
+export function encodeMask(mask: LabelMap, text?: Record<string, string>): Uint8Array {
   if (mask.data.length !== mask.width * mask.height) {
     throw new RangeError(`mask data has ${mask.data.length} values, expected ${mask.width}x${mask.height}`);
   }
@@ -121,6 +124,7 @@ export function encodeMask(mask: LabelMap): Uint8Array {
     depth: 8,
     channels: 1,
     palette: VOC_PALETTE,
+    ...(text ? { text } : {}),
   });
 }
 
