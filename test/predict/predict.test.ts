@@ -1,0 +1,189 @@
+// weakseg predict on a folder of good, corrupt, grayscale, CMYK, alpha, EXIF-rotated and huge images: bad files
+// reported by path and skipped, masks at the upright image's size, JSON lines that agree with the PNGs, labels that
+// agree with onnxruntime-node's argmax on the exported model, a rerun after kill -9 that redoes nothing already
+// written, and the classifier path (given tags -> CAMs -> seeds -> CRF) for a run without a segmenter.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import sharp from 'sharp';
+import { decode as decodePng } from 'fast-png';
+import * as ort from 'onnxruntime-node';
+
+import { manualSeed, noGrad, randn } from '../../src/engine/index.js';
+import { saveSafetensors } from '../../src/engine/serialize/index.js';
+import { tinynet } from '../../src/backbones/index.js';
+import { DeepLab, type LargeFovHead } from '../../src/segmentation/index.js';
+import { CamNet } from '../../src/methods/cam.js';
+import { resolveConfig } from '../../src/pipeline/config.js';
+import { decodeImage, normalizeToChw, readMask } from '../../src/data/index.js';
+import { segmenterToOnnx } from '../../src/export/onnx.js';
+import { predict, type PredictionLine } from '../../src/predict/predict.js';
+
+const CLASSES = ['cat', 'dog', 'car'];
+const TMP = mkdtempSync(join(tmpdir(), 'weakseg-predict-'));
+const SEG_RUN = join(TMP, 'run-seg');
+const CLS_RUN = join(TMP, 'run-cls');
+const IN = join(TMP, 'in');
+const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+after(() => rmSync(TMP, { recursive: true, force: true }));
+
+let onnx: Uint8Array;
+
+function runConfig(runDir: string) {
+  return resolveConfig({ runDir, threads: 1, data: { root: join(TMP, 'no-data'), classes: CLASSES }, model: { backbone: 'tinynet' },
+    seg: { head: 'largefov', scales: [1], testFlip: false } });
+}
+
+/** A textured test image: blocks of colour with noise, so that a random network predicts several labels. */
+async function texture(w: number, h: number, seed: number): Promise<sharp.Sharp> {
+  const data = Buffer.alloc(w * h * 3);
+  let s = seed;
+  const r = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const block = (Math.floor(x / 24) + 3 * Math.floor(y / 24)) % 5;
+      for (let c = 0; c < 3; c++) data[(y * w + x) * 3 + c] = Math.min(255, ((block * 53 + c * 97) % 256) * 0.8 + r() * 50);
+    }
+  }
+  return sharp(data, { raw: { width: w, height: h, channels: 3 } });
+}
+
+before(async () => {
+  manualSeed(7);
+  const net = new DeepLab(tinynet({ outputStride: 8 }), { numClasses: CLASSES.length, head: 'largefov' });
+  const cls = (net.model.head as LargeFovHead).cls_conv.weight;
+  noGrad(() => cls.copy_(randn(cls.shape).mul(0.5)));
+  net.model.eval();
+  mkdirSync(join(SEG_RUN, 'seg'), { recursive: true });
+  saveSafetensors(join(SEG_RUN, 'seg', 'model.safetensors'), net.model.stateDict(), { format: 'weakseg-segmenter/1', classes: JSON.stringify(CLASSES) });
+  writeFileSync(join(SEG_RUN, 'config.json'), JSON.stringify(runConfig(SEG_RUN)));
+  onnx = segmenterToOnnx(net.model, { classes: CLASSES, backbone: net.backbone, head: 'largefov' });
+  net.model.dispose();
+
+  const camNet = new CamNet(tinynet({ outputStride: 8 }), CLASSES.length);
+  mkdirSync(CLS_RUN, { recursive: true });
+  saveSafetensors(join(CLS_RUN, 'model.safetensors'), camNet.stateDict(), { format: 'weakseg-model/1', classes: JSON.stringify(CLASSES) });
+  camNet.dispose();
+  writeFileSync(join(CLS_RUN, 'config.json'), JSON.stringify(runConfig(CLS_RUN)));
+  writeFileSync(join(CLS_RUN, 'metrics.json'), JSON.stringify({ eval: { threshold: 0.3, mode: 'fixed', thresholdChosenOn: 'test' } }));
+
+  mkdirSync(join(IN, 'sub'), { recursive: true });
+  await (await texture(80, 64, 1)).png().toFile(join(IN, 'good.png'));
+  const jpeg = await (await texture(64, 64, 2)).jpeg().toBuffer();
+  writeFileSync(join(IN, 'corrupt.jpg'), jpeg.subarray(0, jpeg.length >> 1));
+  await (await texture(72, 56, 3)).grayscale().png().toFile(join(IN, 'gray.png'));
+  await (await texture(64, 48, 4)).toColourspace('cmyk').jpeg().toFile(join(IN, 'cmyk.jpg'));
+  await (await texture(64, 64, 5)).ensureAlpha(0.4).png().toFile(join(IN, 'sub', 'alpha.png'));
+  // Stored 60 wide x 40 high with EXIF orientation 6 (rotate 90 degrees): upright it is 40 x 60.
+  await (await texture(60, 40, 6)).jpeg().withMetadata({ orientation: 6 }).toFile(join(IN, 'rotated.jpg'));
+  await (await texture(1600, 1200, 7)).jpeg().toFile(join(IN, 'huge.jpg'));
+  writeFileSync(join(IN, 'notes.txt'), 'not an image');
+});
+
+function lines(out: string): PredictionLine[] {
+  return readFileSync(join(out, 'predictions.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as PredictionLine);
+}
+
+test('a folder of good and bad images: bad ones reported by path, every other one masked at its upright size', async () => {
+  const out = join(TMP, 'out-folder');
+  const logs: string[] = [];
+  const s = await predict(runConfig(SEG_RUN), { input: IN, out, maxSide: 256 }, { log: (l) => logs.push(l), progress: false });
+  assert.equal(s.mode, 'segmenter');
+  assert.equal(s.images, 7, 'notes.txt is not an image');
+  assert.equal(s.predicted, 6);
+  assert.deepEqual(s.badFiles.map((b) => b.path), [join(IN, 'corrupt.jpg')]);
+  assert.ok(logs.some((l) => l.includes(join(IN, 'corrupt.jpg'))), 'the bad file is reported');
+  const byId = new Map(lines(out).map((l) => [l.id, l]));
+  assert.deepEqual([...byId.keys()].sort(), ['cmyk', 'good', 'gray', 'huge', 'rotated', 'sub/alpha']);
+  const sizes: Record<string, [number, number]> = {
+    good: [80, 64], gray: [72, 56], cmyk: [64, 48], 'sub/alpha': [64, 64], rotated: [40, 60], huge: [1600, 1200],
+  };
+  for (const [id, [w, h]] of Object.entries(sizes)) {
+    const line = byId.get(id)!;
+    assert.deepEqual([line.width, line.height], [w, h], id);
+    const mask = await readMask(join(out, `${id}.png`));
+    assert.deepEqual([mask.width, mask.height], [w, h], `${id} mask size`);
+    const meta = await sharp(join(out, `${id}.jpg`)).metadata();
+    assert.deepEqual([meta.width, meta.height, meta.format], [w, h, 'jpeg'], `${id} overlay`);
+    // The JSON line agrees with the PNG: the same labels, with shares = pixel counts / pixels.
+    const counts = new Map<number, number>();
+    for (const v of mask.data) counts.set(v, (counts.get(v) ?? 0) + 1);
+    assert.deepEqual(line.classes.map((c) => c.label).sort(), [...counts.keys()].sort(), `${id} labels`);
+    for (const c of line.classes) {
+      assert.ok(Math.abs(c.share - counts.get(c.label)! / (w * h)) < 1e-12, `${id} share of ${c.name}`);
+      assert.equal(c.name, ['background', ...CLASSES][c.label]);
+      assert.ok(c.confidence > 0 && c.confidence <= 1, `${id} confidence ${c.confidence}`);
+    }
+  }
+  const text = decodePng(readFileSync(join(out, 'good.png'))).text;
+  assert.deepEqual(JSON.parse(text.labels!), ['background', ...CLASSES]);
+  assert.ok(new Set(lines(out).flatMap((l) => l.classes.map((c) => c.label))).size >= 2, 'the test net predicts several labels');
+});
+
+test('the labels equal the argmax of onnxruntime-node on the exported model (an independent forward)', async () => {
+  const out = join(TMP, 'out-single');
+  await predict(runConfig(SEG_RUN), { input: join(IN, 'good.png'), out, crf: null }, { log: () => {}, progress: false });
+  const image = await decodeImage(join(IN, 'good.png'));
+  const session = await ort.InferenceSession.create(onnx);
+  const res = await session.run({ image: new ort.Tensor('float32', normalizeToChw(image, { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }), [1, 3, image.height, image.width]) });
+  await session.release();
+  const p = res.probabilities!.data as Float32Array;
+  const n = image.width * image.height;
+  const mask = await readMask(join(out, 'good.png'));
+  let compared = 0;
+  for (let i = 0; i < n; i++) {
+    const ps = [0, 1, 2, 3].map((k) => p[k * n + i]!);
+    const sorted = [...ps].sort((a, b) => b - a);
+    if (sorted[0]! - sorted[1]! < 1e-4) continue; // a tie within float noise
+    assert.equal(mask.data[i], ps.indexOf(sorted[0]!), `pixel ${i}`);
+    compared++;
+  }
+  assert.ok(compared > n * 0.9, `${compared} of ${n} pixels compared`);
+});
+
+test('a rerun after kill -9 redoes nothing already written and finishes the rest', async () => {
+  const many = join(TMP, 'many');
+  mkdirSync(many);
+  for (let i = 0; i < 16; i++) await (await texture(128, 96, 100 + i)).png().toFile(join(many, `img${String(i).padStart(2, '0')}.png`));
+  const out = join(TMP, 'out-killed');
+  const child = spawn(process.execPath, ['--single-threaded-gc', MAIN, 'predict', '-r', SEG_RUN, '-i', many, '-o', out,
+    '--scales', '0.75,1,1.5', '--no-progress', '--threads', '1'], { stdio: 'ignore' });
+  const exited = new Promise((r) => child.on('exit', r));
+  const done = () => (existsSync(out) ? readdirSync(out).filter((f) => f.endsWith('.json')).length : 0);
+  while (done() < 3) await new Promise((r) => setTimeout(r, 20));
+  child.kill('SIGKILL');
+  await exited;
+  const before = new Map(readdirSync(out).filter((f) => /\.(json|png|jpg)$/.test(f)).map((f) => [f, statSync(join(out, f)).mtimeMs]));
+  const finished = [...before.keys()].filter((f) => f.endsWith('.json'));
+  assert.ok(finished.length >= 3 && finished.length < 16, `${finished.length} images done before the kill`);
+  const s = await predict(runConfig(SEG_RUN), { input: many, out, scales: [0.75, 1, 1.5] }, { log: () => {}, progress: false });
+  assert.equal(s.kept, finished.length);
+  assert.equal(s.predicted, 16 - finished.length);
+  for (const f of finished) {
+    for (const ext of ['.json', '.png', '.jpg']) {
+      const name = f.replace(/\.json$/, ext);
+      assert.equal(statSync(join(out, name)).mtimeMs, before.get(name), `${name} was rewritten`);
+    }
+  }
+  assert.equal(lines(out).length, 16);
+});
+
+test('without a segmenter: given tags -> CAMs -> seeds at the run threshold -> CRF; unknown tags are refused', async () => {
+  const out = join(TMP, 'out-cls');
+  const s = await predict(runConfig(CLS_RUN), { input: join(IN, 'good.png'), out, tags: ['dog'], scales: [1] }, { log: () => {}, progress: false });
+  assert.equal(s.mode, 'classifier');
+  const [line] = lines(out);
+  assert.deepEqual(line!.tags, ['dog']);
+  const mask = await readMask(join(out, 'good.png'));
+  assert.ok(mask.data.every((v) => v === 0 || v === 2), 'only background and the tag');
+  await assert.rejects(predict(runConfig(CLS_RUN), { input: join(IN, 'good.png'), out, tags: ['horse'] }, { log: () => {} }), /unknown class 'horse'/);
+});
+
+test('--on-bad-file fail stops at the corrupt image, naming it', async () => {
+  await assert.rejects(predict(runConfig(SEG_RUN), { input: IN, out: join(TMP, 'out-fail'), onBadFile: 'fail', maxSide: 64 }, { log: () => {} }),
+    (e: Error) => e.message.includes(join(IN, 'corrupt.jpg')));
+});
