@@ -69,7 +69,7 @@ function pageHtml(settings: object, title: string): string {
   #drop { border: 2px dashed #8a96a3; border-radius: 8px; padding: 16px; min-width: 320px; min-height: 240px;
           display: flex; align-items: center; justify-content: center; background: #fff; }
   #drop.over { border-color: #2b7bd6; background: #eef5ff; }
-  #drop canvas { max-width: 70vw; max-height: 70vh; image-rendering: pixelated; }
+  #drop canvas { width: min(640px, 70vw); height: auto; max-height: 75vh; object-fit: contain; image-rendering: pixelated; }
   aside { min-width: 240px; }
   .swatch { display: inline-block; width: 14px; height: 14px; margin-right: 6px; vertical-align: -2px; border: 1px solid #0003; }
   #legend li { list-style: none; margin: 3px 0; }
