@@ -72,7 +72,7 @@ try {
   const state = join(runDir, 'seg', 'model.safetensors');
   saveSafetensors(state, net.model.stateDict(), { format: 'weakseg-segmenter/1', classes: JSON.stringify(VOC) });
   const config = resolveConfig({
-    runDir, threads, data: { root: join(shared, 'data', 'voc-mini') },
+    runDir, runtime: { threads }, data: { root: join(shared, 'data', 'voc-mini') },
     model: { backbone: 'mobilenet_v2', outputStride: 8, ...(existsSync(weights) ? { weights } : { padding: 'same' }) },
     seg: { head: 'largefov', scales: [1], testFlip: false, crf: null },
   });

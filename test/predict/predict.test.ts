@@ -9,21 +9,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import sharp from 'sharp';
 import { decode as decodePng } from 'fast-png';
+import sharp from 'sharp';
 import * as ort from 'onnxruntime-node';
 
-import { manualSeed, noGrad, randn } from '../../src/engine/index.js';
-import { saveSafetensors } from '../../src/engine/serialize/index.js';
-import { tinynet } from '../../src/backbones/index.js';
-import { DeepLab, type LargeFovHead } from '../../src/segmentation/index.js';
-import { CamNet } from '../../src/methods/cam.js';
-import { resolveConfig } from '../../src/pipeline/config.js';
 import { decodeImage, normalizeToChw, readMask } from '../../src/data/index.js';
-import { segmenterToOnnx } from '../../src/export/onnx.js';
 import { predict, type PredictionLine } from '../../src/predict/predict.js';
+import { CLASSES, makeClassifierRun, makeSegmenterRun, runConfig, texture } from './fixtures.js';
 
-const CLASSES = ['cat', 'dog', 'car'];
 const TMP = mkdtempSync(join(tmpdir(), 'weakseg-predict-'));
 const SEG_RUN = join(TMP, 'run-seg');
 const CLS_RUN = join(TMP, 'run-cls');
@@ -33,54 +26,20 @@ after(() => rmSync(TMP, { recursive: true, force: true }));
 
 let onnx: Uint8Array;
 
-function runConfig(runDir: string) {
-  return resolveConfig({ runDir, threads: 1, data: { root: join(TMP, 'no-data'), classes: CLASSES }, model: { backbone: 'tinynet' },
-    seg: { head: 'largefov', scales: [1], testFlip: false } });
-}
-
-/** A textured test image: blocks of colour with noise, so that a random network predicts several labels. */
-async function texture(w: number, h: number, seed: number): Promise<sharp.Sharp> {
-  const data = Buffer.alloc(w * h * 3);
-  let s = seed;
-  const r = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
-  for (let y = 0; y < h; y++) {
-    for (let x = 0; x < w; x++) {
-      const block = (Math.floor(x / 24) + 3 * Math.floor(y / 24)) % 5;
-      for (let c = 0; c < 3; c++) data[(y * w + x) * 3 + c] = Math.min(255, ((block * 53 + c * 97) % 256) * 0.8 + r() * 50);
-    }
-  }
-  return sharp(data, { raw: { width: w, height: h, channels: 3 } });
-}
-
 before(async () => {
-  manualSeed(7);
-  const net = new DeepLab(tinynet({ outputStride: 8 }), { numClasses: CLASSES.length, head: 'largefov' });
-  const cls = (net.model.head as LargeFovHead).cls_conv.weight;
-  noGrad(() => cls.copy_(randn(cls.shape).mul(0.5)));
-  net.model.eval();
-  mkdirSync(join(SEG_RUN, 'seg'), { recursive: true });
-  saveSafetensors(join(SEG_RUN, 'seg', 'model.safetensors'), net.model.stateDict(), { format: 'weakseg-segmenter/1', classes: JSON.stringify(CLASSES) });
-  writeFileSync(join(SEG_RUN, 'config.json'), JSON.stringify(runConfig(SEG_RUN)));
-  onnx = segmenterToOnnx(net.model, { classes: CLASSES, backbone: net.backbone, head: 'largefov' });
-  net.model.dispose();
-
-  const camNet = new CamNet(tinynet({ outputStride: 8 }), CLASSES.length);
-  mkdirSync(CLS_RUN, { recursive: true });
-  saveSafetensors(join(CLS_RUN, 'model.safetensors'), camNet.stateDict(), { format: 'weakseg-model/1', classes: JSON.stringify(CLASSES) });
-  camNet.dispose();
-  writeFileSync(join(CLS_RUN, 'config.json'), JSON.stringify(runConfig(CLS_RUN)));
-  writeFileSync(join(CLS_RUN, 'metrics.json'), JSON.stringify({ eval: { threshold: 0.3, mode: 'fixed', thresholdChosenOn: 'test' } }));
+  onnx = makeSegmenterRun(SEG_RUN);
+  makeClassifierRun(CLS_RUN);
 
   mkdirSync(join(IN, 'sub'), { recursive: true });
-  await (await texture(80, 64, 1)).png().toFile(join(IN, 'good.png'));
-  const jpeg = await (await texture(64, 64, 2)).jpeg().toBuffer();
+  await texture(80, 64, 1).png().toFile(join(IN, 'good.png'));
+  const jpeg = await texture(64, 64, 2).jpeg().toBuffer();
   writeFileSync(join(IN, 'corrupt.jpg'), jpeg.subarray(0, jpeg.length >> 1));
-  await (await texture(72, 56, 3)).grayscale().png().toFile(join(IN, 'gray.png'));
-  await (await texture(64, 48, 4)).toColourspace('cmyk').jpeg().toFile(join(IN, 'cmyk.jpg'));
-  await (await texture(64, 64, 5)).ensureAlpha(0.4).png().toFile(join(IN, 'sub', 'alpha.png'));
+  await texture(72, 56, 3).grayscale().png().toFile(join(IN, 'gray.png'));
+  await texture(64, 48, 4).toColourspace('cmyk').jpeg().toFile(join(IN, 'cmyk.jpg'));
+  await texture(64, 64, 5).ensureAlpha(0.4).png().toFile(join(IN, 'sub', 'alpha.png'));
   // Stored 60 wide x 40 high with EXIF orientation 6 (rotate 90 degrees): upright it is 40 x 60.
-  await (await texture(60, 40, 6)).jpeg().withMetadata({ orientation: 6 }).toFile(join(IN, 'rotated.jpg'));
-  await (await texture(1600, 1200, 7)).jpeg().toFile(join(IN, 'huge.jpg'));
+  await texture(60, 40, 6).jpeg().withMetadata({ orientation: 6 }).toFile(join(IN, 'rotated.jpg'));
+  await texture(1600, 1200, 7).jpeg().toFile(join(IN, 'huge.jpg'));
   writeFileSync(join(IN, 'notes.txt'), 'not an image');
 });
 
@@ -148,7 +107,7 @@ test('the labels equal the argmax of onnxruntime-node on the exported model (an 
 test('a rerun after kill -9 redoes nothing already written and finishes the rest', async () => {
   const many = join(TMP, 'many');
   mkdirSync(many);
-  for (let i = 0; i < 16; i++) await (await texture(128, 96, 100 + i)).png().toFile(join(many, `img${String(i).padStart(2, '0')}.png`));
+  for (let i = 0; i < 16; i++) await texture(128, 96, 100 + i).png().toFile(join(many, `img${String(i).padStart(2, '0')}.png`));
   const out = join(TMP, 'out-killed');
   const child = spawn(process.execPath, ['--single-threaded-gc', MAIN, 'predict', '-r', SEG_RUN, '-i', many, '-o', out,
     '--scales', '0.75,1,1.5', '--no-progress', '--threads', '1'], { stdio: 'ignore' });
