@@ -1,6 +1,7 @@
 // `weakseg export`: a run's networks as ONNX models, and optionally the web page that runs the segmenter.
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { writeFileAtomic } from '../data/files.js';
 import type { WeaksegConfig } from '../pipeline/config.js';
 import { type StageHooks, logger } from '../pipeline/common.js';
 import { runPaths } from '../pipeline/paths.js';
@@ -30,11 +31,6 @@ export interface ExportSummary {
   web: string | null;
 }
 
-function writeAtomic(path: string, bytes: Uint8Array): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, bytes);
-  renameSync(tmp, path);
-}
 
 export async function exportRun(config: WeaksegConfig, options: ExportOptions = {}, hooks: StageHooks = {}): Promise<ExportSummary> {
   const log = logger(hooks);
@@ -51,7 +47,7 @@ export async function exportRun(config: WeaksegConfig, options: ExportOptions = 
     try {
       const bytes = segmenterToOnnx(net.model, { classes, backbone: net.backbone, head: net.headName, source: weights });
       summary.segmenter = join(out, 'segmenter.onnx');
-      writeAtomic(summary.segmenter, bytes);
+      writeFileAtomic(summary.segmenter, bytes);
       log(`segmenter ${weights} -> ${summary.segmenter} (${(bytes.length / 2 ** 20).toFixed(1)} MiB, ${classes.length + 1} labels)`);
       if (options.web) {
         summary.web = writeWebPage(options.web, bytes, parseModelMetadata(readOnnxMetadata(bytes), summary.segmenter),
@@ -70,7 +66,7 @@ export async function exportRun(config: WeaksegConfig, options: ExportOptions = 
       }
       const bytes = classifierToOnnx(net.model, { classes, backbone: net.backbone, source: weights });
       summary.classifier = join(out, 'classifier.onnx');
-      writeAtomic(summary.classifier, bytes);
+      writeFileAtomic(summary.classifier, bytes);
       log(`classifier ${weights} -> ${summary.classifier} (${(bytes.length / 2 ** 20).toFixed(1)} MiB, ${classes.length} classes)`);
     } finally {
       net.model.dispose();

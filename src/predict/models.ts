@@ -5,9 +5,9 @@ import { readSafetensorsHeader } from '../engine/serialize/index.js';
 import { loadModelWeights } from '../train/checkpoint.js';
 import type { DeepLab } from '../segmentation/deeplab.js';
 import type { Method } from '../methods/method.js';
+import type { Module } from '../nn/index.js';
 import type { WeaksegConfig } from '../pipeline/config.js';
 import { type StageHooks, buildMethod, readSplit } from '../pipeline/common.js';
-import { runPaths } from '../pipeline/paths.js';
 import { buildSegmenter, segmenterWeightsPath } from '../pipeline/segment.js';
 import { camWeightsPath } from '../pipeline/cams.js';
 
@@ -42,18 +42,15 @@ export function hasSegmenter(config: WeaksegConfig): boolean {
   }
 }
 
-function place(config: WeaksegConfig, model: { to: (t: object) => unknown; eval: () => unknown }): void {
+function place(config: WeaksegConfig, model: Module): void {
   if (config.runtime.device !== 'cpu' || config.runtime.channelsLast) {
     model.to({ device: config.runtime.device, memoryFormat: config.runtime.channelsLast ? 'channels_last' : undefined });
   }
   model.eval();
 }
 
-/** The run's segmenter with its weights, in eval mode on config.runtime.device. */
-export async function loadSegmenter(config: WeaksegConfig, hooks: StageHooks = {}): Promise<RunModel<DeepLab>> {
-  const weights = segmenterWeightsPath(config);
-  const classes = await classesOf(config, weights);
-  const net = buildSegmenter(config, classes.length, hooks);
+/** Loads `weights` into a freshly built network (disposed on failure), then places it for inference. */
+function withWeights<N extends { model: Module }>(config: WeaksegConfig, net: N, weights: string): N {
   try {
     loadModelWeights(weights, net.model);
   } catch (e) {
@@ -61,7 +58,14 @@ export async function loadSegmenter(config: WeaksegConfig, hooks: StageHooks = {
     throw e;
   }
   place(config, net.model);
-  return { net, classes, weights };
+  return net;
+}
+
+/** The run's segmenter with its weights, in eval mode on config.runtime.device. */
+export async function loadSegmenter(config: WeaksegConfig, hooks: StageHooks = {}): Promise<RunModel<DeepLab>> {
+  const weights = segmenterWeightsPath(config);
+  const classes = await classesOf(config, weights);
+  return { net: withWeights(config, buildSegmenter(config, classes.length, hooks), weights), classes, weights };
 }
 
 /** The run's classifier (the method's network) with its weights, in eval mode on config.runtime.device. */
@@ -69,15 +73,5 @@ export async function loadClassifier(config: WeaksegConfig, hooks: StageHooks = 
   const weights = camWeightsPath(config);
   if (!existsSync(weights)) throw new Error(`${weights}: no such model file`);
   const classes = await classesOf(config, weights);
-  const net = buildMethod(config, classes.length, hooks);
-  try {
-    loadModelWeights(weights, net.model);
-  } catch (e) {
-    net.model.dispose();
-    throw e;
-  }
-  place(config, net.model);
-  return { net, classes, weights };
+  return { net: withWeights(config, buildMethod(config, classes.length, hooks), weights), classes, weights };
 }
-
-export { runPaths };

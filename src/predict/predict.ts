@@ -17,8 +17,8 @@
 // (nearest), so a 24-megapixel photo does not need gigabytes of class probabilities.
 // Outputs are written to temporary names and renamed, the JSON line last: an image is done when its JSON exists,
 // and a rerun (even after kill -9) skips it.
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import cliProgress from 'cli-progress';
 import sharp from 'sharp';
@@ -27,6 +27,7 @@ import {
   BadFileLog, type BadFilePolicy, type LabelMap, type RgbImage, decodeImage, encodeMask, handleBadFile, normalizeToChw,
   resizeBilinear, resizeNearest, vocColormap,
 } from '../data/index.js';
+import { writeFileAtomic } from '../data/files.js';
 import { multiScaleProbabilities, labelsFromProbabilities } from '../segmentation/infer.js';
 import { multiScaleCam } from '../cams/infer.js';
 import { crfParams, type CrfParams, type CrfPresetName } from '../refine/crf-presets.js';
@@ -101,12 +102,6 @@ interface Labelled {
   tags?: string[];
 }
 
-function writeAtomic(path: string, data: Uint8Array | string): void {
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, data);
-  renameSync(tmp, path);
-}
 
 /** JSON with every non-ASCII character escaped, for PNG tEXt (Latin-1). */
 function asciiJson(v: unknown): string {
@@ -298,15 +293,15 @@ export async function predict(config: WeaksegConfig, options: PredictOptions, ho
             const exact = foundClasses(labels, new Float64Array(names.length), names);
             for (const c of classes) c.share = exact.find((e) => e.label === c.label)?.share ?? c.share;
           }
-          writeAtomic(paths.mask, encodeMask(labels, { labels: asciiJson(names), source: asciiJson(item.path) }));
+          writeFileAtomic(paths.mask, encodeMask(labels, { labels: asciiJson(names), source: asciiJson(item.path) }));
           const jpeg = await sharp(Buffer.from(overlay(rgb, labels, opacity)), { raw: { width: rgb.width, height: rgb.height, channels: 3 } })
             .jpeg({ quality: 90 }).toBuffer();
-          writeAtomic(paths.overlay, jpeg);
+          writeFileAtomic(paths.overlay, jpeg);
           line = {
             id: item.id, path: item.path, width: rgb.width, height: rgb.height, classes,
             ...(result.tags ? { tags: result.tags } : {}), ms: Math.round(performance.now() - t0),
           };
-          writeAtomic(paths.json, `${JSON.stringify(line)}\n`);
+          writeFileAtomic(paths.json, `${JSON.stringify(line)}\n`);
           busyMs += performance.now() - t0;
           predicted++;
         }
@@ -324,13 +319,13 @@ export async function predict(config: WeaksegConfig, options: PredictOptions, ho
     bar?.stop();
     model.net.model.dispose();
   }
-  writeAtomic(join(out, 'predictions.jsonl'), lines.length ? `${lines.join('\n')}\n` : '');
+  writeFileAtomic(join(out, 'predictions.jsonl'), lines.length ? `${lines.join('\n')}\n` : '');
   const summary: PredictSummary = {
     out, model: model.weights, mode: useSegmenter ? 'segmenter' : 'classifier', images: inputs.length, predicted, kept,
     badFiles: badFiles.entries.map((b) => ({ path: b.path, reason: b.reason })),
     imagesPerSecond: predicted ? predicted / (busyMs / 1000) : 0, labelImages,
   };
-  writeAtomic(join(out, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
+  writeFileAtomic(join(out, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
   log(`predict: ${predicted} predicted, ${kept} already done, ${badFiles.count} bad file(s) skipped` +
     `${predicted ? ` (${summary.imagesPerSecond.toFixed(2)} img/s)` : ''}; classes found: ` +
     `${Object.entries(labelImages).filter(([k]) => k !== 'background').map(([k, v]) => `${k} in ${v}`).join(', ') || 'none'}; ${join(out, 'predictions.jsonl')}`);

@@ -8,9 +8,10 @@
 //
 // The page downsizes images whose longer side exceeds maxSide (default 512) before the network, so a phone photo
 // does not take minutes in WebAssembly; the mask is shown over the image at that size.
-import { copyFileSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { writeFileAtomic } from '../data/files.js';
 import { vocColormap } from '../data/mask.js';
 import type { OnnxModelInfo } from '../export/metadata.js';
 
@@ -28,11 +29,6 @@ function ortDist(): string {
   return dirname(createRequire(import.meta.url).resolve('onnxruntime-web'));
 }
 
-function writeAtomic(path: string, data: string | Uint8Array): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, data);
-  renameSync(tmp, path);
-}
 
 /** Writes the page, the model and onnxruntime-web's files to `dir`; returns the page's path. */
 export function writeWebPage(dir: string, model: Uint8Array, info: OnnxModelInfo, options: WebPageOptions = {}): string {
@@ -40,11 +36,11 @@ export function writeWebPage(dir: string, model: Uint8Array, info: OnnxModelInfo
   mkdirSync(join(dir, 'ort'), { recursive: true });
   const dist = ortDist();
   for (const f of ORT_FILES) copyFileSync(join(dist, f), join(dir, 'ort', f));
-  writeAtomic(join(dir, 'model.onnx'), model);
+  writeFileAtomic(join(dir, 'model.onnx'), model);
   const palette = vocColormap().slice(0, info.labels.length);
   const settings = { labels: info.labels, mean: info.mean, std: info.std, palette, maxSide: options.maxSide ?? 512 };
   const page = join(dir, 'index.html');
-  writeAtomic(page, pageHtml(settings, options.title ?? 'weakseg: segment an image'));
+  writeFileAtomic(page, pageHtml(settings, options.title ?? 'weakseg: segment an image'));
   return page;
 }
 
