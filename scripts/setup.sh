@@ -6,18 +6,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+need=()
 if [ -z "${LIBTORCH:-}" ]; then
-  need=()
   [ -f /usr/include/ATen/ATen.h ] || need+=(libtorch-dev)
   dpkg -s libopenblas0-pthread >/dev/null 2>&1 || need+=(libopenblas0-pthread)
-  [ -n "${WEAKSEG_NO_CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1 || need+=(chromium)
-  if [ ${#need[@]} -gt 0 ]; then
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    echo "weakseg setup: apt-get install ${need[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  fi
+fi
+[ -n "${WEAKSEG_NO_CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "weakseg setup: apt-get install ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 # onnxruntime-node (tests, bench:predict) ships its CPU binary in the npm package; its install script would only
