@@ -74,9 +74,9 @@ const backboneConv: Converter<BackboneConv2d> = (g, m, x, path) => {
   const d = pairOf(m.opts.dilation);
   if (m.padding === 'symmetric') return convSymmetric(g, m, x, path);
   if (s[0] === 1 && s[1] === 1) {
-    // Any size works for the static pads at stride 1 (the total is (k - 1) d whatever the size).
-    const [pt, pb] = samePadding(k[0] * 8, k[0], 1, d[0]);
-    const [pl, pr] = samePadding(k[1] * 8, k[1], 1, d[1]);
+    // At stride 1 the SAME total is (k - 1) d whatever the size, so the pads are constants (samePadding of any n).
+    const [pt, pb] = samePadding(1, k[0], 1, d[0]);
+    const [pl, pr] = samePadding(1, k[1], 1, d[1]);
     return conv(g, m, x, path, [pt, pl, pb, pr]);
   }
   const padded = g.op('Pad', [x, samePadsInGraph(g, x, path, k, s, d)], { mode: 'constant' }, `${path}.padded`);
@@ -141,7 +141,6 @@ const deepLab: Converter<DeepLabNet> = (g, m, x, path) =>
 const passThrough: Converter<Module> = (_g, _m, x) => x;
 
 /** Most specific classes first (instanceof picks the first match). */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 const CONVERTERS: [abstract new (...args: any[]) => Module, Converter<any>][] = [
   [BackboneConv2d, backboneConv],
   [Conv2d, convSymmetric],
