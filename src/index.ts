@@ -18,4 +18,7 @@ export * as evaluation from './eval/index.js';
 export * as train from './train/index.js';
 export * as report from './report/index.js';
 export * as pipeline from './pipeline/index.js';
+export * as predict from './predict/index.js';
+export * as onnx from './export/index.js';
+export * as web from './web/index.js';
 export { F, Tensor, dispose, keep, noGrad, tensor, tidy, zeros, ones } from './engine/index.js';

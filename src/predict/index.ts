@@ -1,0 +1,3 @@
+export * from './inputs.js';
+export * from './models.js';
+export * from './predict.js';
