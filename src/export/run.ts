@@ -38,7 +38,7 @@ export async function exportRun(config: WeaksegConfig, options: ExportOptions = 
   const out = resolve(options.out ?? join(runPaths(config).root, 'export'));
   const withSegmenter = hasSegmenter(config);
   if (!withSegmenter && options.web) {
-    throw new Error(`${runPaths(config).root} has no segmentation model (seg/model.safetensors); the web page needs one: run the 'seg' stage first`);
+    throw new Error(`${runPaths(config).root} has no segmentation model (seg/model.safetensors); the web page needs one: run 'weakseg seg-train' first`);
   }
   const summary: ExportSummary = { segmenter: null, classifier: null, web: null };
   mkdirSync(out, { recursive: true });
