@@ -417,12 +417,17 @@ export function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** Path segments that would reach Object.prototype (or a constructor) instead of a setting. */
+const FORBIDDEN_SEGMENTS = new Set(['__proto__', 'constructor', 'prototype']);
+
 /** Deep merge of plain objects (arrays and scalars from `over` replace). */
 export function mergeConfig(base: unknown, over: unknown): unknown {
   if (!isPlainObject(base) || !isPlainObject(over)) return over === undefined ? base : over;
   const out: Record<string, unknown> = { ...base };
   for (const [k, v] of Object.entries(over)) {
     if (v === undefined) continue;
+    // JSON.parse keeps "__proto__" as an own key; assigning it would replace this object's prototype.
+    if (FORBIDDEN_SEGMENTS.has(k)) throw new ConfigError(`'${k}' is not a setting name`);
     out[k] = mergeConfig(base[k], v);
   }
   return out;
@@ -455,6 +460,8 @@ export function readRunConfig(runDir: string): Record<string, unknown> | null {
 /** Sets a dotted key ("train.lr") in a plain object, creating the intermediate objects. */
 export function setPath(obj: Record<string, unknown>, dotted: string, value: unknown): void {
   const keys = dotted.split('.');
+  const bad = keys.find((k) => FORBIDDEN_SEGMENTS.has(k) || k === '');
+  if (bad !== undefined) throw new ConfigError(`'${dotted}': ${bad === '' ? 'empty path segment' : `'${bad}' is not a setting name`}`);
   let cur = obj;
   for (const k of keys.slice(0, -1)) {
     if (!isPlainObject(cur[k])) cur[k] = {};

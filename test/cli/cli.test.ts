@@ -111,3 +111,19 @@ test('stage names have one spelling, kebab-case: --help says so, a camelCase one
   assert.equal(ok.code, 0, ok.err);
   assert.deepEqual(JSON.parse(ok.out).run.stages, ['crf', 'random-walk']);
 });
+
+test('--set and config files refuse __proto__, constructor and prototype paths', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'weakseg-cli-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  for (const path of ['__proto__.x', 'train.__proto__.polluted', 'constructor.prototype.x']) {
+    const r = cli('config', '-r', join(dir, 'run'), '--data-root', dir, '--set', `${path}=1`);
+    assert.equal(r.code, 2, `${path}: ${r.out}`);
+    assert.match(r.err, new RegExp(`'${path.replace(/\./g, '\\.')}': (.*is not a setting name|empty path segment)`));
+    assert.doesNotMatch(r.err, /unknown setting/); // Object.prototype was not written
+  }
+  const file = join(dir, 'proto.json');
+  writeFileSync(file, '{ "runDir": "x", "data": { "root": "d" }, "train": { "__proto__": { "lr": 5 } } }');
+  const r = cli('config', '-c', file);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /train\.__proto__: unknown setting/); // an own key, reported; no prototype was replaced
+});
