@@ -17,6 +17,16 @@ export function wrapAll(hs: NativeTensor[]): Tensor[] {
   return hs.map(wrap);
 }
 
+/**
+ * PyTorch refuses masked_fill with a non-bool mask ("only supports boolean masks"); our libtorch build still
+ * takes integer masks (nonzero = true), so a mask that would fail in PyTorch would silently work here. Checked
+ * in TS rather than native/: the dtype is known here and the addon stays a thin pass-through.
+ */
+function boolMask(mask: Tensor, op: string): Tensor {
+  if (mask.dtype !== 'bool') throw new TypeError(`${op}: only supports boolean masks, but got mask of dtype ${mask.dtype}`);
+  return mask;
+}
+
 function h(x: TensorOrScalar): NativeTensor | Scalar {
   return x instanceof Tensor ? x.handle : x;
 }
@@ -209,7 +219,7 @@ export class Tensor {
   div_(o: TensorOrScalar): this { N.div_(this.handle, h(o)); return this; }
   pow_(o: TensorOrScalar): this { N.pow_(this.handle, h(o)); return this; }
   clamp_(min?: number | null, max?: number | null): this { N.clamp_(this.handle, min ?? null, max ?? null); return this; }
-  maskedFill_(mask: Tensor, v: TensorOrScalar): this { N.maskedFill_(this.handle, mask.handle, h(v)); return this; }
+  maskedFill_(mask: Tensor, v: TensorOrScalar): this { N.maskedFill_(this.handle, boolMask(mask, 'maskedFill_').handle, h(v)); return this; }
   addcmul_(a: Tensor, b: Tensor, value = 1): this { N.addcmul_(this.handle, a.handle, b.handle, value); return this; }
   addcdiv_(a: Tensor, b: Tensor, value = 1): this { N.addcdiv_(this.handle, a.handle, b.handle, value); return this; }
   lerp_(end: Tensor, weight: number): this { N.lerp_(this.handle, end.handle, weight); return this; }
@@ -386,7 +396,7 @@ export class Tensor {
   scatterAdd(dim: number, index: Tensor, src: Tensor): Tensor {
     return wrap(N.scatterAdd(this.handle, dim, index.handle, src.handle));
   }
-  maskedFill(mask: Tensor, value: TensorOrScalar): Tensor { return wrap(N.maskedFill(this.handle, mask.handle, h(value))); }
+  maskedFill(mask: Tensor, value: TensorOrScalar): Tensor { return wrap(N.maskedFill(this.handle, boolMask(mask, 'maskedFill').handle, h(value))); }
   maskedSelect(mask: Tensor): Tensor { return wrap(N.maskedSelect(this.handle, mask.handle)); }
   /** Advanced indexing t[i0, i1, ...] with index or boolean tensors; null means a full slice. */
   index(indices: (Tensor | null)[]): Tensor {

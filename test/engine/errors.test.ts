@@ -146,3 +146,14 @@ test('many failing calls in a row leave the engine usable', () => {
   assert.equal(memory().liveTensors, before);
   stillWorks();
 });
+
+test('maskedFill refuses a non-bool mask, as PyTorch does, and a bool mask still works', () => tidy(() => {
+  const x = tensor([1, 2, 3]);
+  for (const dtype of ['int64', 'uint8', 'float32'] as const) {
+    const mask = tensor([1, 0, 1], { dtype });
+    assert.throws(() => x.maskedFill(mask, 0), new RegExp(`maskedFill: only supports boolean masks, but got mask of dtype ${dtype}`));
+    assert.throws(() => x.clone().maskedFill_(mask, 0), /maskedFill_: only supports boolean masks/);
+  }
+  assert.deepEqual(vals(x), [1, 2, 3]);
+  assert.deepEqual(vals(x.maskedFill(tensor([true, false, true]), 0)), [0, 2, 0]);
+}));
