@@ -104,12 +104,16 @@ export function readCam(path: string): CamRecord {
     const width = Number(metadata.width);
     const height = Number(metadata.height);
     if (width !== W || height !== H) throw new Error(`${path}: metadata says ${metadata.width}x${metadata.height}, cams are ${W}x${H}`);
+    const values = cams.toFloat32Array().slice();
+    // A NaN would spread through the CRF and the random walk to every pixel; refuse the file instead.
+    const bad = values.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) throw new Error(`${path}: CAM plane ${Math.floor(bad / (W * H))} holds ${values[bad]} at pixel ${bad % (W * H)}; the file is corrupt (remake it with \`weakseg cams\`)`);
     return {
       id: metadata.id ?? '',
       labels: Array.from(labels.dataSync() as BigInt64Array, Number),
       width,
       height,
-      cams: cams.toFloat32Array().slice(),
+      cams: values,
       metadata,
     };
   } finally {

@@ -47,6 +47,13 @@ export class DenseCRF2D {
     const n = this.width * this.height;
     const nl = this.nLabels;
     if (values.length !== n * nl) throw new RangeError(`${what} has ${values.length} values, expected ${nl}×${n}`);
+    // One NaN or infinity would spread through every message to every pixel (each message sums over all).
+    const bad = values.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) {
+      const l = Math.floor(bad / n);
+      const p = bad % n;
+      throw new RangeError(`${what} holds ${values[bad]} at label ${l}, pixel (${p % this.width}, ${Math.floor(p / this.width)}); it must be finite`);
+    }
     this.negUnary.dispose();
     this.negUnary = keep(tidy(() => toNegUnary(tensor(values, { shape: [nl, n] })).t().contiguous()));
   }
@@ -57,6 +64,7 @@ export class DenseCRF2D {
    */
   addPairwiseGaussian(sxy: number, compat: number): void {
     checkSigma('sxy', sxy);
+    checkCompat(compat);
     const { width, height } = this;
     if (sxy <= SEPARABLE_MAX_SXY) {
       this.kernels.push(new SeparableGaussianKernel(width, height, sxy, compat));
@@ -76,6 +84,7 @@ export class DenseCRF2D {
   addPairwiseBilateral(sxy: number, srgb: number, rgb: Uint8Array, compat: number): void {
     checkSigma('sxy', sxy);
     checkSigma('srgb', srgb);
+    checkCompat(compat);
     const { width, height } = this;
     if (rgb.length !== width * height * 3) {
       throw new RangeError(`image has ${rgb.length} bytes, expected ${height}×${width}×3`);
@@ -190,6 +199,18 @@ function softmaxRows(scores: Tensor): Tensor {
   });
 }
 
+/**
+ * Kernel widths below this are degenerate: the kernel reaches no neighbour (a hundredth of a pixel or intensity
+ * level), and dividing features by them overflows the lattice's coordinates.
+ */
+export const MIN_KERNEL_WIDTH = 0.01;
+
 function checkSigma(name: string, v: number): void {
-  if (!(v > 0) || !Number.isFinite(v)) throw new RangeError(`${name} must be a positive number, got ${v}`);
+  if (!Number.isFinite(v) || v < MIN_KERNEL_WIDTH) {
+    throw new RangeError(`${name} must be a finite width of at least ${MIN_KERNEL_WIDTH}, got ${v}`);
+  }
+}
+
+function checkCompat(compat: number): void {
+  if (!Number.isFinite(compat)) throw new RangeError(`compat must be a finite number, got ${compat}`);
 }

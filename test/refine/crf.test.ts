@@ -496,3 +496,25 @@ test('bad shapes and parameters are rejected', () => {
   assert.throws(() => crf.inference(-1), RangeError);
   assert.throws(() => new DenseCRF2D(0, 3, 2), RangeError);
 });
+
+test('non-finite unaries, probabilities and compat, and degenerate widths are refused by name', () => {
+  const crf = new DenseCRF2D(4, 3, 2);
+  try {
+    const u = new Float32Array(24).fill(0.5);
+    u[13] = Number.NaN; // label 1, pixel 1 = (1, 0)
+    assert.throws(() => crf.setUnaryEnergy(u), /unary holds NaN at label 1, pixel \(1, 0\); it must be finite/);
+    const p = new Float32Array(24).fill(0.5);
+    p[6] = Number.POSITIVE_INFINITY; // label 0, pixel 6 = (2, 1)
+    assert.throws(() => crf.setUnaryFromProbabilities(p), /probabilities holds Infinity at label 0, pixel \(2, 1\)/);
+    assert.throws(() => crf.addPairwiseGaussian(3, Number.NaN), /compat must be a finite number, got NaN/);
+    assert.throws(() => crf.addPairwiseGaussian(1e-30, 3), /sxy must be a finite width of at least 0\.01, got 1e-30/);
+    assert.throws(() => crf.addPairwiseBilateral(50, 1e-30, new Uint8Array(36), 4), /srgb must be a finite width/);
+    assert.throws(() => crf.addPairwiseBilateral(Number.POSITIVE_INFINITY, 13, new Uint8Array(36), 4), /sxy must be a finite width/);
+  } finally {
+    crf.dispose();
+  }
+  // The one-call form, as the refinement stages use it: one NaN in the CAM scores is an error, not an all-NaN map.
+  const prob = new Float32Array(2 * 12).fill(0.5);
+  prob[3] = Number.NaN;
+  assert.throws(() => denseCrf({ rgb: new Uint8Array(36), width: 4, height: 3 }, prob, 2, 'psa'), /probabilities holds NaN/);
+});
