@@ -1,7 +1,7 @@
 // What the stages share: preparing the run directory, datasets by split, building the method, metrics.json.
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { setNumThreads } from '../engine/index.js';
-import { type Dataset, readFolder, readVoc } from '../data/index.js';
+import { type BadFileLog, type Dataset, readFolder, readVoc } from '../data/index.js';
 import type { Backbone } from '../backbones/backbone.js';
 import { createBackbone } from '../backbones/index.js';
 import { CamMethod } from '../methods/cam.js';
@@ -66,12 +66,15 @@ export function readMetrics(config: WeaksegConfig): Record<string, unknown> {
 }
 
 /** The dataset of a split (VOC) or the whole folder (folder format). Labels only; masks where present. */
-export async function readSplit(config: WeaksegConfig, split: string): Promise<Dataset> {
+export async function readSplit(config: WeaksegConfig, split: string, badFiles?: BadFileLog): Promise<Dataset> {
   const d = config.data;
   if (d.format === 'folder') {
-    return readFolder({ root: d.root, labels: d.labels!, masks: d.masks, onBadFile: d.onBadFile });
+    return readFolder({
+      root: d.root, labels: d.labels!, masks: d.masks, onBadFile: d.onBadFile, ...(d.classes ? { classes: d.classes } : {}),
+      ...(badFiles ? { badFiles } : {}),
+    });
   }
-  const opts: Parameters<typeof readVoc>[0] = { root: d.root, split, onBadFile: d.onBadFile };
+  const opts: Parameters<typeof readVoc>[0] = { root: d.root, split, onBadFile: d.onBadFile, ...(badFiles ? { badFiles } : {}) };
   if (d.labelsJson) opts.labelsJson = d.labelsJson;
   if (d.classes) opts.classes = d.classes;
   return readVoc(opts);

@@ -1,17 +1,20 @@
 // `weakseg run`: every stage in order, from one config, in one run directory (IRN's run_sample.py, made
-// resumable). Each stage's inputs (its config section and the fingerprints of the stages it reads) are hashed
-// into stages.json: a stage whose fingerprint matches a finished record is skipped, one that was interrupted
-// continues where it stopped (checkpoints, per-image files), and one whose inputs changed reruns, and with it
-// everything downstream (their fingerprints include its own). The stages, their order and what each reads are the
-// registry's (stages.ts).
+// resumable). Each stage's inputs (its config section, the data of the splits it reads, and the fingerprints and
+// outputs of the stages it reads) are hashed into stages.json: a stage whose fingerprint matches a finished record
+// is skipped, one that was interrupted continues where it stopped (checkpoints, per-image files), and one whose
+// inputs changed reruns, and with it everything downstream (their fingerprints include its own). A rerun removes
+// only what the stage wrote (manifest.ts). The stages, their order and what each reads are the registry's
+// (stages.ts).
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, logger, prepareRun, writeJsonAtomic } from './common.js';
 import { runPaths } from './paths.js';
 import { stageNamed, stages } from './stages.js';
+import { type Manifest, readManifest, recordStageOutputs, removeStageOutputs } from './manifest.js';
+import { dataFingerprints } from './fingerprint.js';
 
 interface StageRecord {
   fingerprint: string;
@@ -36,14 +39,19 @@ function readRecords(config: WeaksegConfig): StageRecords {
   }
 }
 
-function fingerprint(stage: string, config: WeaksegConfig, records: StageRecords): string {
+async function fingerprint(
+  stage: string, config: WeaksegConfig, records: StageRecords, manifest: Manifest,
+  data: (splits: readonly string[]) => Promise<Record<string, string>>,
+): Promise<string> {
   const def = stageNamed(stage);
-  const upstream = def.inputs(config).map((s) => [s, records[s]?.fingerprint ?? null]);
-  return createHash('sha256').update(JSON.stringify({ stage, inputs: def.settings(config), upstream })).digest('hex').slice(0, 16);
+  // An upstream stage's outputs as written (a forced rerun keeps its fingerprint but changes its files).
+  const upstream = def.inputs(config).map((s) => [s, records[s]?.fingerprint ?? null, manifest[s]?.digest ?? null]);
+  const splits = await data((def.reads?.(config) ?? []).filter((s): s is string => Boolean(s)));
+  return createHash('sha256').update(JSON.stringify({ stage, inputs: def.settings(config), upstream, splits })).digest('hex').slice(0, 16);
 }
 
 export interface RunOptions extends StageHooks {
-  /** Rerun these stages even when they are up to date (the stages after them rerun only if their inputs changed). */
+  /** Rerun these stages, and every stage after them, even when they are up to date. */
   force?: string[];
 }
 
@@ -60,22 +68,29 @@ export async function runPipeline(config: WeaksegConfig, options: RunOptions = {
   const records = readRecords(config);
   const summary: RunSummary = { runDir: paths.root, stages: [] };
   for (const name of options.force ?? []) stageNamed(name, '--force');
-  const order = stages().filter((s) => config.run.stages.includes(s.name));
+  const all = stages();
+  const firstForced = Math.min(...(options.force ?? []).map((s) => all.findIndex((d) => d.name === s)));
+  const order = all.filter((s) => config.run.stages.includes(s.name));
+  const data = dataFingerprints(config);
   for (const def of order) {
     options.signal?.throwIfAborted();
     const stage = def.name;
-    const fp = fingerprint(stage, config, records);
+    const manifest = readManifest(paths.root);
+    const fp = await fingerprint(stage, config, records, manifest, data);
     const previous = records[stage];
     const sameInputs = previous?.fingerprint === fp;
-    if (sameInputs && previous.state === 'done' && !def.always && !options.force?.includes(stage)) {
+    const forced = all.indexOf(def) >= firstForced;
+    if (sameInputs && previous.state === 'done' && !def.always && !forced) {
       log(`== ${stage}: up to date, skipped`);
       summary.stages.push({ stage, action: 'skipped', seconds: 0 });
       continue;
     }
-    const resume = sameInputs && previous.state === 'running';
+    const resume = sameInputs && previous.state === 'running' && !forced;
     if (!resume) {
       if (previous) log(`== ${stage}: ${sameInputs ? 'rerun requested' : 'inputs changed'}; its earlier outputs are removed`);
-      for (const p of def.outputs(config)) rmSync(p, { recursive: true, force: true });
+      // Files of an interrupted run, or of a run from before manifests, are known by their time.
+      const since = previous && (previous.state === 'running' || !manifest[stage]) ? Date.parse(previous.startedAt) : null;
+      removeStageOutputs(paths.root, stage, def.outputs(config), since);
     }
     log(`== ${stage}${resume ? ': resuming where it stopped' : ''}`);
     records[stage] = { fingerprint: fp, state: 'running', startedAt: new Date().toISOString() };
@@ -83,6 +98,7 @@ export async function runPipeline(config: WeaksegConfig, options: RunOptions = {
     const t0 = performance.now();
     await def.run(config, { ...options, resume });
     const seconds = (performance.now() - t0) / 1000;
+    recordStageOutputs(paths.root, stage, def.outputs(config));
     records[stage] = { ...records[stage]!, state: 'done', finishedAt: new Date().toISOString(), seconds };
     writeJsonAtomic(stagesPath(config), records);
     summary.stages.push({ stage, action: resume ? 'resumed' : 'ran', seconds });

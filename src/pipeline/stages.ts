@@ -26,6 +26,8 @@ export interface Stage {
   options: OptionGroup[];
   /** The stages whose outputs it reads (their fingerprints are part of its own). */
   inputs: (config: WeaksegConfig) => string[];
+  /** The splits whose data (images, labels, masks) it reads (their fingerprints are part of its own). */
+  reads?: (config: WeaksegConfig) => (string | null)[];
   /** The settings that change its outputs (not logging, progress or machine settings). */
   settings: (config: WeaksegConfig) => unknown;
   /** What a rerun with changed inputs deletes first, so no stale output survives. */
@@ -63,6 +65,7 @@ const STAGES: Stage[] = [
     name: 'train', title: 'Classifier', section: 'train', options: ['model', 'train', 'resume'],
     description: 'train the classifier of a method from image-level tags (per-epoch checkpoints; --resume continues)',
     inputs: () => [],
+    reads: (c) => [c.data.trainSplit],
     settings: (c) => ({ data: omit(c.data, ['onBadFile']), model: c.model, seam: c.model.method === 'seam' ? c.seam : null, train: c.train }),
     outputs: (c) => [runPaths(c).checkpoints, runPaths(c).model, runPaths(c).trainLog, runPaths(c).trainJsonLog],
     trainLog: (c) => runPaths(c).trainJsonLog,
@@ -72,6 +75,7 @@ const STAGES: Stage[] = [
     name: 'cams', title: 'CAMs', section: 'cams', options: ['model', 'cams', 'resume'],
     description: 'make multi-scale + flip CAMs of every image of the chosen splits (one safetensors file per image)',
     inputs: () => ['train'],
+    reads: (c) => camSplits(c),
     settings: (c) => ({ ...omit(c.cams, ['splits']), splits: camSplits(c) }),
     outputs: (c) => [join(runPaths(c).root, 'cams')],
     run: async (c, h) => (await import('./cams.js')).makeCams({ ...c, cams: { ...c.cams, splits: camSplits(c) } }, h),
@@ -80,6 +84,7 @@ const STAGES: Stage[] = [
     name: 'eval', title: 'Seeds', section: 'eval', options: ['eval'],
     description: 'score CAM seeds against ground truth: mIoU, per-class IoU, precision, recall, threshold curve',
     inputs: () => ['cams'],
+    reads: (c) => [c.eval.split, c.eval.fitSplit],
     settings: (c) => c.eval,
     outputs: (c) => [join(runPaths(c).root, 'seeds')],
     pseudoMasks: {
@@ -92,6 +97,7 @@ const STAGES: Stage[] = [
     name: 'crf', title: 'Seeds + dense CRF', section: 'refine.crf', options: ['refine', 'resume'],
     description: 'refine the seeds with a dense CRF (threshold swept through the CRF on eval.fitSplit), and score them',
     inputs: () => ['eval'],
+    reads: (c) => [c.eval.split, c.eval.fitSplit],
     settings: (c) => c.refine.crf,
     outputs: (c) => [join(runPaths(c).root, 'crf')],
     pseudoMasks: { dir: (c, split) => runPaths(c).crf(split), describe: () => "the 'crf' stage's masks (dense CRF on the seeds)" },
@@ -102,6 +108,7 @@ const STAGES: Stage[] = [
     description: "make affinity labels from CRF'd CAMs (la/ha exponents from the CRF threshold) and train the AffinityNet on them",
     // With refine.alphas 'fromThreshold' the labels' exponents come from the crf stage's threshold.
     inputs: (c) => (c.refine.alphas === 'fromThreshold' ? ['cams', 'crf'] : ['cams']),
+    reads: (c) => [c.data.trainSplit],
     settings: (c) => ({
       trainSplit: c.data.trainSplit, crf: omit(c.refine.crf, ['threshold', 'thresholds']), alphas: c.refine.alphas,
       alphaLow: c.refine.alphaLow, alphaHigh: c.refine.alphaHigh, affinity: c.refine.affinity,
@@ -114,6 +121,7 @@ const STAGES: Stage[] = [
     name: 'random-walk', title: 'Random walk', section: 'refine.randomWalk', options: ['refine', 'resume'],
     description: "propagate CAMs with the AffinityNet's random walk into pseudo-masks (background exponent chosen on eval.fitSplit), and score them",
     inputs: () => ['cams', 'affinity'],
+    reads: (c) => [c.eval.split, c.eval.fitSplit, c.data.trainSplit],
     settings: (c) => ({
       randomWalk: c.refine.randomWalk, split: c.eval.split, fitSplit: c.eval.fitSplit, trainSplit: c.data.trainSplit,
       ...(c.refine.randomWalk.crf ? { crfReferenceSize: c.refine.crf.referenceSize } : {}),
@@ -129,6 +137,7 @@ const STAGES: Stage[] = [
     name: 'seg-train', title: 'Segmentation net training', section: 'seg', options: ['seg', 'resume'],
     description: 'train a DeepLab segmentation network on the pseudo-masks of the training split',
     inputs: (c) => [c.seg.pseudoMasks],
+    reads: (c) => [c.data.trainSplit],
     settings: (c) => ({
       ...omit(c.seg, ['evalSplit', 'scales', 'testFlip', 'crf']), backbone: c.seg.backbone ?? c.model.backbone,
       weights: c.seg.weights ?? c.model.weights, trainSplit: c.data.trainSplit,
@@ -141,6 +150,7 @@ const STAGES: Stage[] = [
     name: 'seg-eval', title: 'Segmentation net', section: 'seg', options: ['seg', 'resume'],
     description: 'predict and score the segmentation network on a held-out split (multi-scale + flip, optional CRF)',
     inputs: () => ['seg-train'],
+    reads: (c) => [c.seg.evalSplit],
     settings: (c) => ({
       split: c.seg.evalSplit, scales: c.seg.scales, flip: c.seg.testFlip, crf: c.seg.crf,
       crfReferenceSize: c.seg.crf ? c.refine.crf.referenceSize : null,
@@ -152,6 +162,7 @@ const STAGES: Stage[] = [
     name: 'report', title: 'Report', section: 'run', options: [],
     description: "write the run's HTML report (report/index.html): scores, curves, per-class IoU, image gallery",
     inputs: () => [],
+    reads: () => [],
     settings: (c) => c.run.galleryImages,
     outputs: () => [],
     run: async (c, h) => (await import('./report.js')).writeReport(c, h),
