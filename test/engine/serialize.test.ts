@@ -6,9 +6,9 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as zlib from 'node:zlib';
 
 import {
   DTYPES, dtypeItemSize, numelOf, recordToContiguousBytes, viewProblem, type ContiguousTensorRecord, type DType,
@@ -19,6 +19,7 @@ import {
   serializeSafetensors, writeSafetensorsRecords,
 } from '../../src/engine/serialize/safetensors.js';
 import { ZipReader } from '../../src/engine/serialize/zip.js';
+import { type ZEntry, makeZip } from './zip-writer.js';
 import { PyCallable, isTuple, unpickle } from '../../src/engine/serialize/pickle.js';
 import {
   PthTensorRecord, findStateDict, parsePth, readPth, readPthStateDict,
@@ -290,74 +291,6 @@ test('safetensors: reads the shared MobileNetV2 weights', (t) => {
 
 // ---------------------------------------------------------------------------------------------------------
 // zip reader
-
-interface ZEntry { name: string; data: Uint8Array; method?: number; crc?: number; flags?: number; uncompressedSize?: number }
-
-/** A minimal zip writer (STORED/DEFLATE, optional ZIP64 records) for building test archives. */
-function makeZip(entries: ZEntry[], opts: { zip64?: boolean; comment?: string } = {}): Uint8Array {
-  const parts: Uint8Array[] = [];
-  const central: Uint8Array[] = [];
-  let offset = 0;
-  const push = (b: Uint8Array) => { parts.push(b); offset += b.length; };
-  for (const e of entries) {
-    const name = enc.encode(e.name);
-    const method = e.method ?? 0;
-    const comp = method === 8 ? new Uint8Array(zlib.deflateRawSync(e.data)) : e.data;
-    const crc = e.crc ?? zlib.crc32(e.data);
-    const usize = e.uncompressedSize ?? e.data.length;
-    const local = new Uint8Array(30 + name.length);
-    const lv = new DataView(local.buffer);
-    lv.setUint32(0, 0x04034b50, true); lv.setUint16(4, 20, true); lv.setUint16(6, e.flags ?? 0, true);
-    lv.setUint16(8, method, true); lv.setUint32(14, crc, true); lv.setUint32(18, comp.length, true);
-    lv.setUint32(22, usize, true); lv.setUint16(26, name.length, true); local.set(name, 30);
-    const localOffset = offset;
-    push(local);
-    push(comp);
-    const extra = opts.zip64 ? new Uint8Array(4 + 24) : new Uint8Array(0);
-    if (opts.zip64) {
-      const xv = new DataView(extra.buffer);
-      xv.setUint16(0, 1, true); xv.setUint16(2, 24, true);
-      xv.setBigUint64(4, BigInt(usize), true); xv.setBigUint64(12, BigInt(comp.length), true); xv.setBigUint64(20, BigInt(localOffset), true);
-    }
-    const c = new Uint8Array(46 + name.length + extra.length);
-    const cv = new DataView(c.buffer);
-    cv.setUint32(0, 0x02014b50, true); cv.setUint16(4, 45, true); cv.setUint16(6, 45, true); cv.setUint16(8, e.flags ?? 0, true);
-    cv.setUint16(10, method, true); cv.setUint32(16, crc, true);
-    cv.setUint32(20, opts.zip64 ? 0xffffffff : comp.length, true); cv.setUint32(24, opts.zip64 ? 0xffffffff : usize, true);
-    cv.setUint16(28, name.length, true); cv.setUint16(30, extra.length, true);
-    cv.setUint32(42, opts.zip64 ? 0xffffffff : localOffset, true);
-    c.set(name, 46); c.set(extra, 46 + name.length);
-    central.push(c);
-  }
-  const cdOffset = offset;
-  for (const c of central) push(c);
-  const cdSize = offset - cdOffset;
-  if (opts.zip64) {
-    const rec = new Uint8Array(56);
-    const rv = new DataView(rec.buffer);
-    rv.setUint32(0, 0x06064b50, true); rv.setBigUint64(4, 44n, true); rv.setUint16(12, 45, true); rv.setUint16(14, 45, true);
-    rv.setBigUint64(24, BigInt(entries.length), true); rv.setBigUint64(32, BigInt(entries.length), true);
-    rv.setBigUint64(40, BigInt(cdSize), true); rv.setBigUint64(48, BigInt(cdOffset), true);
-    const recOffset = offset;
-    push(rec);
-    const loc = new Uint8Array(20);
-    const lv = new DataView(loc.buffer);
-    lv.setUint32(0, 0x07064b50, true); lv.setBigUint64(8, BigInt(recOffset), true); lv.setUint32(16, 1, true);
-    push(loc);
-  }
-  const comment = enc.encode(opts.comment ?? '');
-  const eocd = new Uint8Array(22 + comment.length);
-  const ev = new DataView(eocd.buffer);
-  ev.setUint32(0, 0x06054b50, true);
-  ev.setUint16(8, opts.zip64 ? 0xffff : entries.length, true); ev.setUint16(10, opts.zip64 ? 0xffff : entries.length, true);
-  ev.setUint32(12, opts.zip64 ? 0xffffffff : cdSize, true); ev.setUint32(16, opts.zip64 ? 0xffffffff : cdOffset, true);
-  ev.setUint16(20, comment.length, true); eocd.set(comment, 22);
-  push(eocd);
-  const out = new Uint8Array(offset);
-  let p = 0;
-  for (const b of parts) { out.set(b, p); p += b.length; }
-  return out;
-}
 
 test('zip: stored, deflated and ZIP64 archives', () => {
   const big = enc.encode('weakseg '.repeat(1000));
@@ -851,4 +784,38 @@ test('tensors: MobileNetV2 weights load as float16 CPU tensors', async (t) => {
   assert.equal(w.dtype, 'float16');
   assert.equal(w.numel, 1001 * 1280);
   for (const x of tensors.values()) x.dispose();
+});
+
+test('pth: zip bombs are refused from the declared sizes before inflating; the pickle is read streamed', () => {
+  const f32 = (xs: number[]) => new Uint8Array(new Float32Array(xs).buffer);
+  const pkl = torchPickle([{ name: 'w', key: '0', numel: 4, size: [4], stride: [1] }]);
+  const zeros = new Uint8Array(4 << 20);
+  const write = (name: string, bytes: Uint8Array) => {
+    const path = join(TMP, `bomb-${name}.pth`);
+    writeFileSync(path, bytes);
+    return path;
+  };
+  // data.pkl padded with 4 MiB of zeros after STOP: a few KB that declare 4 MiB (ratio ~1000).
+  const padded = new Uint8Array(pkl.length + zeros.length);
+  padded.set(pkl);
+  const pklBomb = write('pkl', makeZip([{ name: 'archive/data.pkl', data: padded, method: 8 }, { name: 'archive/data/0', data: f32([1, 2, 3, 4]) }]));
+  throwsNaming(() => readPth(pklBomb), pklBomb, 'archive/data.pkl', /would inflate \d+ bytes to 4194\d+ \(ratio \d+, limit 100\): refused as a likely zip bomb/);
+  // Within the ratio, but over a (low, for the test) pickle limit.
+  throwsNaming(() => readPth(pklBomb, { limits: { maxRatio: 5000, maxPickleBytes: 1 << 20 } }), pklBomb, /declares 4194\d+ bytes uncompressed, more than the 1048576 allowed here/);
+  // A storage entry declaring far more than its 4 elements need.
+  const storageBomb = write('storage', makeZip([{ name: 'archive/data.pkl', data: pkl }, { name: 'archive/data/0', data: zeros, method: 8 }]));
+  throwsNaming(() => readPth(storageBomb), storageBomb, 'archive/data/0', /declares 4194304 bytes uncompressed, more than the 4112 allowed here/);
+  // An entry that lies about its size is stopped as soon as it inflates past it.
+  const liar = write('liar', makeZip([{ name: 'archive/data.pkl', data: padded, method: 8, uncompressedSize: pkl.length }, { name: 'archive/data/0', data: f32([1, 2, 3, 4]) }]));
+  throwsNaming(() => readPth(liar), liar, /inflates past its declared \d+ bytes/);
+  // An absolute limit applies to every entry.
+  const ok = write('ok', makeZip([{ name: 'archive/data.pkl', data: pkl, method: 8 }, { name: 'archive/data/0', data: f32([1, 2, 3, 4]), method: 8 }]));
+  throwsNaming(() => readPth(ok, { limits: { maxEntryBytes: 8 } }), ok, /more than the 8 allowed here/);
+  assert.equal(findStateDict(readPth(ok), ok).get('w')!.shape[0], 4);
+
+  // A pickle of many pieces (incompressible names: ~100 KB deflated, read 16 KB at a time): every name intact.
+  const names = Array.from({ length: 1500 }, (_, i) => `${i}.${randomBytes(24).toString('hex')}`);
+  const many = torchPickle(names.map((name) => ({ name, key: '0', numel: 4, size: [4], stride: [1] })));
+  const manyPath = write('many', makeZip([{ name: 'archive/data.pkl', data: many, method: 8 }, { name: 'archive/data/0', data: f32([1, 2, 3, 4]) }]));
+  assert.deepEqual([...findStateDict(readPth(manyPath), manyPath).keys()], names);
 });

@@ -48,11 +48,24 @@ function describe(x: unknown): string {
 
 const utf8 = new TextDecoder('utf-8');
 
-/** Run a pickle and return the object it builds. */
-export function unpickle(data: Uint8Array, opts: PickleOptions): unknown {
+/** A pickle read in pieces (an entry inflated as it is read): `next` returns the following bytes, null at the end. */
+export interface ByteStream {
+  /** Total bytes the stream will give. */
+  readonly size: number;
+  next(): Uint8Array | null;
+}
+
+/**
+ * Run a pickle and return the object it builds. From a stream only the bytes of the opcode being read are held
+ * (plus one piece), so a pickle's size costs no memory beyond the objects it builds.
+ */
+export function unpickle(data: Uint8Array | ByteStream, opts: PickleOptions): unknown {
   const { file } = opts;
-  const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  let pos = 0;
+  const src: ByteStream = data instanceof Uint8Array ? once(data) : data;
+  const total = src.size;
+  let buf = new Uint8Array(0);
+  let pos = 0; // in buf
+  let base = 0; // stream offset of buf[0]
   let opPos = 0;
   let stack: unknown[] = [];
   const metastack: unknown[][] = [];
@@ -62,25 +75,42 @@ export function unpickle(data: Uint8Array, opts: PickleOptions): unknown {
   function fail(what: string): never {
     throw new Error(`${file}: pickle: ${what} (at byte ${opPos})`);
   }
-  const need = (n: number) => {
-    if (n < 0 || pos + n > data.length) fail(`truncated: needs ${n} more bytes, ${data.length - pos} left`);
+  /** Appends the next piece, dropping what was consumed; false at the end of the stream. */
+  const more = (): boolean => {
+    const piece = src.next();
+    if (!piece) return false;
+    const rest = buf.length - pos;
+    const joined = new Uint8Array(rest + piece.length);
+    joined.set(buf.subarray(pos));
+    joined.set(piece, rest);
+    base += pos;
+    buf = joined;
+    pos = 0;
+    return true;
   };
-  const u8 = () => { need(1); return data[pos++]!; };
-  const u16 = () => { need(2); const v = dv.getUint16(pos, true); pos += 2; return v; };
-  const u32 = () => { need(4); const v = dv.getUint32(pos, true); pos += 4; return v; };
-  const i32 = () => { need(4); const v = dv.getInt32(pos, true); pos += 4; return v; };
+  const need = (n: number) => {
+    if (n < 0 || base + pos + n > total) fail(`truncated: needs ${n} more bytes, ${total - base - pos} left`);
+    while (buf.length - pos < n) if (!more()) fail(`truncated: needs ${n} more bytes, the stream ended`);
+  };
+  const view = (n: number) => { need(n); const dv = new DataView(buf.buffer, buf.byteOffset + pos, n); pos += n; return dv; };
+  const u8 = () => { need(1); return buf[pos++]!; };
+  const u16 = () => view(2).getUint16(0, true);
+  const u32 = () => view(4).getUint32(0, true);
+  const i32 = () => view(4).getInt32(0, true);
   const u64 = () => {
-    need(8);
-    const v = dv.getBigUint64(pos, true);
-    pos += 8;
-    if (v > BigInt(data.length)) fail(`length ${v} exceeds the pickle size`);
+    const v = view(8).getBigUint64(0, true);
+    if (v > BigInt(total)) fail(`length ${v} exceeds the pickle size`);
     return Number(v);
   };
-  const take = (n: number) => { need(n); const b = data.subarray(pos, pos + n); pos += n; return b; };
+  const take = (n: number) => { need(n); const b = buf.subarray(pos, pos + n); pos += n; return b; };
   const lineBytes = () => {
-    const end = data.indexOf(0x0a, pos);
-    if (end < 0) fail('truncated: unterminated text argument');
-    const b = data.subarray(pos, end);
+    let end = buf.indexOf(0x0a, pos);
+    while (end < 0) {
+      const searched = buf.length - pos;
+      if (!more()) fail('truncated: unterminated text argument');
+      end = buf.indexOf(0x0a, pos + searched);
+    }
+    const b = buf.subarray(pos, end);
     pos = end + 1;
     return b;
   };
@@ -155,7 +185,7 @@ export function unpickle(data: Uint8Array, opts: PickleOptions): unknown {
   };
 
   for (;;) {
-    opPos = pos;
+    opPos = base + pos;
     const op = u8();
     switch (op) {
       case 0x80: { // PROTO
@@ -163,7 +193,7 @@ export function unpickle(data: Uint8Array, opts: PickleOptions): unknown {
         if (v > 5) fail(`unsupported pickle protocol ${v}`);
         break;
       }
-      case 0x95: u64(); break; // FRAME: only a read-ahead hint; the whole pickle is in memory
+      case 0x95: u64(); break; // FRAME: only a read-ahead hint
       case 0x2e: { // STOP
         const result = pop();
         return result;
@@ -196,7 +226,7 @@ export function unpickle(data: Uint8Array, opts: PickleOptions): unknown {
         break;
       }
       case 0x4c: push(pyInt(textInt(line(), 'LONG'))); break; // LONG (text)
-      case 0x47: { need(8); push(dv.getFloat64(pos, false)); pos += 8; break; } // BINFLOAT, big-endian
+      case 0x47: push(view(8).getFloat64(0, false)); break; // BINFLOAT, big-endian
       case 0x46: { // FLOAT (text, Python repr: also inf/-inf/nan)
         const s = line().trim();
         if (/^[+-]?inf(inity)?$/i.test(s)) push(s.startsWith('-') ? -Infinity : Infinity);
@@ -282,6 +312,11 @@ export function unpickle(data: Uint8Array, opts: PickleOptions): unknown {
       default: fail(`unsupported opcode 0x${op.toString(16).padStart(2, '0')}`);
     }
   }
+}
+
+function once(data: Uint8Array): ByteStream {
+  let given = false;
+  return { size: data.length, next: () => (given ? null : ((given = true), data)) };
 }
 
 function latin1(b: Uint8Array): string {

@@ -7,7 +7,7 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { PyCallable, isTuple, unpickle } from './pickle.js';
 import { checkBoolBytes, dtypeItemSize, viewProblem, type DType, type TensorRecord } from './records.js';
-import { ZipReader } from './zip.js';
+import { DEFAULT_ZIP_LIMITS, ZipReader, type ZipLimits } from './zip.js';
 
 /** A tensor found in a .pth file. Views of one storage share the same `bytes` object. */
 export class PthTensorRecord implements TensorRecord {
@@ -156,7 +156,22 @@ function archivePrefix(zip: ZipReader): string {
   return prefix;
 }
 
-function unpickleArchive(zip: ZipReader): PthValue {
+/** What reading a .pth may cost: the zip limits, and the largest pickle (data.pkl) accepted. */
+export interface PthLimits extends ZipLimits {
+  /** Largest data.pkl, uncompressed (default 256 MiB; a state dict's pickle is a few hundred KB). */
+  maxPickleBytes: number;
+}
+
+export const DEFAULT_PTH_LIMITS: PthLimits = Object.freeze({ ...DEFAULT_ZIP_LIMITS, maxPickleBytes: 256 * 2 ** 20 });
+
+export interface ReadPthOptions {
+  /** Tighter (or looser) bounds than DEFAULT_PTH_LIMITS. */
+  limits?: Partial<PthLimits>;
+}
+
+const limitsOf = (o: ReadPthOptions): PthLimits => ({ ...DEFAULT_PTH_LIMITS, ...o.limits });
+
+function unpickleArchive(zip: ZipReader, maxPickleBytes: number): PthValue {
   const file = zip.file;
   const prefix = archivePrefix(zip);
   const byteorder = zip.entries.has(`${prefix}byteorder`) ? new TextDecoder().decode(zip.read(`${prefix}byteorder`)).trim() : 'little';
@@ -176,7 +191,8 @@ function unpickleArchive(zip: ZipReader): PthValue {
     }
     if (!zip.entries.has(entry)) throw new Error(`storage "${entry}" is missing from the archive`);
     const nbytes = numel * dtypeItemSize(type.dtype);
-    const raw = zip.read(entry);
+    // A storage entry holds exactly its elements; the pickle's numel bounds what it may inflate to.
+    const raw = zip.read(entry, nbytes + 4096);
     if (raw.length < nbytes) throw new Error(`storage "${entry}" holds ${raw.length} bytes, but ${numel} elements of ${type.name} need ${nbytes}`);
     const bytes = raw.subarray(0, nbytes);
     if (type.dtype === 'bool' && !checkBoolBytes(bytes)) throw new Error(`storage "${entry}": BoolStorage holds bytes other than 0 and 1`);
@@ -184,14 +200,16 @@ function unpickleArchive(zip: ZipReader): PthValue {
     storages.set(key, s);
     return s;
   };
-  return unpickle(zip.read(`${prefix}data.pkl`), { file, findGlobal, persistentLoad });
+  // Streamed: inflated piece by piece as the unpickler reads it, never whole.
+  return unpickle(zip.stream(`${prefix}data.pkl`, maxPickleBytes), { file, findGlobal, persistentLoad });
 }
 
 /** Parse a torch.save zip archive held in memory (tests, or bytes from elsewhere). */
-export function parsePth(buf: Uint8Array, file = '<buffer>'): PthValue {
-  const zip = ZipReader.fromBuffer(buf, file);
+export function parsePth(buf: Uint8Array, file = '<buffer>', options: ReadPthOptions = {}): PthValue {
+  const limits = limitsOf(options);
+  const zip = ZipReader.fromBuffer(buf, file, limits);
   try {
-    return unpickleArchive(zip);
+    return unpickleArchive(zip, limits.maxPickleBytes);
   } finally {
     zip.close();
   }
@@ -201,15 +219,16 @@ export function parsePth(buf: Uint8Array, file = '<buffer>'): PthValue {
  * Read a .pth/.pt file written by torch.save (zip format) and return its object tree, with tensors as
  * PthTensorRecord. Only the globals a state dict needs are allowed; anything else is refused, unexecuted.
  */
-export function readPth(path: string): PthValue {
+export function readPth(path: string, options: ReadPthOptions = {}): PthValue {
   const head = sniff(path);
   if (head.length >= 2 && head[0] === 0x80 && head[1]! <= 5) {
     throw new Error(`${path}: legacy (pre-1.6, non-zip) torch.save format is not supported; re-save it with torch.save in a current PyTorch`);
   }
   if (!(head[0] === 0x50 && head[1] === 0x4b)) throw new Error(`${path}: not a torch.save zip archive (no zip signature)`);
-  const zip = ZipReader.open(path);
+  const limits = limitsOf(options);
+  const zip = ZipReader.open(path, limits);
   try {
-    return unpickleArchive(zip);
+    return unpickleArchive(zip, limits.maxPickleBytes);
   } finally {
     zip.close();
   }
@@ -243,6 +262,6 @@ export function findStateDict(tree: PthValue, file = '<buffer>'): Map<string, Pt
 }
 
 /** Read a .pth file and return its state dict as records, in the file's order. */
-export function readPthStateDict(path: string): Map<string, PthTensorRecord> {
-  return findStateDict(readPth(path), path);
+export function readPthStateDict(path: string, options: ReadPthOptions = {}): Map<string, PthTensorRecord> {
+  return findStateDict(readPth(path, options), path);
 }
