@@ -14,9 +14,10 @@
 // checkpoint }.
 import { mkdirSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { type Tensor, dispose, tensor, tidy } from '../engine/index.js';
+import { F, type Tensor, dispose, tensor, tidy } from '../engine/index.js';
 import { loadSafetensors, readSafetensorsRecords, saveSafetensors } from '../engine/serialize/index.js';
 import type { CamNormalization } from '../methods/method.js';
+import { writingTo } from '../io/files.js';
 
 export const CAM_FORMAT = 'weakseg-cams/1';
 
@@ -59,19 +60,26 @@ export interface WriteCamOptions {
   backbone: string;
   /** How the planes were normalised (default 'max'). */
   normalization?: CamNormalization;
+  /** [H, W] to upscale the planes to, when they were computed at a working size (default: as they are). */
+  size?: [number, number];
 }
 
 /**
  * Writes the planes of the image's labels from a numClasses x H x W CAM tensor (as multiScaleCam returns).
  */
 export function writeCam(dir: string, cams: Tensor, labels: readonly number[], o: WriteCamOptions): string {
-  const [, H, W] = cams.shape as [number, number, number];
+  const [H, W] = o.size ?? (cams.shape.slice(1) as [number, number]);
   const path = camPath(dir, o.id);
   mkdirSync(dirname(path), { recursive: true });
   const sorted = [...labels].sort((a, b) => a - b);
   tidy(() => {
     const idx = tensor(sorted, { dtype: 'int64' });
-    const planes = sorted.length ? cams.indexSelect(0, idx.to({ device: cams.device })).half() : tensor(new Float32Array(0), { shape: [0, H, W] }).half();
+    let selected = sorted.length ? cams.indexSelect(0, idx.to({ device: cams.device })) : tensor(new Float32Array(0), { shape: [0, H, W] });
+    // Only the image's own planes are upscaled: all classes at full size could be gigabytes.
+    if (sorted.length && (selected.size(1) !== H || selected.size(2) !== W)) {
+      selected = F.interpolate(selected.unsqueeze(0), { size: [H, W], mode: 'bilinear', alignCorners: false }).squeeze(0);
+    }
+    const planes = selected.half();
     saveSafetensors(path, new Map([['cams', planes], ['labels', idx]]), {
       format: CAM_FORMAT,
       id: o.id,
@@ -129,8 +137,10 @@ export function readCamMetadata(path: string): Record<string, string> {
 export function writeCamIndex(dir: string, index: CamIndex): void {
   mkdirSync(dir, { recursive: true });
   const tmp = join(dir, `index.json.tmp-${process.pid}`);
-  writeFileSync(tmp, `${JSON.stringify(index, null, 2)}\n`);
-  renameSync(tmp, join(dir, 'index.json'));
+  writingTo(join(dir, 'index.json'), () => {
+    writeFileSync(tmp, `${JSON.stringify(index, null, 2)}\n`);
+    renameSync(tmp, join(dir, 'index.json'));
+  });
 }
 
 export function readCamIndex(dir: string): CamIndex {

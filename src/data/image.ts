@@ -32,6 +32,39 @@ export interface DecodeOptions {
    * behaviour the reference Python pipelines saw.
    */
   alphaBackground?: 'black' | 'white';
+  /** Refuse images with more pixels than this (default: the cap set by `setMaxImagePixels`, 40 Mpx). */
+  maxPixels?: number;
+}
+
+/**
+ * Images with more pixels than this are refused before they are decoded (a 436 KB one-colour PNG can hold
+ * 12000 x 12000 pixels: 432 MB decoded, and gigabytes in the stages that follow). 40 Mpx is 200 VOC images.
+ */
+export const DEFAULT_MAX_IMAGE_PIXELS = 40_000_000;
+let pixelCap = DEFAULT_MAX_IMAGE_PIXELS;
+
+/** Sets the decoded-pixel cap of every later image and mask decode (the pipeline applies data.maxImagePixels). */
+export function setMaxImagePixels(pixels: number): void {
+  if (!Number.isSafeInteger(pixels) || pixels < 1) throw new RangeError(`maxImagePixels must be a positive integer, got ${pixels}`);
+  pixelCap = pixels;
+}
+
+/** The cap in force. */
+export function maxImagePixels(): number {
+  return pixelCap;
+}
+
+/** Width and height of the upright image (EXIF orientation applied), from its header only. */
+export async function imageSize(path: string): Promise<{ width: number; height: number }> {
+  let meta: sharp.Metadata;
+  try {
+    meta = await sharp(path).metadata();
+  } catch (error) {
+    throw new DataError(path, `cannot read image header (${describeCause(error)})`, { cause: error });
+  }
+  if (!meta.width || !meta.height) throw new DataError(path, 'image header has no size');
+  const swap = (meta.orientation ?? 1) >= 5; // orientations 5-8 rotate by 90 degrees
+  return swap ? { width: meta.height, height: meta.width } : { width: meta.width, height: meta.height };
 }
 
 /** Read and decode an image file; any failure (missing, unreadable, corrupt, truncated) is a `DataError`. */
@@ -57,10 +90,24 @@ export async function decodeImageBuffer(
   options: DecodeOptions = {},
 ): Promise<RgbImage> {
   const bg = options.alphaBackground === 'white' ? { r: 255, g: 255, b: 255 } : { r: 0, g: 0, b: 0 };
+  // The cost is checked from the header before any pixel is decoded; sharp's limitInputPixels guards the same
+  // bound inside the decoder, for headers that understate.
+  const limit = options.maxPixels ?? pixelCap;
+  let meta: sharp.Metadata;
+  try {
+    meta = await sharp(bytes, { limitInputPixels: false }).metadata();
+  } catch (error) {
+    throw new DataError(source, `cannot decode image (${describeCause(error)})`, { cause: error });
+  }
+  const pixels = (meta.width ?? 0) * (meta.height ?? 0); // only the first page of a multi-page image is decoded
+  if (pixels > limit) {
+    throw new DataError(source, `image is ${meta.width}x${meta.height} (${(pixels / 1e6).toFixed(1)} Mpx), more than the ${(limit / 1e6).toFixed(1)} Mpx cap (data.maxImagePixels); ` +
+      'downscale it or raise the cap');
+  }
   try {
     // failOn 'warning' (sharp's default, spelled out because it is what rejects truncated JPEGs, which libjpeg
     // would otherwise pad with grey and return as a valid image).
-    const { data, info } = await sharp(bytes, { failOn: 'warning' })
+    const { data, info } = await sharp(bytes, { failOn: 'warning', limitInputPixels: limit })
       .rotate()
       .flatten({ background: bg })
       .toColourspace('srgb')

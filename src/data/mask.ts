@@ -8,7 +8,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { decode as decodePng, encode as encodePng } from 'fast-png';
 import { DataError, describeCause } from './errors.js';
-import type { LabelMap } from './image.js';
+import { type LabelMap, maxImagePixels } from './image.js';
 
 /** The label of void/boundary pixels, excluded from every loss and metric. */
 export const IGNORE_INDEX = 255;
@@ -54,6 +54,16 @@ export async function readMask(path: string): Promise<LabelMap> {
  * class id. `source` names the input in error messages.
  */
 export function decodeMask(bytes: Uint8Array, source: string): LabelMap {
+  // The size from the header (IHDR is the first chunk), checked against the pixel cap before decoding.
+  const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47];
+  if (bytes.length >= 24 && PNG_SIGNATURE.every((b, i) => bytes[i] === b)) {
+    const header = new DataView(bytes.buffer, bytes.byteOffset + 16, 8);
+    const [w, h] = [header.getUint32(0), header.getUint32(4)];
+    if (w * h > maxImagePixels()) {
+      throw new DataError(source, `mask is ${w}x${h} (${(w * h / 1e6).toFixed(1)} Mpx), more than the ` +
+        `${(maxImagePixels() / 1e6).toFixed(1)} Mpx cap (data.maxImagePixels)`);
+    }
+  }
   let png: ReturnType<typeof decodePng>;
   try {
     png = decodePng(bytes, { checkCrc: true });

@@ -7,6 +7,7 @@
  *   root/Annotations/<id>.xml        (optional: image-level labels)
  *   root/image_labels.json           (optional: {"classes": [...], "labels": {id: [names]}})
  */
+import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VOC_CLASSES, type DatasetItem, type ReadResult } from './dataset.js';
@@ -24,6 +25,7 @@ import {
 } from './files.js';
 import { BadFileLog, DataError, describeCause, type BadFileOptions } from './errors.js';
 import { IGNORE_INDEX, readMask } from './mask.js';
+import { imageSize } from './image.js';
 
 export type VocLabelSource = 'xml' | 'json' | 'mask';
 
@@ -62,20 +64,26 @@ export async function readVoc(options: VocOptions): Promise<VocReadResult> {
   const files = new FileIndex();
   const sources = options.labelSources ?? ['xml', 'json', 'mask'];
 
-  const ids = await readSplit(root, split, files);
+  const listed = await readSplit(root, split, files);
+  const ids = listed.map((e) => e.id);
   const json = await readLabelsJson(root, options.labelsJson, classes, files);
   const maskDir =
     options.maskDir ?? ((await files.list(join(root, 'SegmentationClass'))) ? 'SegmentationClass' : 'SegmentationClassAug');
   const annotations = join(root, 'Annotations');
 
   const counts: Record<VocLabelSource, number> = { xml: 0, json: 0, mask: 0 };
-  const checked = await mapLimit(ids, 32, async (id) => {
+  const firstLine = new Map<string, number>();
+  const checked = await mapLimit(listed, 32, async ({ id, line }) => {
     try {
+      const first = firstLine.get(id) ?? (firstLine.set(id, line), line);
+      if (first !== line) throw new DataError(listed.path, `line ${line}: duplicate id "${id}" (first at line ${first})`);
       const imageStem = join(root, 'JPEGImages', id);
       const imagePath = await files.findWithExtension(imageStem, IMAGE_EXTENSIONS);
       if (!imagePath) throw new DataError(`${imageStem}.jpg`, `image not found (listed in split "${split}")`);
       const maskCandidate = join(root, maskDir, `${id}.png`);
       const maskPath = (await files.exists(maskCandidate)) ? maskCandidate : undefined;
+      // Checked now, not when scoring after hours of training: size against the image, values against the classes.
+      const maskLabels = maskPath ? await checkedMaskLabels(maskPath, imagePath, classes.length) : undefined;
 
       for (const source of sources) {
         let labels: number[] | undefined;
@@ -85,8 +93,8 @@ export async function readVoc(options: VocOptions): Promise<VocReadResult> {
         } else if (source === 'json') {
           const tags = json?.labels.get(id);
           if (json && tags) labels = tagsToLabels(tags, index, json.path, `labels["${id}"]`);
-        } else if (maskPath) {
-          labels = await labelsFromMask(maskPath, classes.length);
+        } else if (maskLabels) {
+          labels = maskLabels;
         }
         if (labels) {
           counts[source]++;
@@ -113,7 +121,7 @@ function describeSource(source: VocLabelSource, jsonPath: string | undefined): s
 }
 
 /** Ids from the split list: first token of each line; DeepLab-style path lists are reduced to their stem. */
-async function readSplit(root: string, split: string, files: FileIndex): Promise<string[]> {
+async function readSplit(root: string, split: string, files: FileIndex): Promise<{ id: string; line: number }[] & { path: string }> {
   const listDir = join(root, 'ImageSets', 'Segmentation');
   const path = join(listDir, `${split}.txt`);
   let text: string;
@@ -124,13 +132,13 @@ async function readSplit(root: string, split: string, files: FileIndex): Promise
     const hint = available.length ? `; available splits: ${available.sort().join(', ')}` : '';
     throw new DataError(path, `cannot read split list (${describeCause(error)})${hint}`, { cause: error });
   }
-  const ids: string[] = [];
-  for (const line of text.split(/\r?\n/)) {
+  const ids = Object.assign([] as { id: string; line: number }[], { path });
+  text.split(/\r?\n/).forEach((line, i) => {
     const token = line.trim().split(/\s+/)[0];
-    if (!token) continue;
+    if (!token) return;
     // e.g. "/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png"
-    ids.push(token.includes('/') || token.includes('.') ? stripExtension(token.slice(token.lastIndexOf('/') + 1)) : token);
-  }
+    ids.push({ id: token.includes('/') || token.includes('.') ? stripExtension(token.slice(token.lastIndexOf('/') + 1)) : token, line: i + 1 });
+  });
   if (ids.length === 0) throw new DataError(path, 'split list is empty');
   return ids;
 }
@@ -220,15 +228,44 @@ function decodeXmlText(text: string): string {
     .replace(/&amp;/g, '&');
 }
 
-/** Classes present in a mask (ids 1..C, so label = id - 1); background and 255 are not labels. */
-async function labelsFromMask(path: string, numClasses: number): Promise<number[]> {
-  const mask = await readMask(path);
+/**
+ * The classes present in a mask (ids 1..C, so label = id - 1; background and 255 are not labels), after checking
+ * that it has the image's size and only values 0..C and 255. Checked once per file version in a process (several
+ * stages open the same split).
+ */
+async function checkedMaskLabels(maskPath: string, imagePath: string, numClasses: number): Promise<number[]> {
+  const key = JSON.stringify([maskPath, imagePath, numClasses, stamp(maskPath), stamp(imagePath)]);
+  let checked = maskChecks.get(key);
+  if (!checked) {
+    checked = checkMask(maskPath, imagePath, numClasses);
+    maskChecks.set(key, checked);
+    checked.catch(() => maskChecks.delete(key));
+  }
+  return checked;
+}
+
+const maskChecks = new Map<string, Promise<number[]>>();
+
+function stamp(path: string): string {
+  try {
+    const st = statSync(path);
+    return `${st.size}:${st.mtimeMs}`;
+  } catch {
+    return 'absent';
+  }
+}
+
+async function checkMask(maskPath: string, imagePath: string, numClasses: number): Promise<number[]> {
+  const [mask, size] = await Promise.all([readMask(maskPath), imageSize(imagePath)]);
+  if (mask.width !== size.width || mask.height !== size.height) {
+    throw new DataError(maskPath, `mask is ${mask.width}x${mask.height} but its image ${imagePath} is ${size.width}x${size.height}`);
+  }
   const seen = new Uint8Array(256);
   for (const v of mask.data) seen[v] = 1;
   const labels: number[] = [];
   for (let v = 1; v < 256; v++) {
     if (!seen[v] || v === IGNORE_INDEX) continue;
-    if (v > numClasses) throw new DataError(path, `mask value ${v} is not a class id (${numClasses} classes, ids 1..${numClasses})`);
+    if (v > numClasses) throw new DataError(maskPath, `mask value ${v} is not a class id (${numClasses} classes: ids 0..${numClasses}, and ${IGNORE_INDEX} for ignore)`);
     labels.push(v - 1);
   }
   return labels;

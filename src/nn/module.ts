@@ -12,13 +12,20 @@ export interface LoadReport {
   loaded: number;
 }
 
+/** Keys of each kind a StateDictError names; the full lists are on its `report`. */
+const SHOWN_KEYS = 5;
+
 export class StateDictError extends Error {
   constructor(readonly report: LoadReport, source: string) {
+    // Counts and the first few of each kind: a wrong architecture differs in hundreds of keys (20 KB listed).
+    const first = (keys: string[], sep: string) => keys.slice(0, SHOWN_KEYS).join(sep) + (keys.length > SHOWN_KEYS ? `${sep}... (${keys.length - SHOWN_KEYS} more)` : '');
     const parts: string[] = [];
-    if (report.missing.length) parts.push(`missing keys (${report.missing.length}): ${report.missing.join(', ')}`);
-    if (report.unexpected.length) parts.push(`unexpected keys (${report.unexpected.length}): ${report.unexpected.join(', ')}`);
-    if (report.mismatched.length) parts.push(`wrongly shaped keys (${report.mismatched.length}): ${report.mismatched.join('; ')}`);
-    super(`cannot load state dict${source ? ` from ${source}` : ''}: ${parts.join('; ')}`);
+    if (report.missing.length) parts.push(`missing keys (${report.missing.length}): ${first(report.missing, ', ')}`);
+    if (report.unexpected.length) parts.push(`unexpected keys (${report.unexpected.length}): ${first(report.unexpected, ', ')}`);
+    if (report.mismatched.length) parts.push(`wrongly shaped keys (${report.mismatched.length}): ${first(report.mismatched, '; ')}`);
+    const hint = report.missing.length > SHOWN_KEYS && report.unexpected.length > SHOWN_KEYS
+      ? ' (were these weights saved from another architecture?)' : '';
+    super(`cannot load state dict${source ? ` from ${source}` : ''}: ${parts.join('; ')}${hint}`);
     this.name = 'StateDictError';
   }
 }

@@ -9,7 +9,7 @@ import { readCam } from '../cams/format.js';
 import { type LabelShares, LabelShareCounter, affinityLabelMap, alphaForThreshold } from '../refine/affinity-labels.js';
 import { AffinityNet, affinityTaps, freezeAffinityStem } from '../refine/affinity-net.js';
 import type { WeaksegConfig } from './config.js';
-import { type StageHooks, buildBackbone, logger, prepareRun, readMetrics, readSplit, recordMetrics } from './common.js';
+import { type StageHooks, buildBackbone, imageCount, logger, prepareRun, readMetrics, readSplit, recordMetrics } from './common.js';
 import { runPaths } from './paths.js';
 import { type FitSummary, fitAndSave, fitFigures, fitTransform, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
 import { type RefineSplitSummary, StageOutputs, camFile, pct, progress } from './per-image.js';
@@ -131,12 +131,13 @@ export async function trainAffinity(config: WeaksegConfig, hooks: StageHooks = {
   const fit = await fitAndSave(config, hooks, {
     net,
     dataset: labelled,
+    split: config.data.trainSplit,
     transform: fitTransform(a, net.backbone.inputNorm, true),
     settings: a,
     files: ap,
     headline: `affinity net on ${net.backbone.name} (stride ${net.stride}), taps ` +
-      `${taps.map((t) => `${t.name}:${t.width}`).join(', ')}, radius ${net.radius}; ${dataset.items.length} images of ` +
-      `'${config.data.trainSplit}', crop ${a.cropSize}, batch ${a.batchSize}, ${a.epochs} epochs, lr ${a.lr} (new layers x${a.headLrMult})`,
+      `${taps.map((t) => `${t.name}:${t.width}`).join(', ')}, radius ${net.radius}; ` +
+      `${imageCount(config, config.data.trainSplit, dataset)}, crop ${a.cropSize}, batch ${a.batchSize}, ${a.epochs} epochs, lr ${a.lr} (new layers x${a.headLrMult})`,
     checkpointMetadata: { backbone: net.backbone.name, config: JSON.stringify(config) },
     modelMetadata: (result) => ({
       format: 'weakseg-affinity/1', backbone: net.backbone.name, stride: String(net.stride), radius: String(net.radius),

@@ -7,9 +7,9 @@ import { camPath, writeCam, writeCamIndex } from '../cams/format.js';
 import { latestCheckpoint } from '../train/checkpoint.js';
 import type { CamNormalization } from '../methods/method.js';
 import type { WeaksegConfig } from './config.js';
-import { type StageHooks, buildMethod, logger, prepareRun, readSplit, recordMetrics } from './common.js';
+import { type StageHooks, buildMethod, logger, prepareRun, readSplit, recordMetrics, skippedFilesLog } from './common.js';
 import { runPaths } from './paths.js';
-import { StageOutputs, deviceImage, inferenceModel, progress } from './per-image.js';
+import { StageOutputs, deviceImage, inferenceModel, progress, workingShape } from './per-image.js';
 
 export interface CamSplitSummary {
   split: string;
@@ -63,15 +63,19 @@ export async function makeCams(config: WeaksegConfig, hooks: StageHooks = {}): P
       let made = 0;
       const loader = new BatchLoader(todo, evalTransform({ norm: m.backbone.inputNorm, withMask: false }), {
         batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile,
+        badFiles: skippedFilesLog(config, split, todo.items.length),
       });
       for await (const batch of loader.epoch(0)) {
         hooks.signal?.throwIfAborted();
         const item = todo.items[batch.indices[0]!]!;
         noGrad(() => tidy(() => {
-          const cams = multiScaleCam(m, deviceImage(batch, config), item.labels, {
+          const [, , h, w] = batch.shape;
+          const work = workingShape(h, w, c.workingSize);
+          const cams = multiScaleCam(m, deviceImage(batch, config, work), item.labels, {
             scales: c.scales, flip: c.flip, channelsLast: config.runtime.channelsLast, normalization,
           });
           writeCam(dir, cams, item.labels, {
+            ...(work ? { size: [h, w] as [number, number] } : {}),
             id: item.id, classes: dataset.classes, scales: c.scales, flip: c.flip, method: m.name, backbone: m.backbone.name, normalization,
           });
         }));

@@ -1,7 +1,8 @@
 // What the stages share: preparing the run directory, datasets by split, building the method, metrics.json.
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { accessSync, appendFileSync, constants, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { setNumThreads } from '../engine/index.js';
-import { type BadFileLog, type Dataset, readFolder, readVoc } from '../data/index.js';
+import { BadFileLog, type Dataset, describeCause, readFolder, readVoc, setMaxImagePixels } from '../data/index.js';
 import type { Backbone } from '../backbones/backbone.js';
 import { createBackbone } from '../backbones/index.js';
 import { CamMethod } from '../methods/cam.js';
@@ -9,6 +10,7 @@ import { SEAM_PAPER, SeamMethod } from '../methods/seam.js';
 import type { Method } from '../methods/method.js';
 import type { WeaksegConfig } from './config.js';
 import { runPaths } from './paths.js';
+import { writingTo } from '../io/files.js';
 
 export interface StageHooks {
   /** Where human-readable lines go (default: stdout). */
@@ -29,16 +31,42 @@ export function logger(hooks: StageHooks): (line: string) => void {
 /** Writes JSON to a temporary name and renames it, so an interrupted run never leaves a truncated file. */
 export function writeJsonAtomic(path: string, value: unknown): void {
   const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`);
-  renameSync(tmp, path);
+  writingTo(path, () => {
+    writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`);
+    renameSync(tmp, path);
+  });
+}
+
+/**
+ * Creates the run directory. A failure names the folder that stopped it: a recursive mkdir under a read-only
+ * mount can report ENOENT for the path asked for, which says nothing about why.
+ */
+function makeRunDir(root: string): void {
+  try {
+    mkdirSync(root, { recursive: true });
+  } catch (e) {
+    let existing = dirname(root);
+    while (!existsSync(existing) && dirname(existing) !== existing) existing = dirname(existing);
+    let why = describeCause(e);
+    try {
+      if (!statSync(existing).isDirectory()) why = `${existing} is a file, not a folder`;
+      else accessSync(existing, constants.W_OK);
+    } catch (access) {
+      why = `${existing} is not writable (${describeCause(access)})`;
+    }
+    throw new Error(`cannot create the run directory ${root}: ${why}`, { cause: e });
+  }
 }
 
 /** Creates the run directory, applies engine settings and saves the resolved config. */
 export function prepareRun(config: WeaksegConfig): ReturnType<typeof runPaths> {
   const paths = runPaths(config);
-  mkdirSync(paths.root, { recursive: true });
+  makeRunDir(paths.root);
   if (config.runtime.threads) setNumThreads(config.runtime.threads);
-  writeJsonAtomic(paths.config, config);
+  setMaxImagePixels(config.data.maxImagePixels);
+  // Rewritten only when it changes, so a finished run on read-only media can still be checked and skipped.
+  const text = `${JSON.stringify(config, null, 2)}\n`;
+  if (!existsSync(paths.config) || readFileSync(paths.config, 'utf8') !== text) writeJsonAtomic(paths.config, config);
   return paths;
 }
 
@@ -65,19 +93,68 @@ export function readMetrics(config: WeaksegConfig): Record<string, unknown> {
   }
 }
 
-/** The dataset of a split (VOC) or the whole folder (folder format). Labels only; masks where present. */
-export async function readSplit(config: WeaksegConfig, split: string, badFiles?: BadFileLog): Promise<Dataset> {
-  const d = config.data;
-  if (d.format === 'folder') {
-    return readFolder({
-      root: d.root, labels: d.labels!, masks: d.masks, onBadFile: d.onBadFile, ...(d.classes ? { classes: d.classes } : {}),
-      ...(badFiles ? { badFiles } : {}),
-    });
+/** What a split is called in logs: its name (VOC) or the labels file (folder format, which has no splits). */
+export function splitName(config: WeaksegConfig, split: string): string {
+  return config.data.format === 'folder' ? `'${config.data.labels}'` : `'${split}'`;
+}
+
+/** "N images of 'split'" for logs, with the number skipped as bad when there were any. */
+export function imageCount(config: WeaksegConfig, split: string, dataset: { items: unknown[]; skipped?: number }): string {
+  const skipped = dataset.skipped ? ` (${dataset.skipped} skipped as bad: ${runPaths(config).skipped})` : '';
+  return `${dataset.items.length} images of ${splitName(config, split)}${skipped}`;
+}
+
+/**
+ * The log of files skipped as bad while `split` is read or loaded: each is reported on stderr once and appended
+ * to the run's skipped.jsonl, and more than data.maxSkippedFraction of the split's `total` files is an error.
+ */
+export function skippedFilesLog(config: WeaksegConfig, split: string, total: number): BadFileLog {
+  const { skipped } = runPaths(config);
+  const seen = new Set<string>();
+  return new BadFileLog((bad) => {
+    if (seen.has(bad.path)) return; // the same file again, in a later epoch
+    seen.add(bad.path);
+    process.stderr.write(`weakseg: skipped ${bad.path}: ${bad.reason}\n`);
+    mkdirSync(dirname(skipped), { recursive: true });
+    writingTo(skipped, () => appendFileSync(skipped, `${JSON.stringify({ time: new Date().toISOString(), split, ...bad })}\n`));
+    checkSkipped(config, split, seen.size, total);
+  });
+}
+
+/** Throws when `skipped` of a split's `total` files exceed data.maxSkippedFraction (or leave nothing). */
+function checkSkipped(config: WeaksegConfig, split: string, skipped: number, total: number): void {
+  const max = config.data.maxSkippedFraction;
+  if (skipped >= total || skipped > max * total) {
+    throw new Error(`${skipped} of ${total} files of ${splitName(config, split)} were skipped as bad, more than ` +
+      `data.maxSkippedFraction = ${max} allows; see ${runPaths(config).skipped}`);
   }
-  const opts: Parameters<typeof readVoc>[0] = { root: d.root, split, onBadFile: d.onBadFile, ...(badFiles ? { badFiles } : {}) };
-  if (d.labelsJson) opts.labelsJson = d.labelsJson;
-  if (d.classes) opts.classes = d.classes;
-  return readVoc(opts);
+}
+
+/**
+ * The dataset of a split (VOC) or the whole folder (folder format). Labels only; masks where present. Files
+ * skipped as bad go to `badFiles`, by default the run's skipped-files log (skippedFilesLog).
+ */
+export async function readSplit(config: WeaksegConfig, split: string, badFiles?: BadFileLog): Promise<Dataset & { skipped: number }> {
+  const d = config.data;
+  // Counted here, then logged and checked against the split's size once it is known.
+  const log = badFiles ?? new BadFileLog(() => {});
+  let read: Dataset;
+  if (d.format === 'folder') {
+    read = await readFolder({
+      root: d.root, labels: d.labels!, masks: d.masks, onBadFile: d.onBadFile, ...(d.classes ? { classes: d.classes } : {}),
+      badFiles: log,
+    });
+  } else {
+    const opts: Parameters<typeof readVoc>[0] = { root: d.root, split, onBadFile: d.onBadFile, badFiles: log };
+    if (d.labelsJson) opts.labelsJson = d.labelsJson;
+    if (d.classes) opts.classes = d.classes;
+    read = await readVoc(opts);
+  }
+  if (!badFiles) {
+    const report = skippedFilesLog(config, split, read.items.length + log.count);
+    for (const bad of log.entries) report.record(bad);
+  }
+  return { classes: read.classes, items: read.items, skipped: log.count };
 }
 
 export function buildBackbone(config: WeaksegConfig, hooks: StageHooks): Backbone {

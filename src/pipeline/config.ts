@@ -37,12 +37,19 @@ const DataSchema = z.object({
   labels: z.string().optional(),
   /** folder format: the ground-truth mask folder, for scoring. */
   masks: z.string().optional(),
-  /** Foreground classes in mask-id order (VOC format; default the 20 VOC classes). */
+  /**
+   * Foreground classes in mask-id order (VOC default: the 20 VOC classes; folder default: the labels file's
+   * "classes", else its tags sorted). A tag outside the list is a bad file.
+   */
   classes: z.array(z.string().min(1)).min(1).optional(),
   /** Labels JSON for VOC (default: <root>/image_labels.json when present). */
   labelsJson: z.string().optional(),
   /** What to do with an unreadable image: stop ('fail') or log and skip it ('skip'). */
   onBadFile: z.enum(['fail', 'skip']).default('fail'),
+  /** Images with more pixels are refused before decoding (a bad file: skipped with 'skip'). */
+  maxImagePixels: z.number().int().positive().default(40_000_000),
+  /** With 'skip': the share of a split's files that may be skipped before the run stops (all of them never may). */
+  maxSkippedFraction: fraction.default(0.5),
 }).strict();
 
 const ModelSchema = z.object({
@@ -163,6 +170,11 @@ const CamsSchema = z.object({
   normalization: z.enum(['auto', 'max', 'minmax']).default('auto'),
   /** Weights to use: default the run's model.safetensors (or its newest checkpoint). */
   checkpoint: z.string().optional(),
+  /**
+   * Working size: an image whose longer side exceeds this is downscaled to it for inference and its CAMs are
+   * upscaled back (memory grows with the pixels times the largest scale squared). null: always full size.
+   */
+  workingSize: z.number().int().positive().nullable().default(1024),
 }).strict();
 
 /** Thresholds swept from `from` to `to` (section 1.3: 0.05 to 0.60); a CRF per threshold calls for a coarser step. */
@@ -195,6 +207,8 @@ const RefineSchema = z.object({
      * side / referenceSize (500: VOC's, where the presets come from). null: the preset's pixel widths as they are.
      */
     referenceSize: z.number().positive().nullable().default(500),
+    /** Working size (longer side): larger images are downscaled for the CRF and its result upscaled. null: full size. */
+    workingSize: z.number().int().positive().nullable().default(1024),
     /**
      * The CRF'd seeds' background threshold: 'fit' sweeps `thresholds` through the CRF on eval.fitSplit (on
      * eval.split itself, an oracle figure, when fitSplit is null), since the CRF moves the best threshold;
@@ -267,6 +281,8 @@ const SegSchema = fitSchema({
   /** Test-time scales and flip; probabilities are averaged over the passes. */
   scales: z.array(z.number().positive()).min(1).default([0.5, 0.75, 1, 1.25, 1.5]),
   testFlip: z.boolean().default(true),
+  /** Working size (longer side) of prediction: larger images are predicted downscaled and the labels upscaled. */
+  workingSize: z.number().int().positive().nullable().default(1024),
   /** Dense CRF on the predictions (null: none). */
   crf: z.enum(['psa', 'deeplab']).nullable().default(null),
 }).strict();

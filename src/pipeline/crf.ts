@@ -75,7 +75,9 @@ export interface CrfSummary {
 
 export function crfSettings(config: WeaksegConfig): CrfParams {
   const c = config.refine.crf;
-  return crfParams(c.preset, { ...(c.iterations !== undefined ? { iterations: c.iterations } : {}), referenceSize: c.referenceSize });
+  return crfParams(c.preset, {
+    ...(c.iterations !== undefined ? { iterations: c.iterations } : {}), referenceSize: c.referenceSize, workingSize: c.workingSize,
+  });
 }
 
 

@@ -16,6 +16,7 @@ import { thresholdList, type WeaksegConfig } from './config.js';
 import { type StageHooks, logger, prepareRun, readSplit, recordMetrics } from './common.js';
 import { runPaths } from './paths.js';
 import { camFile, pct } from './per-image.js';
+import { writingTo } from '../io/files.js';
 
 export type EvalMode = 'leak-free' | 'fixed' | 'oracle';
 
@@ -117,7 +118,7 @@ export async function evaluateSeeds(config: WeaksegConfig, hooks: StageHooks = {
     `curve on '${e.split}' (t: mIoU %): ` + curve.thresholds.map((t, i) => `${t.toFixed(2)}: ${pct(curve.miou[i] ?? null)}`).join(', '),
   ];
   for (const l of lines) log(l);
-  writeFileSync(paths.evalLog, `${lines.join('\n')}\n`);
+  writingTo(paths.evalLog, () => writeFileSync(paths.evalLog, `${lines.join('\n')}\n`));
   recordMetrics(config, 'eval', report);
   return report;
 }

@@ -11,7 +11,7 @@ import { latestCheckpoint, listCheckpoints } from '../train/checkpoint.js';
 import { TrainReporter } from '../train/reporter.js';
 import { type TrainResult, train } from '../train/trainer.js';
 import type { FitSettings, WeaksegConfig } from './config.js';
-import type { StageHooks } from './common.js';
+import { type StageHooks, skippedFilesLog } from './common.js';
 
 /** Throws unless the checkpoint folder is empty or the stage resumes. */
 export function refuseExistingCheckpoints(dir: string, hooks: StageHooks): void {
@@ -47,6 +47,8 @@ export interface FitSpec {
   net: Trainable;
   /** Items with their masks where the net learns from pixels. */
   dataset: Dataset;
+  /** The split they come from, for the skipped-files log. */
+  split: string;
   transform: ItemTransform;
   settings: FitSettings;
   files: { checkpoints: string; trainLog: string; trainJsonLog: string; model: string };
@@ -87,7 +89,7 @@ export async function fitAndSave(config: WeaksegConfig, hooks: StageHooks, spec:
   reporter.line(spec.headline);
   const loader = new BatchLoader(spec.dataset, spec.transform, {
     batchSize: s.batchSize, shuffle: true, seed: s.seed, prefetch: config.runtime.prefetch, dropLast: true,
-    onBadFile: config.data.onBadFile,
+    onBadFile: config.data.onBadFile, badFiles: skippedFilesLog(config, spec.split, spec.dataset.items.length),
   });
   let result: TrainResult;
   try {

@@ -13,6 +13,8 @@ export const runPaths = (config: WeaksegConfig) => {
     trainLog: join(root, 'train.log'),
     trainJsonLog: join(root, 'train.log.jsonl'),
     metrics: join(root, 'metrics.json'),
+    /** One JSON line per file skipped as bad (data.onBadFile 'skip'): its path, the reason, the split. */
+    skipped: join(root, 'skipped.jsonl'),
     cams: (split: string) => join(root, 'cams', split),
     seeds: (split: string) => join(root, 'seeds', split),
     evalLog: join(root, 'eval.log'),

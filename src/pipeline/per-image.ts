@@ -5,7 +5,7 @@ import { existsSync, linkSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import cliProgress from 'cli-progress';
-import { type Tensor, tensor } from '../engine/index.js';
+import { F, type Tensor, tensor } from '../engine/index.js';
 import type { Module } from '../nn/index.js';
 import { type Batch, type Dataset, type DatasetItem, type LabelMap, readMask } from '../data/index.js';
 import { camPath } from '../cams/format.js';
@@ -96,18 +96,29 @@ export class StageOutputs {
 }
 
 /** A loader batch of one image as a [1, C, H, W] tensor on the run's device (to dispose of, or inside tidy). */
-export function deviceImage(batch: Batch, config: WeaksegConfig): Tensor {
+/**
+ * A loaded image as a 1 x C x H x W tensor on the run's device; with `work` ([h, w], see workingShape) downscaled
+ * to it (area: averages, no aliasing).
+ */
+export function deviceImage(batch: Batch, config: WeaksegConfig, work: [number, number] | null = null): Tensor {
   const [, ch, h, w] = batch.shape as [number, number, number, number];
-  const image = tensor(batch.images, { shape: [1, ch, h, w] });
-  if (config.runtime.device === 'cpu') return image;
-  try {
-    return image.to({ device: config.runtime.device });
-  } finally {
+  let image = tensor(batch.images, { shape: [1, ch, h, w] });
+  const replace = (next: Tensor) => {
     image.dispose();
-  }
+    image = next;
+  };
+  if (config.runtime.device !== 'cpu') replace(image.to({ device: config.runtime.device }));
+  if (work) replace(F.interpolate(image, { size: work, mode: 'area' }));
+  return image;
 }
 
-/** Loads `weights` into `model`, moves it to the run's device (channels-last where asked) and sets eval mode. */
+/** The downscaled [h, w] of an image whose longer side exceeds `workingSize`, else null. */
+export function workingShape(h: number, w: number, workingSize: number | null): [number, number] | null {
+  if (workingSize === null || Math.max(h, w) <= workingSize) return null;
+  const f = workingSize / Math.max(h, w);
+  return [Math.max(1, Math.round(h * f)), Math.max(1, Math.round(w * f))];
+}
+
 export function inferenceModel(model: Module, weights: string, config: WeaksegConfig, channelsLast = config.runtime.channelsLast): void {
   loadModelWeights(weights, model);
   if (config.runtime.device !== 'cpu' || channelsLast) {

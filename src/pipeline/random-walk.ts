@@ -13,7 +13,7 @@ import { LabelShareCounter } from '../refine/affinity-labels.js';
 import type { AffinityNet } from '../refine/affinity-net.js';
 import { type WalkCrf, randomWalkMask, randomWalkMasksPerAlpha } from '../refine/random-walk.js';
 import type { WeaksegConfig } from './config.js';
-import { type StageHooks, logger, prepareRun, readSplit, recordMetrics } from './common.js';
+import { type StageHooks, logger, prepareRun, readSplit, recordMetrics, skippedFilesLog } from './common.js';
 import {
   CandidateSweep, type RefineSplitSummary, SplitScore, StageOutputs, camFile, deviceImage, fitItems, fitSplitOf, inferenceModel, pct, progress, unique,
 } from './per-image.js';
@@ -62,7 +62,7 @@ function affinityFieldOf(net: AffinityNet, batch: Batch, config: WeaksegConfig) 
 /** The random walk's CRF settings (refine.randomWalk.crf), or null when off. */
 function walkCrfParams(config: WeaksegConfig): CrfParams | null {
   const preset = config.refine.randomWalk.crf;
-  return preset ? crfParams(preset, { referenceSize: config.refine.crf.referenceSize }) : null;
+  return preset ? crfParams(preset, { referenceSize: config.refine.crf.referenceSize, workingSize: config.refine.crf.workingSize }) : null;
 }
 
 /** The random walk's CRF for one image (its RGB read from disk), or null when off. */
@@ -88,7 +88,7 @@ async function fitBgAlpha(config: WeaksegConfig, net: AffinityNet, hooks: StageH
   const sweep = new CandidateSweep(bgAlphas.length, dataset.classes);
   const bar = progress(hooks, `random-walk exponent sweep ${split}`, scored.length);
   const loader = new BatchLoader({ ...dataset, items: scored }, evalTransform({ norm: net.backbone.inputNorm, withMask: false }), {
-    batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile,
+    batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile, badFiles: skippedFilesLog(config, split, scored.length),
   });
   for await (const batch of loader.epoch(0)) {
     hooks.signal?.throwIfAborted();
@@ -147,7 +147,7 @@ export async function randomWalkMasks(config: WeaksegConfig, hooks: StageHooks =
       let msWalk = 0;
       const masks = new Map<string, LabelMap>();
       const loader = new BatchLoader({ ...dataset, items: todo }, evalTransform({ norm: net.backbone.inputNorm, withMask: false }), {
-        batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile,
+        batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile, badFiles: skippedFilesLog(config, split, todo.length),
       });
       for await (const batch of loader.epoch(0)) {
         hooks.signal?.throwIfAborted();

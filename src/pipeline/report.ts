@@ -14,6 +14,7 @@ import type { WeaksegConfig } from './config.js';
 import { type StageHooks, logger, readSplit, recordMetrics } from './common.js';
 import { runPaths } from './paths.js';
 import { stageNamed, stages } from './stages.js';
+import { writingTo } from '../io/files.js';
 
 type Json = Record<string, unknown>;
 
@@ -269,6 +270,11 @@ export async function collectReport(config: WeaksegConfig): Promise<ReportModel>
   } else {
     warnings.push(`${paths.metrics} does not exist: no stage has recorded results`);
   }
+  if (existsSync(paths.skipped)) {
+    const lines = readFileSync(paths.skipped, 'utf8').split('\n').filter((l) => l.trim());
+    const files = new Set(lines.map((l) => { try { return String((JSON.parse(l) as { path?: unknown }).path); } catch { return l; } }));
+    warnings.push(`${files.size} file(s) were skipped as bad (data.onBadFile 'skip'); each is listed with its reason in ${paths.skipped}`);
+  }
   const saved = existsSync(paths.config) ? readJsonFile(paths.config, warnings) : null;
 
   // Class names for the legend: the dataset's (set by the gallery), else those of a scored result.
@@ -304,7 +310,7 @@ export async function writeReport(config: WeaksegConfig, hooks: StageHooks = {})
   const html = renderReport(await collectReport(config));
   mkdirSync(dirname(path), { recursive: true });
   const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, html);
+  writingTo(path, () => writeFileSync(tmp, html));
   renameSync(tmp, path);
   recordMetrics(config, 'report', { path });
   log(`report: ${path} (${(Buffer.byteLength(html) / 1024).toFixed(0)} KiB)`);

@@ -80,7 +80,9 @@ export async function runPipeline(config: WeaksegConfig, options: RunOptions = {
     const previous = records[stage];
     const sameInputs = previous?.fingerprint === fp;
     const forced = all.indexOf(def) >= firstForced;
-    if (sameInputs && previous.state === 'done' && !def.always && !forced) {
+    // A stage marked `always` reruns whenever another stage ran: with nothing new a finished run writes nothing.
+    const stale = def.always && summary.stages.some((s) => s.action !== 'skipped');
+    if (sameInputs && previous.state === 'done' && !stale && !forced) {
       log(`== ${stage}: up to date, skipped`);
       summary.stages.push({ stage, action: 'skipped', seconds: 0 });
       continue;

@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { emptyCache, manualSeed } from '../engine/index.js';
 import { readSafetensorsHeader } from '../engine/serialize/index.js';
 import {
-  BatchLoader, DataError, type Dataset, IGNORE_INDEX, type ItemTransform, type LabelMap, decodeImage, evalTransform, readMask, writeMask,
+  BatchLoader, DataError, type Dataset, IGNORE_INDEX, type ItemTransform, type LabelMap, decodeImage, evalTransform, readMask, resizeBilinear, resizeNearest, writeMask,
 } from '../data/index.js';
 import type { Backbone } from '../backbones/backbone.js';
 import { createBackbone } from '../backbones/index.js';
@@ -16,11 +16,11 @@ import { predictMask } from '../segmentation/infer.js';
 import { crfParams } from '../refine/crf-presets.js';
 import { latestCheckpoint } from '../train/checkpoint.js';
 import type { WeaksegConfig } from './config.js';
-import { type StageHooks, logger, prepareRun, readSplit, recordMetrics } from './common.js';
+import { type StageHooks, imageCount, logger, prepareRun, readSplit, recordMetrics, skippedFilesLog } from './common.js';
 import { runPaths } from './paths.js';
 import { stageNamed } from './stages.js';
 import { type FitSummary, fitAndSave, fitFigures, fitTransform, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
-import { SplitScore, StageOutputs, deviceImage, inferenceModel, pct, progress } from './per-image.js';
+import { SplitScore, StageOutputs, deviceImage, inferenceModel, pct, progress, workingShape } from './per-image.js';
 
 /** Format tag of the saved segmentation model (seg/model.safetensors). */
 export const SEGMENTER_FORMAT = 'weakseg-segmenter/1';
@@ -101,19 +101,21 @@ export async function trainSegmenter(config: WeaksegConfig, hooks: StageHooks = 
   refuseExistingCheckpoints(seg.checkpoints, hooks);
   const s = config.seg;
   const split = config.data.trainSplit;
-  const dataset = withPseudoMasks(config, await readSplit(config, split), split);
+  const read = await readSplit(config, split);
+  const dataset = withPseudoMasks(config, read, split);
   requireOneBatch(dataset, split, s.batchSize, 'seg.batchSize');
   manualSeed(s.seed); // the head's initialisation is part of the run's determinism
   const net = buildSegmenter(config, dataset.classes.length, hooks);
   const fit = await fitAndSave(config, hooks, {
     net,
     dataset,
+    split,
     transform: segTrainTransform(config, net.backbone, net.numLabels),
     settings: s,
     files: seg,
     headline: `segmenter ${paths.root}: DeepLab ${net.headName} on ${net.backbone.name} (output stride ` +
       `${net.backbone.outputStride}, weights ${s.weights ?? config.model.weights ?? 'none: random init'}), ${net.numLabels} labels; ` +
-      `${dataset.items.length} images of '${split}' with '${s.pseudoMasks}' pseudo-masks; crop ${s.cropSize}, batch ${s.batchSize}, ` +
+      `${imageCount(config, split, { items: dataset.items, skipped: read.skipped })} with '${s.pseudoMasks}' pseudo-masks; crop ${s.cropSize}, batch ${s.batchSize}, ` +
       `lr ${s.lr} (head x${s.headLrMult}), momentum ${s.momentum}`,
     checkpointMetadata: { backbone: net.backbone.name, head: net.headName, config: JSON.stringify(config) },
     modelMetadata: (result) => ({
@@ -181,11 +183,12 @@ export async function evaluateSegmenter(config: WeaksegConfig, hooks: StageHooks
   try {
     inferenceModel(net.model, weights, config);
     // The refine stages' kernel scaling (refine.crf.referenceSize) applies to the segmenter's CRF too.
-    const crfSettings = s.crf ? crfParams(s.crf, { referenceSize: config.refine.crf.referenceSize }) : null;
+    const crfSettings = s.crf ? crfParams(s.crf, { referenceSize: config.refine.crf.referenceSize, workingSize: config.refine.crf.workingSize }) : null;
     log(`segmenter ${weights} on '${split}' (${dataset.items.length} images${hooks.resume ? ', keeping predictions already written' : ''}): scales ${s.scales.join('/')}` +
       `${s.testFlip ? ' + flips' : ''}${s.crf ? `, dense CRF '${s.crf}'` : ''} -> ${dir}`);
     const loader = new BatchLoader(dataset, evalTransform({ norm: net.backbone.inputNorm, withMask: false }), {
       batchSize: 1, shuffle: false, prefetch: 2, onBadFile: config.data.onBadFile,
+      badFiles: skippedFilesLog(config, split, dataset.items.length),
     });
     const bar = progress(hooks, `segment ${split}`, dataset.items.length);
     try {
@@ -203,13 +206,17 @@ export async function evaluateSegmenter(config: WeaksegConfig, hooks: StageHooks
           }
           kept++;
         } else {
-          const rgb = s.crf ? await decodeImage(item.imagePath) : undefined;
+          const work = workingShape(h, w, s.workingSize);
+          let rgb = s.crf ? await decodeImage(item.imagePath) : undefined;
+          if (rgb && work) rgb = { ...resizeBilinear(rgb, work[1], work[0]), channels: 3 };
           const p0 = performance.now();
-          const image = deviceImage(batch, config);
+          // Above the working size: predicted downscaled, the labels upscaled (nearest) to the image.
+          const image = deviceImage(batch, config, work);
           try {
             pred = predictMask(net, image, {
               scales: s.scales, flip: s.testFlip, channelsLast: config.runtime.channelsLast, crf: crfSettings, ...(rgb ? { rgb } : {}),
             });
+            if (work) pred = resizeNearest(pred, w, h);
           } finally {
             image.dispose();
           }

@@ -41,7 +41,7 @@ export interface Stage {
   /** Its trainer's JSON-lines log, for the report's loss curves. */
   trainLog?: (config: WeaksegConfig) => string;
   run: (config: WeaksegConfig, hooks: StageHooks) => Promise<unknown>;
-  /** Always rerun (cheap, and it summarises everything else). */
+  /** Rerun whenever another stage ran (cheap, and it summarises everything else). */
   always?: boolean;
 }
 
@@ -66,7 +66,7 @@ const STAGES: Stage[] = [
     description: 'train the classifier of a method from image-level tags (per-epoch checkpoints; --resume continues)',
     inputs: () => [],
     reads: (c) => [c.data.trainSplit],
-    settings: (c) => ({ data: omit(c.data, ['onBadFile']), model: c.model, seam: c.model.method === 'seam' ? c.seam : null, train: c.train }),
+    settings: (c) => ({ data: omit(c.data, ['onBadFile', 'maxSkippedFraction']), model: c.model, seam: c.model.method === 'seam' ? c.seam : null, train: c.train }),
     outputs: (c) => [runPaths(c).checkpoints, runPaths(c).model, runPaths(c).trainLog, runPaths(c).trainJsonLog],
     trainLog: (c) => runPaths(c).trainJsonLog,
     run: async (c, h) => (await import('./train.js')).trainClassifier(c, h),
@@ -124,7 +124,7 @@ const STAGES: Stage[] = [
     reads: (c) => [c.eval.split, c.eval.fitSplit, c.data.trainSplit],
     settings: (c) => ({
       randomWalk: c.refine.randomWalk, split: c.eval.split, fitSplit: c.eval.fitSplit, trainSplit: c.data.trainSplit,
-      ...(c.refine.randomWalk.crf ? { crfReferenceSize: c.refine.crf.referenceSize } : {}),
+      ...(c.refine.randomWalk.crf ? { crfReferenceSize: c.refine.crf.referenceSize, crfWorkingSize: c.refine.crf.workingSize } : {}),
     }),
     outputs: (c) => [join(runPaths(c).root, 'pseudo')],
     pseudoMasks: {
@@ -139,7 +139,7 @@ const STAGES: Stage[] = [
     inputs: (c) => [c.seg.pseudoMasks],
     reads: (c) => [c.data.trainSplit],
     settings: (c) => ({
-      ...omit(c.seg, ['evalSplit', 'scales', 'testFlip', 'crf']), backbone: c.seg.backbone ?? c.model.backbone,
+      ...omit(c.seg, ['evalSplit', 'scales', 'testFlip', 'crf', 'workingSize']), backbone: c.seg.backbone ?? c.model.backbone,
       weights: c.seg.weights ?? c.model.weights, trainSplit: c.data.trainSplit,
     }),
     outputs: (c) => [runPaths(c).seg.checkpoints, runPaths(c).seg.model, runPaths(c).seg.trainLog, runPaths(c).seg.trainJsonLog],
@@ -152,8 +152,8 @@ const STAGES: Stage[] = [
     inputs: () => ['seg-train'],
     reads: (c) => [c.seg.evalSplit],
     settings: (c) => ({
-      split: c.seg.evalSplit, scales: c.seg.scales, flip: c.seg.testFlip, crf: c.seg.crf,
-      crfReferenceSize: c.seg.crf ? c.refine.crf.referenceSize : null,
+      split: c.seg.evalSplit, scales: c.seg.scales, flip: c.seg.testFlip, crf: c.seg.crf, workingSize: c.seg.workingSize,
+      crfReferenceSize: c.seg.crf ? c.refine.crf.referenceSize : null, crfWorkingSize: c.seg.crf ? c.refine.crf.workingSize : null,
     }),
     outputs: (c) => [join(runPaths(c).root, 'seg', 'pred')],
     run: async (c, h) => (await import('./segment.js')).evaluateSegmenter(c, h),

@@ -1,7 +1,7 @@
 // Stage 1: train the classifier of a method from image-level tags.
 import { manualSeed } from '../engine/index.js';
 import type { WeaksegConfig } from './config.js';
-import { type StageHooks, buildMethod, prepareRun, readSplit, recordMetrics } from './common.js';
+import { type StageHooks, buildMethod, imageCount, prepareRun, readSplit, recordMetrics } from './common.js';
 import { type FitSummary, fitAndSave, fitFigures, fitTransform, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
 
 /** `resume`: continue from the newest checkpoint of the run (default false: refuse a run that has checkpoints). */
@@ -22,12 +22,13 @@ export async function trainClassifier(config: WeaksegConfig, options: TrainOptio
   const fit = await fitAndSave(config, options, {
     net: method,
     dataset,
+    split: config.data.trainSplit,
     transform: fitTransform(t, method.backbone.inputNorm),
     settings: t,
     files: { checkpoints: paths.checkpoints, trainLog: paths.trainLog, trainJsonLog: paths.trainJsonLog, model: paths.model },
     headline: `run ${paths.root}: method ${method.name}, backbone ${method.backbone.name} ` +
       `(output stride ${method.backbone.outputStride}, input mean ${method.backbone.inputNorm.mean.join('/')} ` +
-      `std ${method.backbone.inputNorm.std.join('/')}), ${dataset.items.length} images of '${config.data.trainSplit}', ` +
+      `std ${method.backbone.inputNorm.std.join('/')}), ${imageCount(config, config.data.trainSplit, dataset)}, ` +
       `${dataset.classes.length} classes; momentum ${t.momentum}`,
     checkpointMetadata: { backbone: method.backbone.name, config: JSON.stringify(config) },
     modelMetadata: (result) => ({

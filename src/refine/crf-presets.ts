@@ -25,6 +25,11 @@ export interface CrfParams {
    * images. Absent or null: widths in pixels as given (pydensecrf's own behaviour).
    */
   readonly referenceSize?: number | null;
+  /**
+   * Working size (longer side, pixels): a larger image is downscaled to it for the CRF, which builds a lattice
+   * over every pixel, and the posterior is upscaled back. Absent or null: always full size.
+   */
+  readonly workingSize?: number | null;
 }
 
 /**
@@ -57,6 +62,7 @@ export interface CrfOverrides {
   readonly iterations?: number;
   readonly clip?: number;
   readonly referenceSize?: number | null;
+  readonly workingSize?: number | null;
 }
 
 /**
@@ -79,5 +85,6 @@ export function crfParams(preset: CrfPresetName, overrides: CrfOverrides = {}): 
     iterations: overrides.iterations ?? base.iterations,
     clip: overrides.clip ?? base.clip,
     ...(overrides.referenceSize != null ? { referenceSize: overrides.referenceSize } : {}),
+    ...(overrides.workingSize != null ? { workingSize: overrides.workingSize } : {}),
   };
 }

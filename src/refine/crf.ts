@@ -7,7 +7,7 @@
  * `[N][L]` tensors so the lattice touches one contiguous run of labels per vertex. A DenseCRF2D holds native
  * memory (the unary, the kernels' lattices): `dispose()` it when done; `denseCrf` does.
  */
-import { type Tensor, keep, tensor, tidy, zeros } from '../engine/index.js';
+import { F, type Tensor, keep, tensor, tidy, zeros } from '../engine/index.js';
 import { CRF_PRESETS, type CrfParams, type CrfPresetName, scaledToImage } from './crf-presets.js';
 import { LatticeKernel, type PairwiseTerm, SEPARABLE_MAX_SXY, SeparableGaussianKernel } from './pairwise.js';
 
@@ -175,7 +175,22 @@ export function denseCrf(
   nLabels: number,
   params: CrfParams | CrfPresetName,
 ): Float32Array {
-  const p = scaledToImage(typeof params === 'string' ? CRF_PRESETS[params] : params, image.width, image.height);
+  const given: CrfParams = typeof params === 'string' ? CRF_PRESETS[params] : params;
+  const { width: W, height: H } = image;
+  const work = given.workingSize != null && Math.max(W, H) > given.workingSize ? given.workingSize / Math.max(W, H) : 0;
+  if (work) {
+    // Downscaled (area: averages), solved, and the posterior upscaled (bilinear) to the image.
+    if (prob.length !== nLabels * W * H) throw new RangeError(`probabilities have ${prob.length} values, expected ${nLabels}×${W * H}`);
+    const [w, h] = [Math.max(1, Math.round(W * work)), Math.max(1, Math.round(H * work))];
+    const shrink = (x: Tensor) => F.interpolate(x, { size: [h, w], mode: 'area' });
+    const [smallProb, smallRgb] = tidy(() => [
+      shrink(tensor(prob, { shape: [1, nLabels, H, W] })).toFloat32Array(),
+      shrink(tensor(Float32Array.from(image.rgb), { shape: [1, H, W, 3] }).permute([0, 3, 1, 2])).permute([0, 2, 3, 1]).round().clamp(0, 255).contiguous().toFloat32Array(),
+    ]);
+    const q = denseCrf({ rgb: Uint8Array.from(smallRgb), width: w, height: h }, smallProb, nLabels, { ...given, workingSize: null });
+    return tidy(() => F.interpolate(tensor(q, { shape: [1, nLabels, h, w] }), { size: [H, W], mode: 'bilinear', alignCorners: false }).toFloat32Array());
+  }
+  const p = scaledToImage(given, W, H);
   const crf = new DenseCRF2D(image.width, image.height, nLabels);
   try {
     crf.setUnaryFromProbabilities(prob, p.clip);

@@ -1,9 +1,10 @@
 // Turns trainer events into a human log (console and/or file), a JSON-lines log and, on a terminal, a progress
 // bar with ETA. Without a terminal (nohup, CI) the bar is replaced by a log line every `logEvery` steps.
-import { appendFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import cliProgress from 'cli-progress';
 import type { TrainEvent } from './trainer.js';
+import { writingTo } from '../io/files.js';
 
 export interface ReporterOptions {
   /** Human-readable log file (appended). */
@@ -19,6 +20,8 @@ export interface ReporterOptions {
   /** Where console lines go (default: stdout). */
   write?: (line: string) => void;
 }
+
+const append = (path: string, text: string) => writingTo(path, () => appendFileSync(path, text));
 
 export function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds)) return '?';
@@ -45,15 +48,42 @@ export class TrainReporter {
   /** Writes a line to the text log and the console (above the bar, if any). */
   line(text: string): void {
     const stamped = `${new Date().toISOString()} ${text}`;
-    if (this.#opts.textLog) appendFileSync(this.#opts.textLog, `${stamped}\n`);
+    if (this.#opts.textLog) append(this.#opts.textLog, `${stamped}\n`);
     if (this.#opts.console ?? true) {
       if (this.#multi) this.#multi.log(`${text}\n`);
       else (this.#opts.write ?? ((l: string) => process.stdout.write(`${l}\n`)))(text);
     }
   }
 
+  /**
+   * Drops the log lines of steps after `step` (and of epochs after `epoch`): a run killed after its last
+   * checkpoint logged steps that the resumed run replays, and each step should be in the logs once.
+   */
+  #dropReplayed(step: number, epoch: number): void {
+    const keep = (path: string | undefined, later: (line: string) => boolean) => {
+      if (!path || !existsSync(path)) return;
+      const lines = readFileSync(path, 'utf8').split('\n');
+      const kept = lines.filter((l) => !later(l));
+      if (kept.length !== lines.length) writingTo(path, () => writeFileSync(path, kept.join('\n')));
+    };
+    keep(this.#opts.jsonLog, (l) => {
+      try {
+        const e = JSON.parse(l) as { type?: unknown; step?: unknown };
+        return (e.type === 'step' || e.type === 'epoch') && typeof e.step === 'number' && e.step > step;
+      } catch {
+        return false;
+      }
+    });
+    keep(this.#opts.textLog, (l) => {
+      const s = /\(global (\d+)\//.exec(l);
+      const ep = /\bepoch (\d+)\/\d+ done in/.exec(l);
+      return (s !== null && Number(s[1]) > step) || (ep !== null && Number(ep[1]) > epoch);
+    });
+  }
+
   readonly onEvent = (e: TrainEvent): void => {
-    if (this.#opts.jsonLog) appendFileSync(this.#opts.jsonLog, `${JSON.stringify({ time: new Date().toISOString(), ...e })}\n`);
+    if (e.type === 'resume') this.#dropReplayed(e.step, e.epoch);
+    if (this.#opts.jsonLog) append(this.#opts.jsonLog, `${JSON.stringify({ time: new Date().toISOString(), ...e })}\n`);
     switch (e.type) {
       case 'resume':
         this.line(`resumed from ${e.path}: ${e.epoch} epochs (${e.step} steps) already done`);
@@ -86,7 +116,7 @@ export class TrainReporter {
           const text = `epoch ${e.epoch + 1} step ${e.stepInEpoch}/${e.stepsPerEpoch} (global ${e.step}/${e.totalSteps}) ` +
             `loss ${e.loss.toFixed(4)}${extra} lr ${e.lr.toExponential(3)} step ${e.stepMs.toFixed(0)} ms ` +
             `${e.imagesPerSec.toFixed(1)} img/s ETA ${formatDuration(e.etaSec)}`;
-          if (this.#opts.textLog) appendFileSync(this.#opts.textLog, `${new Date().toISOString()} ${text}\n`);
+          if (this.#opts.textLog) append(this.#opts.textLog, `${new Date().toISOString()} ${text}\n`);
           if (!this.#useBar && (this.#opts.console ?? true)) (this.#opts.write ?? ((l: string) => process.stdout.write(`${l}\n`)))(text);
         }
         break;

@@ -223,6 +223,11 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
       lastEnd = performance.now();
       if (step >= maxSteps) break;
     }
+    if (count === 0 && skipBatches < stepsPerEpoch && step < maxSteps) {
+      // Every item was skipped as bad (onBadFile 'skip'): saving an untrained model would pass for a result.
+      throw new Error(`epoch ${epoch + 1} yielded no batch: all ${loader.badFiles.count} of its images that were tried ` +
+        'were skipped as bad; nothing was trained');
+    }
     const seconds = (performance.now() - epochStart) / 1000;
     const stats = loader.stats;
     waitTotal += stats.waitMsTotal;

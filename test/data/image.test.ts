@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { encode as encodePng } from 'fast-png';
 import { DataError } from '../../src/data/errors.js';
-import { decodeImage, decodeImageBuffer, resizeBilinear, resizeNearest } from '../../src/data/image.js';
+import { DEFAULT_MAX_IMAGE_PIXELS, decodeImage, decodeImageBuffer, resizeBilinear, resizeNearest, setMaxImagePixels } from '../../src/data/image.js';
 import { solidJpeg, tempDir, truncatedJpeg, writeFileDeep } from './helpers.js';
 
 const pixel = (img: { width: number; data: Uint8Array }, x: number, y: number) =>
@@ -112,4 +112,22 @@ test('resizeNearest never invents label values', () => {
   assert.ok(big.data.every((v) => v === 0 || v === 5 || v === 15 || v === 255));
   assert.deepEqual([...resizeNearest(mask, 6, 4).data.subarray(0, 6)], [0, 0, 5, 5, 255, 255]);
   assert.deepEqual([...resizeNearest(mask, 3, 2).data], [...mask.data]);
+});
+
+test('an image over the pixel cap is refused from its header, before decoding, naming the file', async (t) => {
+  const dir = await tempDir(t);
+  const path = join(dir, 'big.png');
+  // One colour: a few hundred bytes on disk for 600 x 500 pixels.
+  await writeFileDeep(path, await sharp({ create: { width: 600, height: 500, channels: 3, background: '#808080' } }).png().toBuffer());
+  await assert.rejects(decodeImage(path, { maxPixels: 100_000 }), (e: unknown) => {
+    assert.ok(e instanceof DataError);
+    assert.equal(e.path, path);
+    assert.match(e.message, /image is 600x500 \(0\.3 Mpx\), more than the 0\.1 Mpx cap \(data\.maxImagePixels\)/);
+    return true;
+  });
+  setMaxImagePixels(300_000);
+  t.after(() => setMaxImagePixels(DEFAULT_MAX_IMAGE_PIXELS));
+  assert.equal((await decodeImage(path)).width, 600, 'at the cap it decodes');
+  setMaxImagePixels(299_999);
+  await assert.rejects(decodeImage(path), /more than the 0\.3 Mpx cap/);
 });

@@ -7,6 +7,7 @@ import sharp from 'sharp';
 import { decode as decodePng, encode as encodePng } from 'fast-png';
 import { DataError } from '../../src/data/errors.js';
 import { decodeMask, encodeMask, readMask, vocColormap, writeMask } from '../../src/data/mask.js';
+import { DEFAULT_MAX_IMAGE_PIXELS, setMaxImagePixels } from '../../src/data/image.js';
 import { tempDir, writeFileDeep } from './helpers.js';
 
 const VOC_MINI = '/work/shared/data/voc-mini';
@@ -78,4 +79,16 @@ test('reads a real VOC mask (voc-mini)', { skip: !existsSync(VOC_MINI) && `${VOC
   const values = new Set(mask.data);
   // image_labels.json: chair (9) and dog (12); 0 background, 255 boundaries.
   assert.deepEqual([...values].sort((a, b) => a - b), [0, 9, 12, 255]);
+});
+
+test('a mask over the pixel cap is refused from its PNG header, naming the file', () => {
+  const bytes = encodeMask({ width: 20, height: 10, data: new Uint8Array(200) });
+  setMaxImagePixels(199);
+  try {
+    assert.throws(() => decodeMask(bytes, 'big.png'), /big\.png: mask is 20x10 \(0\.0 Mpx\), more than the 0\.0 Mpx cap \(data\.maxImagePixels\)/);
+    setMaxImagePixels(200);
+    assert.equal(decodeMask(bytes, 'big.png').width, 20);
+  } finally {
+    setMaxImagePixels(DEFAULT_MAX_IMAGE_PIXELS);
+  }
 });

@@ -130,3 +130,27 @@ test('VOC: voc-mini with its labels JSON', { skip: !existsSync(VOC_MINI) && `${V
   assert.equal(fromMasks.items.length, 150);
   assert.deepEqual(fromMasks.labelSources, { xml: 0, json: 0, mask: 150 });
 });
+
+test('VOC: masks are checked when the split is opened (size, values), naming the mask; duplicate ids are errors', async (t) => {
+  const root = await tempDir(t);
+  await makeVoc(root, ['a', 'b', 'c']);
+  const maskOf = (id: string) => join(root, 'SegmentationClass', `${id}.png`);
+  // a: the wrong size (its image is 4x4); b: a value that is no class id.
+  await writeFileDeep(maskOf('a'), encodeMask({ width: 5, height: 4, data: new Uint8Array(20) }));
+  await writeFileDeep(maskOf('b'), encodeMask({ width: 4, height: 4, data: new Uint8Array(16).fill(30) }));
+  await assert.rejects(readVoc({ root, split: 'train' }), (e: unknown) => {
+    assert.ok(e instanceof DataError);
+    assert.equal(e.path, maskOf('a'));
+    assert.match(e.message, /a\.png: mask is 5x4 but its image .*a\.jpg is 4x4/);
+    return true;
+  });
+  const log = new BadFileLog(() => {});
+  const ds = await readVoc({ root, split: 'train', onBadFile: 'skip', badFiles: log });
+  assert.deepEqual(ds.items.map((i) => i.id), ['c']);
+  assert.deepEqual(log.entries.map((b) => b.path), [maskOf('a'), maskOf('b')]);
+  assert.match(log.entries[1]!.reason, /mask value 30 is not a class id \(20 classes: ids 0\.\.20, and 255 for ignore\)/);
+
+  await writeFileDeep(join(root, 'ImageSets', 'Segmentation', 'dup.txt'), 'c\n\nc\n');
+  const list = join(root, 'ImageSets', 'Segmentation', 'dup.txt');
+  await assert.rejects(readVoc({ root, split: 'dup' }), new RegExp(`${list.replace(/[.]/g, '\\.')}: line 3: duplicate id "c" \\(first at line 1\\)`));
+});

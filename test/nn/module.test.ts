@@ -319,3 +319,19 @@ test('init: kaimingNormal_ std is sqrt(2 / fan_in); fan_out mode; uniform and xa
   init.normal_(p, 0, 1);
   assert.ok(p.isLeaf && p.requiresGrad);
 }));
+
+test('a state dict of another architecture is summarised: counts and the first keys of each kind', () => tidy(() => {
+  const dst = net();
+  const own = [...dst.stateDict().keys()];
+  // 400 keys of some other network, none of them this one's.
+  const sd = new Map(Array.from({ length: 400 }, (_, i) => [`backbone.layer${i}.conv.weight`, zeros([1])] as const));
+  assert.throws(() => dst.loadStateDict(sd, { source: 'resnet.pth' }), (e: unknown) => {
+    assert.ok(e instanceof StateDictError);
+    assert.ok(e.message.length < 800, `short message (${e.message.length} chars): ${e.message}`);
+    assert.match(e.message, new RegExp(`missing keys \\(${own.length}\\): ${own.slice(0, 5).join(', ').replace(/\./g, '\\.')}, \\.\\.\\. \\(${own.length - 5} more\\)`));
+    assert.match(e.message, /unexpected keys \(400\): backbone\.layer0\.conv\.weight, .*backbone\.layer4\.conv\.weight, \.\.\. \(395 more\)/);
+    assert.match(e.message, /another architecture/);
+    assert.equal(e.report.unexpected.length, 400, 'the full lists stay on the report');
+    return true;
+  });
+}));

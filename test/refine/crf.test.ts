@@ -518,3 +518,29 @@ test('non-finite unaries, probabilities and compat, and degenerate widths are re
   prob[3] = Number.NaN;
   assert.throws(() => denseCrf({ rgb: new Uint8Array(36), width: 4, height: 3 }, prob, 2, 'psa'), /probabilities holds NaN/);
 });
+
+test('workingSize: a larger image is solved downscaled and the posterior comes back at full size', () => {
+  // Left half dark, right half light; a unary that leans to the wrong label on a fifth of each half.
+  const W = 120;
+  const H = 60;
+  const rgb = new Uint8Array(W * H * 3);
+  const prob = new Float32Array(2 * W * H);
+  const r = rng(3);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      const p = y * W + x;
+      const right = x >= W / 2;
+      rgb.fill(right ? 220 : 30, 3 * p, 3 * p + 3);
+      const lean = r() < 0.2 ? !right : right;
+      prob[p] = lean ? 0.4 : 0.6; // label 0 = left
+      prob[W * H + p] = 1 - prob[p]!;
+    }
+  }
+  const q = denseCrf({ rgb, width: W, height: H }, prob, 2, crfParams('psa', { workingSize: 40 }));
+  assert.equal(q.length, 2 * W * H);
+  for (let p = 0; p < W * H; p += 97) assert.ok(Math.abs(q[p]! + q[W * H + p]! - 1) < 1e-4, 'distributions');
+  const labels = labelMap(q, 2);
+  let wrong = 0;
+  for (let y = 0; y < H; y++) for (let x = 2; x < W - 2; x++) if (Math.abs(x - W / 2) > 2 && labels[y * W + x] !== (x >= W / 2 ? 1 : 0)) wrong++;
+  assert.equal(wrong, 0, 'each half takes its majority label away from the edge');
+});

@@ -8,6 +8,7 @@ import {
   checkBoolBytes, checkedNumel, contiguousStrides, dtypeItemSize,
   type ContiguousTensorRecord, type DType, type TensorRecord,
 } from './records.js';
+import { writingTo } from '../../io/files.js';
 
 /** Largest JSON header we accept, as in the reference implementation (guards against huge allocations). */
 export const MAX_SAFETENSORS_HEADER_BYTES = 100_000_000;
@@ -263,6 +264,10 @@ export function serializeSafetensors(tensors: TensorSource, metadata?: Record<st
 export function writeSafetensorsRecords(path: string, tensors: TensorSource, metadata?: Record<string, string>): void {
   const { header, order } = plan(tensors, metadata);
   const tmp = `${path}.tmp-${process.pid}`;
+  writingTo(path, () => writeThenRename(tmp, path, header, order));
+}
+
+function writeThenRename(tmp: string, path: string, header: Uint8Array, order: ReturnType<typeof plan>['order']): void {
   const fd = openSync(tmp, 'w');
   try {
     const write = (b: Uint8Array) => {
