@@ -30,7 +30,31 @@ function load(): Record<string, NativeFn> {
   return createRequire(import.meta.url)(path) as Record<string, NativeFn>;
 }
 
-export const N = load();
+/**
+ * Loads the binding and applies the runtime defaults libtorch lacks here: all cores (libtorch defaults to 1 thread
+ * on these machines) and the caching CPU allocator.
+ */
+function start(): Record<string, NativeFn> {
+  const n = load();
+  const envThreads = Number(process.env.WEAKSEG_NUM_THREADS);
+  n.setNumThreads!(Number.isInteger(envThreads) && envThreads > 0 ? envThreads : availableParallelism());
+  n.useCachingAllocator!(process.env.WEAKSEG_CPU_ALLOCATOR !== 'malloc');
+  // The cache must hold a whole training step's activations, or every step faults fresh pages in again
+  // (MobileNetV2 at batch 16 and output stride 8 frees ~4 GiB per step). Half the machine's memory by default.
+  const cacheMb = Number(process.env.WEAKSEG_CPU_CACHE_MB);
+  n.setAllocatorCacheLimit!(Number.isFinite(cacheMb) && cacheMb >= 0 ? cacheMb * 2 ** 20 : Math.floor(totalmem() / 2));
+  return n;
+}
+
+let binding: Record<string, NativeFn> | null = null;
+
+/**
+ * The binding, loaded at its first use rather than at import: loading libtorch takes seconds, and code that only
+ * reads settings (the CLI's --help, config validation, `weakseg methods`) imports modules that import the engine.
+ */
+export const N: Record<string, NativeFn> = new Proxy({} as Record<string, NativeFn>, {
+  get: (_target, key: string) => (binding ??= start())[key],
+});
 
 /** Which libtorch the engine was built against (written by scripts/build-native.mjs). */
 export function buildInfo(): { source: string; inc: string; lib: string; abi: number; cuda: boolean } | null {
@@ -38,10 +62,3 @@ export function buildInfo(): { source: string; inc: string; lib: string; abi: nu
   return existsSync(p) ? JSON.parse(readFileSync(p, 'utf8')) : null;
 }
 
-const envThreads = Number(process.env.WEAKSEG_NUM_THREADS);
-N.setNumThreads(Number.isInteger(envThreads) && envThreads > 0 ? envThreads : availableParallelism());
-N.useCachingAllocator(process.env.WEAKSEG_CPU_ALLOCATOR !== 'malloc');
-// The cache must hold a whole training step's activations, or every step faults fresh pages in again
-// (MobileNetV2 at batch 16 and output stride 8 frees ~4 GiB per step). Half the machine's memory by default.
-const cacheMb = Number(process.env.WEAKSEG_CPU_CACHE_MB);
-N.setAllocatorCacheLimit(Number.isFinite(cacheMb) && cacheMb >= 0 ? cacheMb * 2 ** 20 : Math.floor(totalmem() / 2));
