@@ -29,3 +29,28 @@ export interface Backbone extends Module {
 }
 
 export const IMAGENET_NORM: InputNorm = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+
+/** Where a block sits and what flows through it, for a BlockHook. */
+export interface BlockInfo {
+  /** The block's stage ('layer1'..'layer4' in ResNet, 'features' in MobileNetV2) and index within it. */
+  stage: string;
+  index: number;
+  /** Its dotted key prefix ('layer3.2', 'features.6'). */
+  path: string;
+  /** Channels of the map the inserted module receives and must return. */
+  channels: number;
+  stride: number;
+  dilation: number;
+}
+
+/**
+ * A module inserted into blocks (in the spirit of torchvision's `block`/`norm_layer` arguments): `create` is called
+ * for every block and returns a module or null (none there). The module is applied to the block's residual branch
+ * just before the residual addition (ResNet: after bn3; MobileNetV2: after the projection's BN) and registered as
+ * the block's member `name`, so its keys read `layer3.2.<name>.*`. Pretrained weights lack those keys: they may be
+ * missing when the weights load, every other key is still checked.
+ */
+export interface BlockHook {
+  name: string;
+  create(info: BlockInfo): (Module & { forward(x: Tensor): Tensor }) | null;
+}

@@ -35,14 +35,14 @@ export interface BackboneOptionsByName {
 export type BackboneName = keyof BackboneOptionsByName;
 
 const RESNET_OPTIONS = ['weights', 'strict', 'outputStride', 'dilate', 'frozenBatchNorm', 'freezeUpTo', 'withClassifier',
-  'numClasses', 'inputNorm'] as const;
+  'numClasses', 'inputNorm', 'blocks'] as const;
 
 /** Each backbone's builder and the option keys it accepts (configs are checked against these). */
 const REGISTRY: { [N in BackboneName]: { build: (o: BackboneOptionsByName[N]) => Backbone; options: readonly string[] } } = {
   mobilenet_v2: {
     build: mobilenetV2,
     options: ['weights', 'strict', 'outputStride', 'padding', 'frozenBatchNorm', 'withClassifier', 'numClasses',
-      'inputNorm', 'freezeUpTo', 'features', 'dilatedImpl'],
+      'inputNorm', 'freezeUpTo', 'features', 'dilatedImpl', 'blocks'],
   },
   resnet50: { build: resnet50, options: RESNET_OPTIONS },
   resnet101: { build: resnet101, options: RESNET_OPTIONS },

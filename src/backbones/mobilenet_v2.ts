@@ -10,7 +10,7 @@
 // convolution from the input size (the ImageNet weights here were trained with SAME).
 import { F, type Tensor, tidy } from '../engine/index.js';
 import { BatchNorm2d, Dropout, Layer, Linear, Module, ReLU6, Sequential, type LoadReport } from '../nn/index.js';
-import { type Backbone, type BackboneOutput, IMAGENET_NORM, type InputNorm } from './backbone.js';
+import { type Backbone, type BackboneOutput, type BlockHook, IMAGENET_NORM, type InputNorm } from './backbone.js';
 import { BackboneConv2d, type DilatedConvImpl, type PaddingMode } from './conv.js';
 import { type OutputStride, checkOutputStride, checkTaps, freezeModules } from './common.js';
 import { buildWithWeights, inputNormFromMetadata } from './weights.js';
@@ -57,6 +57,11 @@ export interface MobileNetV2Options {
   features?: 'last' | 'features.17';
   /** How dilated depthwise convolutions run (default 'auto': the space-to-batch rewrite when training). */
   dilatedImpl?: DilatedConvImpl;
+  /**
+   * A module inserted into every inverted residual (features.1-17), after the projection's BN and before the
+   * residual addition (keys features.i.<name>.*).
+   */
+  blocks?: BlockHook;
 }
 
 type ConvBNAct = Sequential;
@@ -82,10 +87,13 @@ function convBNReLU6(
 export class InvertedResidual extends Layer {
   readonly useResConnect: boolean;
   readonly conv: Sequential;
+  /** The module a BlockHook inserted (applied after the projection), if any. */
+  readonly inserted: Layer | null = null;
 
   constructor(
     readonly inChannels: number, readonly outChannels: number, readonly stride: number,
     readonly expandRatio: number, readonly dilation: number, b: BuildOptions,
+    insert: { name: string; module: Layer } | null = null,
   ) {
     super();
     const hidden = Math.round(inChannels * expandRatio);
@@ -98,11 +106,14 @@ export class InvertedResidual extends Layer {
       new BatchNorm2d(outChannels, { frozen: b.frozen }),
     );
     this.conv = this.registerModule('conv', new Sequential(...layers));
+    if (insert) this.inserted = this.registerModule(insert.name, insert.module);
   }
 
   forward(x: Tensor): Tensor {
-    if (!this.useResConnect) return this.conv.forward(x);
-    return tidy(() => x.add(this.conv.forward(x)));
+    const inserted = this.inserted;
+    const branch = inserted ? (t: Tensor) => tidy(() => inserted.forward(this.conv.forward(t))) : (t: Tensor) => this.conv.forward(t);
+    if (!this.useResConnect) return branch(x);
+    return tidy(() => x.add(branch(x)));
   }
 }
 
@@ -161,7 +172,9 @@ export class MobileNetV2 extends Module implements Backbone {
         } else {
           currentStride *= stride;
         }
-        blocks.push(new InvertedResidual(inC, c, layerStride, t, layerRate, b));
+        const index = blocks.length;
+        const module = o.blocks?.create({ stage: 'features', index, path: `features.${index}`, channels: c, stride: layerStride, dilation: layerRate });
+        blocks.push(new InvertedResidual(inC, c, layerStride, t, layerRate, b, module ? { name: o.blocks!.name, module: module as Layer } : null));
         this.blockConfig.push({ stride: layerStride, dilation: layerRate });
         inC = c;
       }
@@ -234,5 +247,8 @@ export function mobilenetV2(o: MobileNetV2LoadOptions = {}): MobileNetV2 {
     const padding: PaddingMode = o.padding ?? (/\bsame\b/i.test(file.metadata.padding ?? '') ? 'same' : 'symmetric');
     const inputNorm = o.inputNorm ?? inputNormFromMetadata(file.metadata) ?? IMAGENET_NORM;
     return new MobileNetV2({ ...o, padding, inputNorm });
-  }, () => ({ strict: o.strict ?? true, ...(o.withClassifier ? {} : { ignore: (k: string) => k.startsWith('classifier.') }) }));
+  }, () => ({
+    strict: o.strict ?? true, ...(o.withClassifier ? {} : { ignore: (k: string) => k.startsWith('classifier.') }),
+    ...(o.blocks ? { allowMissing: [`features.*.${o.blocks.name}.*`] } : {}),
+  }));
 }

@@ -10,7 +10,7 @@ import { F, type Tensor, tidy } from '../engine/index.js';
 import {
   BatchNorm2d, Conv2d, Layer, Linear, type LoadReport, MaxPool2d, Module, Sequential,
 } from '../nn/index.js';
-import { type Backbone, type BackboneOutput, IMAGENET_NORM, type InputNorm } from './backbone.js';
+import { type Backbone, type BackboneOutput, type BlockHook, IMAGENET_NORM, type InputNorm } from './backbone.js';
 import { type OutputStride, checkOutputStride, checkTaps, freezeModules } from './common.js';
 import { buildWithWeights } from './weights.js';
 
@@ -34,6 +34,8 @@ export interface ResNetOptions {
   withClassifier?: boolean;
   numClasses?: number;
   inputNorm?: InputNorm;
+  /** A module inserted into every block, after bn3 and before the residual addition (keys layerN.i.<name>.*). */
+  blocks?: BlockHook;
 }
 
 export class Bottleneck extends Layer {
@@ -45,8 +47,13 @@ export class Bottleneck extends Layer {
   readonly conv3: Conv2d;
   readonly bn3: BatchNorm2d;
   readonly downsample: Sequential | null;
+  /** The module a BlockHook inserted (applied after bn3), if any. */
+  readonly inserted: Layer | null = null;
 
-  constructor(inplanes: number, planes: number, o: { stride: number; dilation: number; downsample: boolean; frozen: boolean }) {
+  constructor(
+    inplanes: number, planes: number,
+    o: { stride: number; dilation: number; downsample: boolean; frozen: boolean; insert?: { name: string; module: Layer } | null },
+  ) {
     super();
     const frozen = { frozen: o.frozen };
     const out = planes * Bottleneck.expansion;
@@ -62,6 +69,7 @@ export class Bottleneck extends Layer {
       ? this.registerModule('downsample', new Sequential(
         new Conv2d(inplanes, out, 1, { stride: o.stride, bias: false }), new BatchNorm2d(out, frozen)))
       : null;
+    if (o.insert) this.inserted = this.registerModule(o.insert.name, o.insert.module);
   }
 
   forward(x: Tensor): Tensor {
@@ -69,6 +77,7 @@ export class Bottleneck extends Layer {
       let out = this.bn1.forward(this.conv1.forward(x)).relu();
       out = this.bn2.forward(this.conv2.forward(out)).relu();
       out = this.bn3.forward(this.conv3.forward(out));
+      if (this.inserted) out = this.inserted.forward(out);
       const identity = this.downsample ? this.downsample.forward(x) : x;
       return out.add_(identity).relu_();
     });
@@ -108,7 +117,12 @@ export class ResNet extends Module implements Backbone {
     let inplanes = 64;
     let dilation = 1;
     let stride = 4; // after conv1 and the max pool
+    const insert = (stage: string, index: number, channels: number, blockStride: number, blockDilation: number) => {
+      const module = o.blocks?.create({ stage, index, path: `${stage}.${index}`, channels, stride: blockStride, dilation: blockDilation });
+      return module ? { name: o.blocks!.name, module: module as Layer } : null;
+    };
     const makeLayer = (planes: number, blocks: number, layerStride: number): Sequential => {
+      const stage = `layer${this.layerConfig.length + 1}`;
       const previousDilation = dilation;
       if (layerStride > 1 && stride >= this.outputStride) {
         if (dilate) dilation *= layerStride;
@@ -119,10 +133,13 @@ export class ResNet extends Module implements Backbone {
       const list: Layer[] = [new Bottleneck(inplanes, planes, {
         stride: layerStride, dilation: previousDilation, frozen,
         downsample: layerStride !== 1 || inplanes !== planes * Bottleneck.expansion,
+        insert: insert(stage, 0, planes * Bottleneck.expansion, layerStride, previousDilation),
       })];
       inplanes = planes * Bottleneck.expansion;
       for (let i = 1; i < blocks; i++) {
-        list.push(new Bottleneck(inplanes, planes, { stride: 1, dilation, downsample: false, frozen }));
+        list.push(new Bottleneck(inplanes, planes, {
+          stride: 1, dilation, downsample: false, frozen, insert: insert(stage, i, inplanes, 1, dilation),
+        }));
       }
       this.layerConfig.push({ stride: layerStride, firstDilation: previousDilation, dilation });
       return new Sequential(...list);
@@ -174,8 +191,10 @@ export interface ResNetLoadOptions extends ResNetOptions {
 }
 
 function build(name: ResNetName, o: ResNetLoadOptions): ResNet {
-  return buildWithWeights(o.weights, () => new ResNet(name, o),
-    () => ({ strict: o.strict ?? true, ...(o.withClassifier ? {} : { ignore: (k: string) => k.startsWith('fc.') }) }));
+  return buildWithWeights(o.weights, () => new ResNet(name, o), () => ({
+    strict: o.strict ?? true, ...(o.withClassifier ? {} : { ignore: (k: string) => k.startsWith('fc.') }),
+    ...(o.blocks ? { allowMissing: [`layer*.*.${o.blocks.name}.*`] } : {}),
+  }));
 }
 
 export function resnet50(o: ResNetLoadOptions = {}): ResNet {

@@ -3,7 +3,7 @@ import { extname } from 'node:path';
 
 import { type Tensor, dispose } from '../engine/index.js';
 import { loadPthStateDict, loadSafetensors } from '../engine/serialize/index.js';
-import { type LoadReport, type Module, StateDictError } from '../nn/index.js';
+import { type KeyPatterns, type LoadReport, type Module, StateDictError } from '../nn/index.js';
 import type { InputNorm } from './backbone.js';
 
 export interface WeightsFile {
@@ -37,6 +37,8 @@ export interface LoadWeightsOptions {
   rename?: (key: string) => string | null;
   /** File keys the model is not expected to have (e.g. an ImageNet classifier on a headless backbone). */
   ignore?: (key: string) => boolean;
+  /** Model keys the file may lack (keys, or patterns with '*': 'layer*.*.amm.*'); the rest stays strict. */
+  allowMissing?: KeyPatterns;
 }
 
 /**
@@ -56,7 +58,7 @@ export function loadWeightsInto(model: Module, file: WeightsFile, opts: LoadWeig
     if (k.endsWith('.num_batches_tracked') && !src.has(k)) src.set(k, t);
   }
   try {
-    return model.loadStateDict(src, { strict: opts.strict ?? true, source: file.path });
+    return model.loadStateDict(src, { strict: opts.strict ?? true, source: file.path, ...(opts.allowMissing ? { allowMissing: opts.allowMissing } : {}) });
   } catch (e) {
     if (e instanceof StateDictError) {
       // Re-throw with a hint about the likely cause: a checkpoint of a different architecture or options.

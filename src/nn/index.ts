@@ -4,3 +4,4 @@ export * as init from './init.js';
 export * from './optim/optimizer.js';
 export * from './optim/schedules.js';
 export * from './test-time.js';
+export * from './param-groups.js';

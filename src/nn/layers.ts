@@ -82,7 +82,6 @@ export class BatchNorm2d extends Layer {
   readonly eps: number;
   readonly momentum: number;
   readonly affine: boolean;
-  #frozen = false;
 
   constructor(readonly numFeatures: number, o: BatchNormOptions = {}) {
     super();
@@ -99,20 +98,8 @@ export class BatchNorm2d extends Layer {
     if (o.frozen) this.setFrozen(true);
   }
 
-  get frozen(): boolean { return this.#frozen; }
-
-  setFrozen(frozen: boolean): this {
-    this.#frozen = frozen;
-    this.freeze(frozen);
-    return this;
-  }
-
-  protected override keepsFrozen(): boolean {
-    return this.#frozen;
-  }
-
   forward(x: Tensor): Tensor {
-    const training = this.training && !this.#frozen;
+    const training = this.training && !this.frozen;
     if (training) this.buffer('num_batches_tracked').add_(1);
     return F.batchNorm(x, this.buffer('running_mean'), this.buffer('running_var'), {
       weight: this.affine ? this.param('weight') : null,

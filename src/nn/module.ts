@@ -9,11 +9,24 @@ export interface LoadReport {
   unexpected: string[];
   /** Keys present on both sides with different shapes: "key: checkpoint [a, b] vs model [c, d]". */
   mismatched: string[];
+  /** Model keys the source lacked but was allowed to lack (`allowMissing`); they keep their values. */
+  allowedMissing?: string[];
   loaded: number;
 }
 
 /** Keys of each kind a StateDictError names; the full lists are on its `report`. */
 const SHOWN_KEYS = 5;
+
+/** Keys (or patterns, '*' matching any run of characters) that may be missing from a state dict being loaded. */
+export type KeyPatterns = readonly (string | RegExp)[];
+
+/** A predicate for a list of keys and patterns ('layer*.*.amm.*'). */
+export function matchesAnyKey(patterns: KeyPatterns): (key: string) => boolean {
+  const res = patterns.map((p) => (typeof p === 'string'
+    ? new RegExp(`^${p.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`)
+    : p));
+  return (key) => res.some((r) => r.test(key));
+}
 
 export class StateDictError extends Error {
   constructor(readonly report: LoadReport, source: string) {
@@ -32,6 +45,9 @@ export class StateDictError extends Error {
 
 export abstract class Module {
   training = true;
+  #frozen = false;
+  /** The mode the last train()/eval() asked for (what an unfrozen module returns to). */
+  #requestedMode = true;
   readonly #params = new Map<string, Tensor>();
   readonly #buffers = new Map<string, Tensor>();
   readonly #children = new Map<string, Module>();
@@ -105,9 +121,17 @@ export abstract class Module {
     return this.parameters().filter((t) => t.requiresGrad);
   }
 
+  /** Training mode for this module and its submodules, except frozen ones, which stay in eval mode. */
   train(mode = true): this {
-    for (const [, m] of this.namedModules()) m.training = mode;
+    this.#applyMode(mode, false);
     return this;
+  }
+
+  #applyMode(mode: boolean, underFrozen: boolean): void {
+    const frozen = underFrozen || this.#frozen;
+    this.#requestedMode = mode;
+    this.training = mode && !frozen;
+    for (const c of this.#children.values()) c.#applyMode(mode, frozen);
   }
 
   eval(): this {
@@ -115,20 +139,35 @@ export abstract class Module {
   }
 
   /**
-   * Stops gradients to every parameter of this module (or turns them back on, except in submodules that
-   * are frozen for good, such as a frozen BatchNorm2d).
+   * Stops gradients to every parameter of this module (or turns them back on, except under submodules that are
+   * frozen for good, see setFrozen).
    */
   freeze(frozen = true): this {
-    for (const [, m] of this.namedModules()) {
-      const off = frozen || m.keepsFrozen();
-      for (const t of m.#params.values()) t.requiresGrad_(!off);
-    }
+    this.#applyGrad(frozen);
     return this;
   }
 
-  /** True while this module's own parameters must stay frozen whatever an enclosing module asks. */
-  protected keepsFrozen(): boolean {
-    return false;
+  #applyGrad(off: boolean): void {
+    const o = off || this.#frozen;
+    for (const t of this.#params.values()) t.requiresGrad_(!o);
+    for (const c of this.#children.values()) c.#applyGrad(o);
+  }
+
+  /** Whether this module is frozen for good (see setFrozen). */
+  get frozen(): boolean {
+    return this.#frozen;
+  }
+
+  /**
+   * Freezes this module for good: no gradient to its parameters, and eval mode however an enclosing module is
+   * switched (a frozen BatchNorm, a teacher network loaded from another run). `setFrozen(false)` undoes it and
+   * returns the module to the mode last asked of it.
+   */
+  setFrozen(frozen = true): this {
+    this.#frozen = frozen;
+    this.#applyGrad(frozen);
+    this.#applyMode(this.#requestedMode, false);
+    return this;
   }
 
   /** Parameters and buffers by dotted name. The tensors are the module's own: do not dispose them. */
@@ -147,15 +186,21 @@ export abstract class Module {
   /**
    * Copies values from a state dict into this module's tensors (converting dtype, keeping identity so
    * optimizers stay valid). Strict mode checks everything first and changes nothing on a mismatch.
-   * Non-strict mode loads what matches and reports the rest.
+   * Non-strict mode loads what matches and reports the rest. Keys matching `allowMissing` may be absent from the
+   * source even in strict mode (new layers inserted into a pretrained network); everything else is still checked.
    */
-  loadStateDict(sd: StateDict | Record<string, Tensor>, opts: { strict?: boolean; source?: string } = {}): LoadReport {
+  loadStateDict(
+    sd: StateDict | Record<string, Tensor>, opts: { strict?: boolean; source?: string; allowMissing?: KeyPatterns } = {},
+  ): LoadReport {
     const src = sd instanceof Map ? sd : new Map(Object.entries(sd));
     const own = new Map(this.#entries());
     const report: LoadReport = { missing: [], unexpected: [], mismatched: [], loaded: 0 };
+    const mayMiss = opts.allowMissing?.length ? matchesAnyKey(opts.allowMissing) : null;
     for (const [k, t] of own) {
       const s = src.get(k);
-      if (!s) {
+      if (!s && mayMiss?.(k)) {
+        (report.allowedMissing ??= []).push(k);
+      } else if (!s) {
         report.missing.push(k);
       } else if (s.shape.join(',') !== t.shape.join(',')) {
         report.mismatched.push(`${k}: checkpoint [${s.shape.join(', ')}] vs model [${t.shape.join(', ')}]`);

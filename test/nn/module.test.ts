@@ -155,7 +155,7 @@ test('BatchNorm2d frozen: running stats in training mode, no grad to its params,
     bn.stateDict().get('bias')!.copy_(f32([0, 1]));
   });
   bn.train();
-  assert.ok(bn.training && bn.frozen);
+  assert.ok(!bn.training && bn.frozen, 'a frozen module stays in eval mode when train() is called');
   assert.ok(bn.parameters().every((p) => !p.requiresGrad));
   const xd = randArray(2 * 2 * 2, 6);
   const x = f32(xd, [2, 2, 2, 1]).requiresGrad_();
