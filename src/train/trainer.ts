@@ -1,25 +1,40 @@
-// The shared trainer: epochs over BatchLoader batches, SGD with the methods' learning-rate groups (1x backbone,
-// 10x new layers), a poly schedule, one tidy scope and one yield to the event loop per step (so the loader keeps
-// decoding ahead), per-epoch atomic checkpoints with resume, and structured progress events. Any Trainable (a method,
-// the affinity net, a segmenter) plugs in.
+// The shared trainer: epochs over BatchLoader batches, SGD (or AdamW) with the methods' learning-rate groups (1x
+// backbone, 10x new layers), a poly (or step, or cosine; each with warmup) schedule, one tidy scope and one yield to
+// the event loop per step (so the loader keeps decoding ahead), per-epoch atomic checkpoints with resume, and
+// structured progress events. Any Trainable (a method, the affinity net, a segmenter) plugs in; its afterBackward and
+// afterStep hooks, and the trainer options', run inside the step.
 import { rmSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { type Device, type Tensor, manualSeed, tensor, tidy } from '../engine/index.js';
-import { LrScheduler, SGD, poly } from '../nn/index.js';
+import { AdamW, type LrFactor, LrScheduler, type Optimizer, SGD, cosine, poly, stepAtEpochs, withWarmup } from '../nn/index.js';
 import { type Batch, type BatchLoader, Rng } from '../data/index.js';
-import type { StepContext, TrainBatch, Trainable } from '../methods/method.js';
+import type { StepContext, StepHooks, TrainBatch, Trainable } from './contract.js';
 import { latestCheckpoint, loadCheckpoint, midEpochCheckpointPath, pruneCheckpoints, saveCheckpoint } from './checkpoint.js';
 
 export interface OptimizerSettings {
+  /** 'sgd' (default; momentum, nesterov) or 'adamw' (betas, eps; weight decay applied to the weights directly). */
+  type?: 'sgd' | 'adamw';
   /** Base (backbone) learning rate; each group multiplies it by its lrMult. */
   lr: number;
-  /** 0.9 in the reference PyTorch run; 0 reproduces the official PSA/SEAM/IRN code (methods-reference 3(c)). */
-  momentum: number;
+  /** SGD: 0.9 in the reference PyTorch run; 0 reproduces the official PSA/SEAM/IRN code (methods-reference 3(c)). */
+  momentum?: number;
   weightDecay: number;
   nesterov?: boolean;
-  /** Poly exponent: lr = lr0 (1 - step / totalSteps)^power. */
-  polyPower: number;
+  /** AdamW's moment decay rates (default 0.9, 0.999) and denominator epsilon (default 1e-8). */
+  betas?: [number, number];
+  eps?: number;
+  /** The poly schedule's exponent when no `schedule` is given: lr = lr0 (1 - step / totalSteps)^power (default 0.9). */
+  polyPower?: number;
 }
+
+/**
+ * The learning-rate factor over training, each after `warmupSteps` steps of linear warmup from `warmupFactor`
+ * (default 0.1): poly (1 - step / total)^power, step (times gamma at each listed epoch), or cosine (down to minFactor).
+ */
+export type ScheduleSettings = { warmupSteps?: number; warmupFactor?: number } & (
+  | { type: 'poly'; power: number }
+  | { type: 'step'; epochs: number[]; gamma: number }
+  | { type: 'cosine'; minFactor?: number });
 
 export type TrainEvent =
   | { type: 'start'; epochs: number; stepsPerEpoch: number; totalSteps: number; startEpoch: number; startStep: number;
@@ -38,6 +53,10 @@ export interface TrainerOptions {
   loader: BatchLoader;
   epochs: number;
   optimizer: OptimizerSettings;
+  /** Default: poly with optimizer.polyPower. */
+  schedule?: ScheduleSettings;
+  /** Called in every step after the method's own hooks: after backward (gradient all-reduce) and after the update. */
+  hooks?: StepHooks;
   /** Seeds libtorch per epoch (data order and augmentation come from the loader's own seed). */
   seed?: number;
   device?: Device;
@@ -101,10 +120,21 @@ export function batchToTensors(batch: Batch, device: Device, channelsLast: boole
   return out;
 }
 
-/** Builds the SGD optimizer over the method's parameter groups. */
-export function makeOptimizer(method: Trainable, s: OptimizerSettings): SGD {
+/** Builds the optimizer (SGD by default, or AdamW) over the method's parameter groups. */
+export function makeOptimizer(method: Trainable, s: OptimizerSettings): Optimizer {
   const groups = method.paramGroups().filter((g) => g.params.length > 0);
-  return new SGD(groups, { lr: s.lr, momentum: s.momentum, weightDecay: s.weightDecay, nesterov: s.nesterov ?? false });
+  if ((s.type ?? 'sgd') === 'adamw') {
+    return new AdamW(groups, { lr: s.lr, weightDecay: s.weightDecay, ...(s.betas ? { betas: s.betas } : {}), ...(s.eps !== undefined ? { eps: s.eps } : {}) });
+  }
+  return new SGD(groups, { lr: s.lr, momentum: s.momentum ?? 0, weightDecay: s.weightDecay, nesterov: s.nesterov ?? false });
+}
+
+/** The learning-rate factor of each global step (see ScheduleSettings). */
+export function makeSchedule(s: ScheduleSettings, totalSteps: number, stepsPerEpoch: number): LrFactor {
+  const base = s.type === 'poly' ? poly(totalSteps, s.power)
+    : s.type === 'step' ? stepAtEpochs(s.epochs, stepsPerEpoch, s.gamma)
+      : cosine(totalSteps, s.minFactor ?? 0);
+  return s.warmupSteps ? withWarmup(base, s.warmupSteps, s.warmupFactor ?? 0.1) : base;
 }
 
 export async function train(options: TrainerOptions): Promise<TrainResult> {
@@ -122,7 +152,9 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
   }
   method.model.train();
   const optimizer = makeOptimizer(method, options.optimizer);
-  const scheduler = new LrScheduler(optimizer, poly(totalSteps, options.optimizer.polyPower));
+  const scheduler = new LrScheduler(optimizer,
+    makeSchedule(options.schedule ?? { type: 'poly', power: options.optimizer.polyPower ?? 0.9 }, totalSteps, stepsPerEpoch));
+  const hooks: StepHooks[] = [method, options.hooks ?? {}];
 
   let startEpoch = 0;
   let step = 0;
@@ -191,7 +223,9 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
           throw new Error(`training diverged: loss is ${value} at epoch ${epoch + 1}, step ${step + 1} ` +
             '(lower the learning rate, or check the inputs)');
         }
+        for (const h of hooks) h.afterBackward?.(context);
         optimizer.step();
+        for (const h of hooks) h.afterStep?.(context);
         const named: Record<string, number> = {};
         for (const [k, t] of Object.entries(out.parts ?? {})) named[k] = t.item();
         return { loss: value, parts: named };

@@ -241,6 +241,49 @@ export class Adam extends Optimizer {
     }
   }
 
+  /** Adds each updated parameter's "<group>.<param>.exp_avg", ".exp_avg_sq" and ".step" (torch's names). */
+  override stateDict(): Map<string, Tensor> {
+    const out = super.stateDict();
+    for (const [i, steps] of this.#steps) {
+      steps.forEach((n, k) => {
+        if (n === 0) return;
+        out.set(`${i}.${k}.exp_avg`, keep(this.#m.get(i)![k]!.clone()));
+        out.set(`${i}.${k}.exp_avg_sq`, keep(this.#v.get(i)![k]!.clone()));
+        out.set(`${i}.${k}.step`, keep(tensor(n, { dtype: 'int64' })));
+      });
+    }
+    return out;
+  }
+
+  override loadStateDict(state: Map<string, Tensor>): void {
+    super.loadStateDict(state);
+    this.dispose();
+    for (const [key, t] of state) {
+      const m = /^(\d+)\.(\d+)\.(exp_avg|exp_avg_sq|step)$/.exec(key);
+      if (!m) continue;
+      const i = Number(m[1]);
+      const k = Number(m[2]);
+      const g = this.groups[i];
+      const p = g?.params[k];
+      if (!g || !p) throw new Error(`${this.constructor.name}.loadStateDict: '${key}' names no parameter (${this.groups.length} groups)`);
+      let steps = this.#steps.get(i);
+      if (!steps) this.#steps.set(i, (steps = g.params.map(() => 0)));
+      if (m[3] === 'step') {
+        steps[k] = Number(t.item());
+        continue;
+      }
+      if (t.shape.join(',') !== p.shape.join(',')) {
+        throw new Error(`${this.constructor.name}.loadStateDict: '${key}' has shape [${t.shape.join(', ')}], parameter [${p.shape.join(', ')}]`);
+      }
+      const slot = this.stateFor(m[3] === 'exp_avg' ? this.#m : this.#v, i, g);
+      noGrad(() => slot[k]!.copy_(t));
+    }
+  }
+
+  protected override acceptsStateKey(key: string): boolean {
+    return /^\d+\.\d+\.(exp_avg|exp_avg_sq|step)$/.test(key);
+  }
+
   override dispose(): void {
     for (const s of [...this.#m.values(), ...this.#v.values()]) for (const t of s) t.dispose();
     this.#m.clear();

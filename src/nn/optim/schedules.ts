@@ -13,6 +13,12 @@ export function stepDecay(stepSize: number, gamma = 0.1): LrFactor {
   return (step) => Math.pow(gamma, Math.floor(step / stepSize));
 }
 
+/** gamma ^ (the number of listed epochs reached): the rate drops by gamma at the start of each of those epochs. */
+export function stepAtEpochs(epochs: readonly number[], stepsPerEpoch: number, gamma = 0.1): LrFactor {
+  if (!(stepsPerEpoch > 0)) throw new RangeError(`stepsPerEpoch must be positive, got ${stepsPerEpoch}`);
+  return (step) => Math.pow(gamma, epochs.filter((e) => Math.floor(step / stepsPerEpoch) >= e).length);
+}
+
 /** Cosine from 1 down to minFactor over maxSteps. */
 export function cosine(maxSteps: number, minFactor = 0): LrFactor {
   return (step) => minFactor + (1 - minFactor) * 0.5 * (1 + Math.cos(Math.PI * Math.min(step, maxSteps) / maxSteps));
