@@ -15,10 +15,10 @@ import { parseArgs } from 'node:util';
 import { emptyCache, getNumThreads, tensor, tidy } from '../src/engine/index.js';
 import { BatchLoader, trainTransform } from '../src/data/index.js';
 import { mobilenetV2 } from '../src/backbones/index.js';
-import { CamMethod, type Method, SeamMethod } from '../src/methods/index.js';
+import type { Method } from '../src/methods/index.js';
 import { makeOptimizer } from '../src/train/index.js';
 import { formatMiouTable } from '../src/eval/index.js';
-import { evaluateSeeds, makeCams, readSplit, resolveConfig, trainClassifier } from '../src/pipeline/index.js';
+import { buildMethod, evaluateSeeds, makeCams, readSplit, resolveConfig, trainClassifier } from '../src/pipeline/index.js';
 import { TUNED_GLIBC_ENV, TorchPeer, findTorchPython, median, round } from './common.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -57,8 +57,8 @@ const camSummaryPath = join(repo, 'runs', 'bench-cam', 'bench-summary.json');
 const config = resolveConfig({
   runDir,
   data: { root: voc, trainSplit: 'train_aug' },
-  model: { method, backbone: 'mobilenet_v2', weights, outputStride: 8 },
-  seam: { pcmTaps: ['features.6', 'features.13'] },
+  method: method === 'seam' ? { name: 'seam', pcmTaps: ['features.6', 'features.13'] } : { name: 'cam' },
+  model: { backbone: 'mobilenet_v2', weights, outputStride: 8 },
   train: {
     epochs: Number(args.epochs), batchSize: 16, cropSize: 224, scaleRange: [0.7, 1.3], flip: true, jitter: null,
     lr: 0.01, headLrMult: 10, momentum: Number(args.momentum), weightDecay: 1e-4, polyPower: 0.9, seed: 0,
@@ -88,12 +88,7 @@ const report = await evaluateSeeds(config, { progress: false });
 // one format at a time so that only one PyTorch process holds its memory. step_ratio compares each engine in its
 // faster format; the same-format ratios are reported too.
 const dataset = await readSplit(config, 'train_aug');
-const makeBench = (): Method => {
-  const backbone = mobilenetV2({ weights, outputStride: 8 });
-  return method === 'seam'
-    ? new SeamMethod(backbone, { numClasses: dataset.classes.length, pcmTaps: ['features.6', 'features.13'] })
-    : new CamMethod(backbone, { numClasses: dataset.classes.length });
-};
+const makeBench = (): Method => buildMethod(config, dataset.classes.length, {});
 const norm = mobilenetV2({ weights, outputStride: 8 }).inputNorm;
 // prefetch 0: nothing is decoded in the background while steps are timed.
 const loader = new BatchLoader(dataset, trainTransform({ cropSize: 224, scaleRange: [0.7, 1.3], norm }),

@@ -14,6 +14,7 @@ import {
 } from '../pipeline/config.js';
 import { type OptionGroup, type Stage, stageNamed, stageNames, stages } from '../pipeline/stages.js';
 import { addUseCommands } from './use-commands.js';
+import { methodDefinitions, methodNames } from '../methods/index.js';
 
 type Flags = Record<string, unknown>;
 
@@ -85,7 +86,8 @@ function runOptions(cmd: Command): Command {
 
 function modelOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--method <name>', 'weakly supervised method (default cam)').choices(['cam', 'seam']))
+    .addOption(new Option('--method <name>', `weakly supervised method (default ${methodNames()[0]}; its settings: ` +
+      '--set method.<setting>=value, listed by `weakseg methods`)').choices(methodNames()))
     .option('--backbone <name>', 'backbone (mobilenet_v2, resnet50, resnet101, resnet38, tinynet)')
     .option('--weights <file>', 'pretrained backbone weights (.safetensors or .pth)')
     .addOption(new Option('--output-stride <n>', 'backbone output stride').choices(['8', '16', '32']).argParser(Number))
@@ -144,7 +146,7 @@ function flagsToConfig(f: Flags): Record<string, unknown> {
   put('runtime.threads', f.threads);
   put('data.root', f.dataRoot);
   put('data.trainSplit', f.trainSplit);
-  put('model.method', f.method);
+  put('method.name', f.method);
   put('model.backbone', f.backbone);
   put('model.weights', f.weights);
   put('model.outputStride', f.outputStride);
@@ -219,6 +221,25 @@ async function runAll(f: Flags): Promise<void> {
   await runPipeline(config, { ...hooksFrom(f), force });
 }
 
+/** `weakseg methods`: every registered method with its paper and its settings' defaults. */
+export function describeMethods(): string {
+  const lines: string[] = [];
+  for (const d of methodDefinitions()) {
+    lines.push(`${d.name} (${d.title}): ${d.paper}`);
+    const defaults = d.settings.parse({}) as Record<string, unknown>;
+    const shape = d.settings.shape as Record<string, { description?: string }>;
+    const keys = Object.keys(shape);
+    if (!keys.length) lines.push('  no settings');
+    for (const k of keys) {
+      const value = k in defaults ? JSON.stringify(defaults[k]) : '(per backbone)';
+      lines.push(`  ${k} = ${value}${shape[k]?.description ? `  ${shape[k].description}` : ''}`);
+    }
+  }
+  lines.push('', 'Choose one in a config as "method": { "name": "<name>", <setting>: <value>, ... }, or with --method <name>',
+    'and --set method.<setting>=<value>.');
+  return lines.join('\n');
+}
+
 async function runDemoCommand(f: Flags): Promise<void> {
   const { runDemo } = await import('../pipeline/index.js');
   const result = await runDemo({
@@ -250,7 +271,8 @@ Examples:
   weakseg demo                        (the whole pipeline on built-in synthetic data, a few minutes on a CPU)
   weakseg config -c my-run.json       (print the resolved configuration)
   weakseg predict -r runs/cam -i my-photos/ -o predictions   (segment your own images)
-  weakseg export -r runs/cam --web site && weakseg serve site (ONNX model and a page that segments in the browser)`);
+  weakseg export -r runs/cam --web site && weakseg serve site (ONNX model and a page that segments in the browser)
+  weakseg methods                     (the methods, their papers and settings)`);
 
   const add = (name: string, description: string, groups: ((c: Command) => Command)[], action: (f: Flags) => Promise<void>) => {
     let cmd = program.command(name).description(description);
@@ -272,6 +294,11 @@ Examples:
   add('config', 'validate and print the resolved configuration (defaults filled in)',
     [modelOptions, trainOptions, camOptions, evalOptions, refineOptions, segOptions, runOptions], async (f) => {
       process.stdout.write(`${JSON.stringify(configFromFlags(f), null, 2)}\n`);
+    });
+  program.command('methods')
+    .description('list the weakly supervised methods: name, paper and settings with their defaults')
+    .action(() => {
+      process.stdout.write(`${describeMethods()}\n`);
     });
   program.command('demo')
     .description('generate a synthetic tagged dataset whose objects a plain CAM only half finds, run every stage on it ' +

@@ -1,7 +1,6 @@
 // Building blocks shared by the methods (methods-reference.md section 2).
 import { F, type Tensor } from '../engine/index.js';
-import { Conv2d, Module, type ParamGroupSpec } from '../nn/index.js';
-import type { Backbone } from '../backbones/backbone.js';
+import { Conv2d, Module } from '../nn/index.js';
 
 /**
  * The CAM classifier: a 1x1 convolution without bias, W in R^{C x D}, over D-channel features f.
@@ -35,15 +34,4 @@ export class CamClassifier extends Module {
 /** Multilabel soft-margin loss (section 2.1): -(1/C) sum_c [y log s(z) + (1 - y) log s(-z)], batch mean. */
 export function classificationLoss(logits: Tensor, labels: Tensor): Tensor {
   return F.multilabelSoftMarginLoss(logits, labels);
-}
-
-/**
- * The two learning-rate groups of every method here: the pretrained backbone at 1x, the new layers at
- * `headLrMult` x. Only parameters that require grad are listed (frozen BatchNorm and frozen stages are not).
- */
-export function backboneAndHeadGroups(backbone: Backbone, head: Module[], headLrMult: number): ParamGroupSpec[] {
-  return [
-    { name: 'backbone', params: backbone.trainableParameters(), lrMult: 1 },
-    { name: 'head', params: head.flatMap((m) => m.trainableParameters()), lrMult: headLrMult },
-  ];
 }

@@ -6,11 +6,12 @@
 //   CAM_c = W_c . f                          at inference (rectified, fused and normalised by src/cams)
 //
 // Trained with SGD and a poly schedule, the classifier at 10x the backbone's rate.
+import { z } from 'zod';
 import type { Tensor } from '../engine/index.js';
-import { Module, type ParamGroupSpec } from '../nn/index.js';
+import { Module, type ParamGroupSpec, backboneAndHeadGroups } from '../nn/index.js';
 import type { Backbone } from '../backbones/backbone.js';
-import { CamClassifier, backboneAndHeadGroups, classificationLoss } from './blocks.js';
-import type { LossOutput, Method, StepContext, TrainBatch } from './method.js';
+import { CamClassifier, classificationLoss } from './blocks.js';
+import { type LossOutput, type Method, type StepContext, type TrainBatch, defineMethod } from './method.js';
 
 export interface CamMethodOptions {
   /** Foreground classes (20 for VOC). */
@@ -67,3 +68,11 @@ export class CamMethod implements Method {
 export function camMethod(backbone: Backbone, options: CamMethodOptions): CamMethod {
   return new CamMethod(backbone, options);
 }
+
+export const cam = defineMethod({
+  name: 'cam',
+  title: 'CAM',
+  paper: 'Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016 (trained as IRN, Ahn et al. 2019)',
+  settings: z.object({}).strict(),
+  build: (_settings, context) => new CamMethod(context.backbone(), { numClasses: context.numClasses, headLrMult: context.headLrMult }),
+});

@@ -1,52 +1,48 @@
-// What the shared trainer and the CAM stage need from a weakly supervised method: its model (with the
-// backbone inside), which parameters train at which rate, the loss of one batch and the class activation maps
-// of a batch at inference. Each method is one file (cam.ts, and later seam.ts, ...) that reads like its paper.
+// What a weakly supervised method is to the rest of the tree: a trainable classifier (src/train/contract.ts) that
+// also gives class activation maps, described by a definition (name, paper, settings schema with defaults, builder)
+// that the registry (index.ts) lists. Each method is one file (cam.ts, seam.ts, ...) that reads like its paper.
+import type { z } from 'zod';
 import type { Tensor } from '../engine/index.js';
-import type { Backbone } from '../backbones/backbone.js';
-import type { Module, ParamGroupSpec } from '../nn/index.js';
+import type { Backbone, BlockHook } from '../backbones/backbone.js';
+import type { Dataset, DatasetItem } from '../data/index.js';
+import type { Module } from '../nn/index.js';
+import type { Trainable } from '../train/contract.js';
 
-/** One training batch, already on the model's device. */
-export interface TrainBatch {
-  /** N x 3 x H x W, normalised as the backbone wants. */
-  images: Tensor;
-  /** N x C multi-hot float32 image-level labels (foreground classes only). */
-  labels: Tensor;
-  /** N x H x W bool, true on real pixels and false on crop padding: pixel losses must ignore the padding. */
-  valid?: Tensor;
-  /** N x H x W int64 pixel labels (255 = ignore), when the loader gave masks (pseudo-masks, affinity labels). */
-  masks?: Tensor;
-  ids: string[];
+export type { LossOutput, StepContext, StepHooks, TrainBatch, Trainable } from '../train/contract.js';
+
+/** Per-class normalisation of a fused CAM: divide by the peak, or subtract the minimum first. */
+export type CamNormalization = 'max' | 'minmax';
+
+/** One localisation map of an image, e.g. one branch of a two-branch model; the CAM stage normalises each, then fuses. */
+export interface CamBranch {
+  name: string;
+  /** numClasses x H x W non-negative scores at the image's original size (the caller disposes of it). */
+  cams: Tensor;
+  /** Weight in the fused map (weights are used as given: 0.5 and 0.5 average two branches). */
+  weight: number;
+  /** How this branch is normalised before fusion (default: the method's camNormalization, else 'max'). */
+  normalization?: CamNormalization;
 }
 
-/** Where training stands, for methods whose loss changes over time (warm-ups, ramps). */
-export interface StepContext {
-  epoch: number;
-  /** Global step, 0-based. */
-  step: number;
-  totalSteps: number;
-}
-
-export interface LossOutput {
-  /** The scalar to minimise. */
-  loss: Tensor;
-  /** Named scalar terms for the log (e.g. { cls, er, ecr }); each a 0-d tensor. */
-  parts?: Record<string, Tensor>;
-}
-
-/** What the shared trainer needs: a model on a backbone, its learning-rate groups and the loss of a batch. */
-export interface Trainable {
-  /** Short name used in run directories and checkpoints ('cam', 'affinity', 'deeplab', ...). */
-  readonly name: string;
-  /** Everything with parameters (backbone and new layers); checkpoints save its state dict. */
-  readonly model: Module;
-  readonly backbone: Backbone;
+/** What `localize` may use besides the image: the split, the test-time settings and a gradient scope. */
+export interface LocalizeContext {
+  /** The image's dataset item (its id seeds `partners`). */
+  item: DatasetItem;
+  /** The split being localised. */
+  dataset: Dataset;
   /**
-   * The trainable parameters by learning-rate group: the pretrained backbone at 1x and new layers at
-   * `lrMult` x (10 in CAM/IRN/SEAM). Frozen parameters (e.g. frozen BatchNorm) are left out.
+   * Up to `count` other items of the split that contain class `classIndex`, drawn without replacement from a
+   * generator seeded by the image id (the same partners on every run).
    */
-  paramGroups(): ParamGroupSpec[];
-  /** The loss of one batch, with its autograd graph (the trainer calls backward). */
-  loss(batch: TrainBatch, context: StepContext): LossOutput;
+  partners(classIndex: number, count: number): DatasetItem[];
+  /** An item as a network input: 1 x 3 x H x W, normalised for the backbone, on the model's device (caller disposes). */
+  loadImage(item: DatasetItem): Promise<Tensor>;
+  /** The CAM stage's test-time scales and flip, and whether the model runs channels-last. */
+  scales: readonly number[];
+  flip: boolean;
+  channelsLast: boolean;
+  /** Runs fn with autograd on (the CAM stage runs without it), for gradient-based maps (Grad-CAM, AdvCAM). */
+  enableGrad<T>(fn: () => T): T;
 }
 
 /** A weakly supervised method: a trainable classifier that also gives class activation maps. */
@@ -61,7 +57,43 @@ export interface Method extends Trainable {
   cams(images: Tensor): Tensor;
   /** How the CAM stage normalises each fused class map: per-class max (default) or min-max (SEAM's PCM output). */
   readonly camNormalization?: CamNormalization;
+  /**
+   * Optional: the method's own inference for one image (1 x 3 x H x W), for methods that need other images,
+   * gradients or several branches. Without it the CAM stage runs `cams` over the scales and flips.
+   */
+  localize?(image: Tensor, labels: readonly number[], context: LocalizeContext): Promise<CamBranch[]>;
 }
 
-/** Per-class normalisation of a fused CAM: divide by the peak, or subtract the minimum first. */
-export type CamNormalization = 'max' | 'minmax';
+/** How a method builds its networks: backbones as configured (any number, with per-block modules) and trained models. */
+export interface MethodContext {
+  /** Foreground classes of the dataset. */
+  numClasses: number;
+  /** Learning-rate multiplier of the new layers (train.headLrMult). */
+  headLrMult: number;
+  /** A new backbone as the config's `model` section describes it; `blocks` inserts a module into every block. */
+  backbone(options?: { blocks?: BlockHook }): Backbone;
+  /**
+   * Loads another run's model (a run directory: its model.safetensors) or any checkpoint file (.safetensors,
+   * a trainer checkpoint, .pth) into `into`, strictly; `prefix` takes only the file's keys under it (e.g. 'backbone.').
+   * `frozen` keeps the module in eval mode and out of training (no gradient).
+   */
+  loadModel(into: Module, source: string, options?: { prefix?: string; frozen?: boolean }): void;
+}
+
+/** A method as the registry lists it: its name, its paper, its settings (every one with a default) and its builder. */
+export interface MethodDefinition<S extends z.ZodObject = z.ZodObject> {
+  /** The config's `method.name` (lower case). */
+  readonly name: string;
+  /** How reports and listings call it ('CAM', 'SEAM'). */
+  readonly title: string;
+  /** The paper it follows. */
+  readonly paper: string;
+  /** Its settings: a zod object whose every field has a default; they sit next to `name` in the config's `method`. */
+  readonly settings: S;
+  build(settings: z.output<S>, context: MethodContext): Method;
+}
+
+/** Types a definition's builder against its own schema. */
+export function defineMethod<S extends z.ZodObject>(definition: MethodDefinition<S>): MethodDefinition<S> {
+  return definition;
+}

@@ -14,10 +14,11 @@
 //   L = L_cls + L_min + L_ER + L_ECR
 // The PCM sees only detached inputs, so its layers learn from L_ECR and L_min alone, and the backbone and fc8
 // from L_cls and L_ER.
+import { z } from 'zod';
 import { F, type Tensor, cat, ones, tidy } from '../engine/index.js';
-import { Conv2d, Dropout2d, Module, type ParamGroupSpec, init } from '../nn/index.js';
+import { Conv2d, Dropout2d, Module, type ParamGroupSpec, backboneAndHeadGroups, init } from '../nn/index.js';
 import type { Backbone } from '../backbones/backbone.js';
-import type { LossOutput, Method, StepContext, TrainBatch } from './method.js';
+import { type LossOutput, type Method, type StepContext, type TrainBatch, defineMethod } from './method.js';
 
 export type SeamTransform = 'rescale' | 'flip' | 'rotate' | 'translate';
 
@@ -46,8 +47,35 @@ export interface SeamOptions {
   headLrMult?: number;
 }
 
+/** The official code's settings (train_SEAM.py, resnet38_SEAM.py): every default below and in the config comes from here. */
+export const SEAM_DEFAULTS = {
+  transform: 'rescale' as SeamTransform,
+  scaleFactor: 0.3,
+  translatePixels: 15,
+  minPool: true,
+  ohemRatio: 0.2,
+  erLoss: 'l1' as 'l1' | 'l2',
+  dropout: 0,
+  pcmProjChannels: [64, 128] as [number, number],
+  pcmEmbedChannels: 192,
+  headLrMult: 10,
+};
+
 /** The paper's variant: no OHEM (plain mean of the ECR error) and no min-pooling term. */
 export const SEAM_PAPER: Partial<SeamOptions> = { ohemRatio: 1, minPool: false };
+
+/** SEAM's PCM taps: ResNet-38's conv4/conv5 as in the code; the reference run's features.6/.13 on MobileNetV2. */
+export function defaultPcmTaps(backbone: Backbone): [string, string] {
+  const byName: Record<string, [string, string]> = {
+    resnet38: ['conv4', 'conv5'],
+    mobilenet_v2: ['features.6', 'features.13'],
+    resnet50: ['layer2', 'layer3'],
+    resnet101: ['layer2', 'layer3'],
+  };
+  const taps = byName[backbone.name];
+  if (!taps) throw new Error(`SEAM: no default PCM taps for backbone '${backbone.name}'; set method.pcmTaps`);
+  return taps;
+}
 
 const EPS = 1e-5;
 
@@ -76,8 +104,8 @@ export class SeamNet extends Module {
       if (!t) throw new Error(`SEAM: backbone ${backbone.name} has no tap '${name}' (it has ${backbone.taps.map((x) => x.name).join(', ')})`);
       return t;
     });
-    const [p1, p2] = o.pcmProjChannels ?? [64, 128];
-    const embed = o.pcmEmbedChannels ?? 192;
+    const [p1, p2] = o.pcmProjChannels ?? SEAM_DEFAULTS.pcmProjChannels;
+    const embed = o.pcmEmbedChannels ?? SEAM_DEFAULTS.pcmEmbedChannels;
     this.fc8 = this.registerModule('fc8', new Conv2d(backbone.outChannels, o.numClasses + 1, 1, { bias: false }));
     this.f8_3 = this.registerModule('f8_3', new Conv2d(taps[0]!.channels, p1, 1, { bias: false }));
     this.f8_4 = this.registerModule('f8_4', new Conv2d(taps[1]!.channels, p2, 1, { bias: false }));
@@ -191,14 +219,14 @@ export class SeamMethod implements Method {
     this.options = {
       numClasses: o.numClasses,
       pcmTaps: o.pcmTaps,
-      transform: o.transform ?? 'rescale',
-      scaleFactor: o.scaleFactor ?? 0.3,
-      translatePixels: o.translatePixels ?? 15,
-      minPool: o.minPool ?? true,
-      ohemRatio: o.ohemRatio ?? 0.2,
-      erLoss: o.erLoss ?? 'l1',
-      dropout: o.dropout ?? 0,
-      headLrMult: o.headLrMult ?? 10,
+      transform: o.transform ?? SEAM_DEFAULTS.transform,
+      scaleFactor: o.scaleFactor ?? SEAM_DEFAULTS.scaleFactor,
+      translatePixels: o.translatePixels ?? SEAM_DEFAULTS.translatePixels,
+      minPool: o.minPool ?? SEAM_DEFAULTS.minPool,
+      ohemRatio: o.ohemRatio ?? SEAM_DEFAULTS.ohemRatio,
+      erLoss: o.erLoss ?? SEAM_DEFAULTS.erLoss,
+      dropout: o.dropout ?? SEAM_DEFAULTS.dropout,
+      headLrMult: o.headLrMult ?? SEAM_DEFAULTS.headLrMult,
     };
     this.model = new SeamNet(backbone, o);
   }
@@ -209,10 +237,7 @@ export class SeamMethod implements Method {
 
   paramGroups(): ParamGroupSpec[] {
     const m = this.model;
-    return [
-      { name: 'backbone', params: m.backbone.trainableParameters(), lrMult: 1 },
-      { name: 'new', params: [m.fc8, m.f8_3, m.f8_4, m.f9].flatMap((l) => l.trainableParameters()), lrMult: this.options.headLrMult },
-    ];
+    return backboneAndHeadGroups(m.backbone, [m.fc8, m.f8_3, m.f8_4, m.f9], this.options.headLrMult, 'new');
   }
 
   /** The equivariance transform A on an N x C x H x W tensor (images and maps alike). */
@@ -275,3 +300,41 @@ export class SeamMethod implements Method {
     return tidy(() => this.model.forwardGrid(images).cam.narrow(1, 1, this.numClasses).contiguous());
   }
 }
+
+/** SEAM's config settings (`method: { name: 'seam', ... }`); the defaults are the official code's (SEAM_DEFAULTS). */
+const SeamSettings = z.object({
+  variant: z.enum(['code', 'paper']).default('code')
+    .describe("'code' (OHEM in ECR and the min-pool term, as released) or 'paper' (plain ECR mean, no min-pool)"),
+  transform: z.enum(['rescale', 'flip', 'rotate', 'translate']).default(SEAM_DEFAULTS.transform)
+    .describe('the equivariance transform A: the code uses rescale only; the paper also ablates the others'),
+  scaleFactor: z.number().positive().max(1).default(SEAM_DEFAULTS.scaleFactor).describe('rescale factor of A'),
+  erLoss: z.enum(['l1', 'l2']).default(SEAM_DEFAULTS.erLoss).describe('the equivariance regularisation distance'),
+  dropout: z.number().min(0).max(1).default(SEAM_DEFAULTS.dropout).describe('Dropout2d before the CAM head (the code: 0.5 on ResNet-38)'),
+  pcmTaps: z.tuple([z.string().min(1), z.string().min(1)]).optional()
+    .describe('the two backbone taps feeding the PCM (default per backbone: conv4/conv5, features.6/.13, layer2/layer3)'),
+}).strict();
+
+export const seam = defineMethod({
+  name: 'seam',
+  title: 'SEAM',
+  paper: 'Wang et al., Self-supervised Equivariant Attention Mechanism for Weakly Supervised Semantic Segmentation, CVPR 2020',
+  settings: SeamSettings,
+  build: (s, context) => {
+    const backbone = context.backbone();
+    try {
+      return new SeamMethod(backbone, {
+        numClasses: context.numClasses,
+        pcmTaps: s.pcmTaps ?? defaultPcmTaps(backbone),
+        transform: s.transform,
+        scaleFactor: s.scaleFactor,
+        erLoss: s.erLoss,
+        dropout: s.dropout,
+        headLrMult: context.headLrMult,
+        ...(s.variant === 'paper' ? SEAM_PAPER : {}),
+      });
+    } catch (e) {
+      backbone.dispose();
+      throw e;
+    }
+  },
+});

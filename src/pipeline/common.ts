@@ -3,11 +3,10 @@ import { accessSync, appendFileSync, constants, existsSync, mkdirSync, readFileS
 import { dirname } from 'node:path';
 import { setNumThreads } from '../engine/index.js';
 import { BadFileLog, type Dataset, describeCause, readFolder, readVoc, setMaxImagePixels } from '../data/index.js';
-import type { Backbone } from '../backbones/backbone.js';
+import type { Backbone, BlockHook } from '../backbones/backbone.js';
 import { createBackbone } from '../backbones/index.js';
-import { CamMethod } from '../methods/cam.js';
-import { SEAM_PAPER, SeamMethod } from '../methods/seam.js';
-import type { Method } from '../methods/method.js';
+import { type Method, type MethodContext, methodDefinition } from '../methods/index.js';
+import { loadModelWeights } from '../train/checkpoint.js';
 import type { WeaksegConfig } from './config.js';
 import { runPaths } from './paths.js';
 import { writingTo } from '../io/files.js';
@@ -21,7 +20,7 @@ export interface StageHooks {
   /** Continue an interrupted stage: keep the outputs already written (per-image files, checkpoints). */
   resume?: boolean;
   /** Builds the backbone instead of createBackbone (tests plug in tiny networks here). */
-  backboneFactory?: (config: WeaksegConfig) => Backbone;
+  backboneFactory?: (config: WeaksegConfig, options?: { blocks?: BlockHook }) => Backbone;
 }
 
 export function logger(hooks: StageHooks): (line: string) => void {
@@ -157,48 +156,28 @@ export async function readSplit(config: WeaksegConfig, split: string, badFiles?:
   return { classes: read.classes, items: read.items, skipped: log.count };
 }
 
-export function buildBackbone(config: WeaksegConfig, hooks: StageHooks): Backbone {
-  if (hooks.backboneFactory) return hooks.backboneFactory(config);
+export function buildBackbone(config: WeaksegConfig, hooks: StageHooks, options: { blocks?: BlockHook } = {}): Backbone {
+  if (hooks.backboneFactory) return hooks.backboneFactory(config, options);
   const m = config.model;
   return createBackbone(m.backbone, {
     weights: m.weights,
     outputStride: m.outputStride,
     ...(m.padding ? { padding: m.padding } : {}),
+    ...(options.blocks ? { blocks: options.blocks } : {}),
   });
 }
 
-/** SEAM's PCM taps: ResNet-38's conv4/conv5 as in the code; the reference run's features.6/.13 on MobileNetV2. */
-function defaultPcmTaps(backbone: Backbone): [string, string] {
-  const byName: Record<string, [string, string]> = {
-    resnet38: ['conv4', 'conv5'],
-    mobilenet_v2: ['features.6', 'features.13'],
-    resnet50: ['layer2', 'layer3'],
-    resnet101: ['layer2', 'layer3'],
-  };
-  const taps = byName[backbone.name];
-  if (!taps) throw new Error(`SEAM: no default PCM taps for backbone '${backbone.name}'; set seam.pcmTaps`);
-  return taps;
-}
-
+/** Builds config.method through the method registry, with its settings as resolved and a context for its networks. */
 export function buildMethod(config: WeaksegConfig, numClasses: number, hooks: StageHooks): Method {
-  const backbone = buildBackbone(config, hooks);
-  switch (config.model.method) {
-    case 'cam':
-      return new CamMethod(backbone, { numClasses, headLrMult: config.train.headLrMult });
-    case 'seam': {
-      const s = config.seam;
-      return new SeamMethod(backbone, {
-        numClasses,
-        pcmTaps: s.pcmTaps ?? defaultPcmTaps(backbone),
-        transform: s.transform,
-        scaleFactor: s.scaleFactor,
-        erLoss: s.erLoss,
-        dropout: s.dropout,
-        headLrMult: config.train.headLrMult,
-        ...(s.variant === 'paper' ? SEAM_PAPER : {}),
-      });
-    }
-    default:
-      throw new Error(`unknown method '${String(config.model.method)}'`);
-  }
+  const { name, ...settings } = config.method;
+  const definition = methodDefinition(name);
+  const context: MethodContext = {
+    numClasses,
+    headLrMult: config.train.headLrMult,
+    backbone: (options) => buildBackbone(config, hooks, options),
+    loadModel: (into, source, options) => {
+      loadModelWeights(source, into, options);
+    },
+  };
+  return definition.build(definition.settings.parse(settings), context);
 }

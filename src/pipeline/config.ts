@@ -4,6 +4,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { z } from 'zod';
+import { methodConfigSchema, methodNames } from '../methods/index.js';
 
 import { type Stage, findStage, kebabCase, stageNames } from './stages.js';
 
@@ -53,7 +54,6 @@ const DataSchema = z.object({
 }).strict();
 
 const ModelSchema = z.object({
-  method: z.enum(['cam', 'seam']).default('cam'),
   backbone: z.string().min(1).default('mobilenet_v2'),
   /** Pretrained weights (.safetensors or .pth); their metadata sets the input normalisation and padding. */
   weights: z.string().optional(),
@@ -62,19 +62,9 @@ const ModelSchema = z.object({
   padding: z.enum(['same', 'symmetric']).optional(),
 }).strict();
 
-/** SEAM's settings (methods-reference.md section 3); defaults are the official code's. */
-const SeamSchema = z.object({
-  /** 'code' (OHEM in ECR and the min-pool term, as released) or 'paper' (plain ECR mean, no min-pool). */
-  variant: z.enum(['code', 'paper']).default('code'),
-  /** The equivariance transform: the code uses rescale only; the paper also ablates the others. */
-  transform: z.enum(['rescale', 'flip', 'rotate', 'translate']).default('rescale'),
-  scaleFactor: z.number().positive().max(1).default(0.3),
-  erLoss: z.enum(['l1', 'l2']).default('l1'),
-  /** Dropout2d before the CAM head (the code: 0.5 on ResNet-38). */
-  dropout: fraction.default(0),
-  /** The two backbone taps feeding the PCM (default per backbone: the ones the code and the reference use). */
-  pcmTaps: z.tuple([z.string().min(1), z.string().min(1)]).optional(),
-}).strict();
+/** The method and its settings (`{ "name": "seam", "variant": "code" }`): one of the registry's (src/methods/). */
+export type MethodSettings = { name: string } & Record<string, unknown>;
+const MethodSchema = z.lazy(() => methodConfigSchema()) as unknown as z.ZodType<MethodSettings, { name: string } & Record<string, unknown>>;
 
 const JitterSchema = z.object({
   brightness: z.number().min(0).optional(),
@@ -119,6 +109,24 @@ function fitSchema(d: FitDefaults) {
     nesterov: z.boolean().default(false),
     weightDecay: z.number().min(0).default(d.weightDecay),
     polyPower: z.number().min(0).default(0.9),
+    /** The optimizer: 'sgd' (with momentum and nesterov above) or 'adamw' (weightDecay applied to the weights directly). */
+    optimizer: z.object({
+      type: z.enum(['sgd', 'adamw']).default('sgd'),
+      betas: z.tuple([fraction, fraction]).default([0.9, 0.999]),
+      eps: z.number().positive().default(1e-8),
+    }).strict().prefault({}),
+    /**
+     * The learning-rate schedule: 'poly' (polyPower), 'step' (times gamma at the start of each of `epochs`, 0-based)
+     * or 'cosine' (down to minFactor x lr); each after `warmupSteps` steps of linear warmup from warmupFactor x lr.
+     */
+    schedule: z.object({
+      type: z.enum(['poly', 'step', 'cosine']).default('poly'),
+      epochs: z.array(z.number().int().min(0)).default([]),
+      gamma: z.number().positive().default(0.1),
+      minFactor: fraction.default(0),
+      warmupSteps: z.number().int().min(0).default(0),
+      warmupFactor: fraction.default(0.1),
+    }).strict().prefault({}),
     /** Seed of the data order, augmentation and the new layers' initialisation. */
     seed: z.number().int().min(0).default(0),
     /** Stop after this many steps (smoke tests); the schedule still spans all epochs. */
@@ -300,8 +308,8 @@ export const ConfigSchema = z.object({
   runDir: z.string().min(1),
   runtime: RuntimeSchema.prefault({}),
   data: DataSchema,
+  method: MethodSchema.prefault(() => ({ name: methodNames()[0]! })),
   model: ModelSchema.prefault({}),
-  seam: SeamSchema.prefault({}),
   train: TrainSchema.prefault({}),
   cams: CamsSchema.prefault({}),
   eval: EvalSchema.prefault({}),
@@ -335,24 +343,32 @@ function at(obj: unknown, path: readonly PropertyKey[]): unknown {
   return cur;
 }
 
-function keysOf(path: readonly PropertyKey[]): string[] {
+function keysOf(path: readonly PropertyKey[], input: unknown): string[] {
   let cur: z.ZodType = ConfigSchema;
-  for (const k of path) {
-    const shape = shapeOf(cur);
-    if (!shape || !(String(k) in shape)) return [];
-    cur = shape[String(k)]!;
+  for (let i = 0; i < path.length; i++) {
+    const shape = shapeOf(cur, at(input, path.slice(0, i)));
+    const k = String(path[i]);
+    if (!shape || !(k in shape)) return [];
+    cur = shape[k]!;
   }
-  return Object.keys(shapeOf(cur) ?? {});
+  return Object.keys(shapeOf(cur, at(input, path)) ?? {});
 }
 
-function shapeOf(s: z.ZodType): Record<string, z.ZodType> | null {
-  // Unwrap defaults/optionals/pipes/refinements to reach an object's shape.
+function shapeOf(s: z.ZodType, value: unknown): Record<string, z.ZodType> | null {
+  // Unwrap defaults/optionals/pipes/refinements/lazies to reach an object's shape; of a union on `name` (the
+  // method section), the option the value names.
   let cur: unknown = s;
   for (let i = 0; i < 8 && cur; i++) {
-    const def = (cur as { def?: { type?: string; innerType?: unknown; in?: unknown; shape?: Record<string, z.ZodType> } }).def;
+    const def = (cur as { def?: { type?: string; innerType?: unknown; in?: unknown; getter?: () => unknown; options?: unknown[];
+      shape?: Record<string, z.ZodType> } }).def;
     if (!def) return null;
     if (def.type === 'object') return def.shape ?? null;
-    cur = def.innerType ?? def.in ?? null;
+    if (def.type === 'union') {
+      const name = isPlainObject(value) ? value.name : undefined;
+      cur = def.options?.find((o) => (shapeOf(o as z.ZodType, null)?.name as { def?: { values?: unknown[] } } | undefined)?.def?.values?.includes(name));
+      continue;
+    }
+    cur = def.type === 'lazy' && def.getter ? def.getter() : def.innerType ?? def.in ?? null;
   }
   return null;
 }
@@ -390,7 +406,7 @@ export function formatIssues(error: z.ZodError, input: unknown): string[] {
   for (const issue of error.issues) {
     const path = issue.path.map(String).join('.');
     if (issue.code === 'unrecognized_keys') {
-      const known = keysOf(issue.path);
+      const known = keysOf(issue.path, input);
       for (const key of issue.keys) {
         const full = path ? `${path}.${key}` : key;
         if (MOVED_FIELDS[full]) {
@@ -410,13 +426,35 @@ export function formatIssues(error: z.ZodError, input: unknown): string[] {
     }
     const message = issue.message.replace(/^Invalid input: /, '').replace(/, received \w+$/, '');
     lines.push(`${path || '(config)'}: ${message}${issue.code === 'invalid_type' || issue.code === 'too_small' ||
-      issue.code === 'too_big' || issue.code === 'invalid_value' || issue.code === 'custom' ? `, got ${describeValue(got)}` : ''}`);
+      issue.code === 'too_big' || issue.code === 'invalid_value' || issue.code === 'custom' || issue.code === 'invalid_union' ? `, got ${describeValue(got)}` : ''}`);
   }
   return lines;
 }
 
+/**
+ * Configs written before the method registry named the method in `model.method` and held SEAM's settings in a
+ * top-level `seam` section; the error says how to write the same thing now.
+ */
+function refuseOldMethodShape(input: unknown, source: string): void {
+  if (!isPlainObject(input)) return;
+  const model = isPlainObject(input.model) ? input.model : {};
+  if (!('method' in model) && !('seam' in input)) return;
+  const name = typeof model.method === 'string' ? model.method : isPlainObject(input.method) && typeof input.method.name === 'string'
+    ? input.method.name : 'seam' in input ? 'seam' : methodNames()[0]!;
+  const settings = name === 'seam' && isPlainObject(input.seam) ? input.seam : {};
+  const now = { name, ...(isPlainObject(input.method) ? input.method : {}), ...settings };
+  const found = ['method' in model ? '"model.method"' : null, 'seam' in input ? 'the top-level "seam" section' : null]
+    .filter(Boolean).join(' and ');
+  const message = `${source}: ${found} ${found.includes(' and ') ? 'are' : 'is'} the old config shape; the method and its settings ` +
+    `now form one section, "method": ${JSON.stringify(now)} (remove ${found}` +
+    `${name !== 'seam' && 'seam' in input ? '; the "seam" settings apply only with "name": "seam"' : ''}). ` +
+    `Each method's settings and defaults: \`weakseg methods\`.`;
+  throw new ConfigError(message, [message]);
+}
+
 /** Validates and fills in defaults; throws ConfigError naming every bad field. */
 export function resolveConfig(input: unknown, source = 'config'): WeaksegConfig {
+  refuseOldMethodShape(input, source);
   const parsed = ConfigSchema.safeParse(input);
   if (!parsed.success) {
     const issues = formatIssues(parsed.error, input);
@@ -436,9 +474,13 @@ export function isPlainObject(v: unknown): v is Record<string, unknown> {
 /** Path segments that would reach Object.prototype (or a constructor) instead of a setting. */
 const FORBIDDEN_SEGMENTS = new Set(['__proto__', 'constructor', 'prototype']);
 
-/** Deep merge of plain objects (arrays and scalars from `over` replace). */
+/**
+ * Deep merge of plain objects (arrays and scalars from `over` replace). A section tagged by `name` (the method)
+ * is replaced, not merged, when `over` names another: the settings of one method mean nothing to another.
+ */
 export function mergeConfig(base: unknown, over: unknown): unknown {
   if (!isPlainObject(base) || !isPlainObject(over)) return over === undefined ? base : over;
+  if (typeof over.name === 'string' && typeof base.name === 'string' && over.name !== base.name) return over;
   const out: Record<string, unknown> = { ...base };
   for (const [k, v] of Object.entries(over)) {
     if (v === undefined) continue;

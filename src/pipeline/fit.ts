@@ -6,10 +6,10 @@ import { dirname } from 'node:path';
 import { emptyCache } from '../engine/index.js';
 import { saveSafetensors } from '../engine/serialize/index.js';
 import { BatchLoader, type Dataset, type ItemTransform, type Normalization, trainTransform } from '../data/index.js';
-import type { Trainable } from '../methods/method.js';
+import type { Trainable } from '../train/contract.js';
 import { latestCheckpoint, listCheckpoints } from '../train/checkpoint.js';
 import { TrainReporter } from '../train/reporter.js';
-import { type TrainResult, train } from '../train/trainer.js';
+import { type ScheduleSettings, type TrainResult, train } from '../train/trainer.js';
 import type { FitSettings, WeaksegConfig } from './config.js';
 import { type StageHooks, skippedFilesLog } from './common.js';
 
@@ -41,6 +41,17 @@ export function fitTransform(s: FitSettings, norm: Normalization, withMask = fal
     ...(s.jitter ? { jitter: s.jitter } : {}),
     norm,
   });
+}
+
+/** The trainer's schedule from a config's `schedule` section (poly takes the section's polyPower). */
+function scheduleOf(s: FitSettings): ScheduleSettings {
+  const c = s.schedule;
+  const warmup = { warmupSteps: c.warmupSteps, warmupFactor: c.warmupFactor };
+  switch (c.type) {
+    case 'step': return { type: 'step', epochs: c.epochs, gamma: c.gamma, ...warmup };
+    case 'cosine': return { type: 'cosine', minFactor: c.minFactor, ...warmup };
+    default: return { type: 'poly', power: s.polyPower, ...warmup };
+  }
 }
 
 export interface FitSpec {
@@ -95,7 +106,11 @@ export async function fitAndSave(config: WeaksegConfig, hooks: StageHooks, spec:
   try {
     result = await train({
       method: net, loader, epochs: s.epochs, seed: s.seed, device: config.runtime.device, channelsLast: config.runtime.channelsLast,
-      optimizer: { lr: s.lr, momentum: s.momentum, weightDecay: s.weightDecay, nesterov: s.nesterov, polyPower: s.polyPower },
+      optimizer: {
+        type: s.optimizer.type, lr: s.lr, momentum: s.momentum, weightDecay: s.weightDecay, nesterov: s.nesterov,
+        betas: s.optimizer.betas, eps: s.optimizer.eps,
+      },
+      schedule: scheduleOf(s),
       checkpointDir: files.checkpoints, resume: hooks.resume ?? false, keepCheckpoints: config.runtime.keepCheckpoints,
       checkpointEverySteps: config.runtime.checkpointEverySteps, maxSteps: s.maxSteps, onEvent: reporter.onEvent,
       signal: hooks.signal, checkpointMetadata: spec.checkpointMetadata,

@@ -10,6 +10,7 @@ import { camPath } from '../cams/format.js';
 import { type Gallery, type GalleryColumn, galleryRow } from '../report/gallery.js';
 import { type ReportModel, type ScoreRow, type ThresholdCurve, type TrainingCurve, renderReport } from '../report/render.js';
 import type { Point } from '../report/charts.js';
+import { methodDefinition } from '../methods/index.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, logger, readSplit, recordMetrics } from './common.js';
 import { runPaths } from './paths.js';
@@ -102,14 +103,14 @@ function scoreRows(config: WeaksegConfig, metrics: Json, warnings: string[]): Sc
     const mode = String(e.mode ?? '?');
     const t = numberOr(e.threshold);
     rows.push({
-      stage: 'eval', label: `${config.model.method.toUpperCase()} seeds`, split: String(e.split ?? '?'), miou: result?.miou ?? null,
+      stage: 'eval', label: `${methodDefinition(config.method.name).title} seeds`, split: String(e.split ?? '?'), miou: result?.miou ?? null,
       note: `t = ${t ?? '?'} (${mode}${e.thresholdChosenOn ? `, chosen on ${String(e.thresholdChosenOn)}` : ''})`,
       ...(result ? { result } : {}),
     });
     // The split t was fitted on: its score at t is its curve's best (useful next to the segmentation net's val score).
     const fit = e.fitCurve;
     if (isObject(fit) && typeof fit.split === 'string' && fit.split !== e.split) {
-      rows.push({ stage: 'eval-fit', label: `${config.model.method.toUpperCase()} seeds`, split: fit.split,
+      rows.push({ stage: 'eval-fit', label: `${methodDefinition(config.method.name).title} seeds`, split: fit.split,
         miou: numberOr(fit.bestMiou), note: `t = ${t ?? '?'} chosen on this split (optimistic for it)` });
     }
   }
@@ -285,7 +286,7 @@ export async function collectReport(config: WeaksegConfig): Promise<ReportModel>
   const model: ReportModel = {
     runDir: paths.root,
     generatedAt: new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC'),
-    headline: `method ${config.model.method} · backbone ${config.model.backbone} · data ${config.data.root}` +
+    headline: `method ${methodDefinition(config.method.name).title} · backbone ${config.model.backbone} · data ${config.data.root}` +
       ` (trained on '${config.data.trainSplit}') · device ${config.runtime.device}`,
     stages: stages().filter((s) => !s.always && config.run.stages.includes(s.name)).map((s) => ({ name: s.name, done: isObject(metrics[s.name]) })),
     scores: scoreRows(config, metrics, warnings),

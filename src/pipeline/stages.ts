@@ -66,7 +66,7 @@ const STAGES: Stage[] = [
     description: 'train the classifier of a method from image-level tags (per-epoch checkpoints; --resume continues)',
     inputs: () => [],
     reads: (c) => [c.data.trainSplit],
-    settings: (c) => ({ data: omit(c.data, ['onBadFile', 'maxSkippedFraction']), model: c.model, seam: c.model.method === 'seam' ? c.seam : null, train: c.train }),
+    settings: (c) => ({ data: omit(c.data, ['onBadFile', 'maxSkippedFraction']), model: c.model, method: c.method, train: c.train }),
     outputs: (c) => [runPaths(c).checkpoints, runPaths(c).model, runPaths(c).trainLog, runPaths(c).trainJsonLog],
     trainLog: (c) => runPaths(c).trainJsonLog,
     run: async (c, h) => (await import('./train.js')).trainClassifier(c, h),

@@ -10,10 +10,10 @@
 // The taps generalise the three ResNet-38 maps: `output` names the backbone's last feature map, other names are
 // the backbone's taps; a tap at a finer stride than the output is resized to the output grid.
 import { F, type Tensor, cat, noGrad, stack, tidy } from '../engine/index.js';
-import { Conv2d, Module, type ParamGroupSpec, init } from '../nn/index.js';
+import { Conv2d, Module, type ParamGroupSpec, backboneAndHeadGroups, init } from '../nn/index.js';
 import type { Backbone } from '../backbones/backbone.js';
 import { ResNet38 } from '../backbones/resnet38.js';
-import type { LossOutput, StepContext, TrainBatch, Trainable } from '../methods/method.js';
+import type { LossOutput, StepContext, TrainBatch, Trainable } from '../train/contract.js';
 import {
   type PairLabels, affinityPairLabels, labelsOnFeatureGrid, pairGrid, pairOffsets, pairWindow,
 } from './affinity-labels.js';
@@ -194,10 +194,7 @@ export class AffinityNet implements Trainable {
   }
 
   paramGroups(): ParamGroupSpec[] {
-    return [
-      { name: 'backbone', params: this.backbone.trainableParameters(), lrMult: 1 },
-      { name: 'new', params: this.model.newLayers.flatMap((m) => m.trainableParameters()), lrMult: this.headLrMult },
-    ];
+    return backboneAndHeadGroups(this.backbone, this.model.newLayers, this.headLrMult, 'new');
   }
 
   loss(batch: TrainBatch, _context: StepContext): LossOutput {

@@ -14,12 +14,11 @@
 // Both codebases also give biases 2x the rate of their weights (the head's biases 20x); that refinement is left
 // out here: every parameter of a group shares the group's rate.
 import { F, type Tensor, isGradEnabled } from '../engine/index.js';
-import { BatchNorm2d, Conv2d, Dropout, Layer, Module, type ParamGroupSpec, init } from '../nn/index.js';
+import { BatchNorm2d, Conv2d, Dropout, Layer, Module, type ParamGroupSpec, backboneAndHeadGroups, init } from '../nn/index.js';
 import type { Backbone } from '../backbones/backbone.js';
 import { dilatedConv2d } from '../backbones/conv.js';
 import { IGNORE_INDEX } from '../data/mask.js';
-import { backboneAndHeadGroups } from '../methods/blocks.js';
-import type { LossOutput, StepContext, TrainBatch, Trainable } from '../methods/method.js';
+import type { LossOutput, StepContext, TrainBatch, Trainable } from '../train/contract.js';
 
 export type DeepLabHeadName = 'largefov' | 'aspp';
 

@@ -2,10 +2,11 @@
 // optimizer's state ("optimizer.<key>", e.g. SGD momentum buffers) and, in the metadata, where training stands
 // (epoch, step, seed). Files are written to a temporary name and renamed into place (saveSafetensors), so a
 // crash mid-write never leaves a truncated checkpoint under a real name.
-import { existsSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Tensor, dispose } from '../engine/index.js';
 import { loadSafetensors, readSafetensorsHeader, saveSafetensors } from '../engine/serialize/index.js';
+import { readWeights } from '../backbones/weights.js';
 import type { Module, Optimizer } from '../nn/index.js';
 
 export const CHECKPOINT_FORMAT = 'weakseg-checkpoint/1';
@@ -132,19 +133,25 @@ export function loadCheckpoint(path: string, model: Module, optimizer?: Optimize
 }
 
 /**
- * Loads model weights from a training checkpoint ("model.*" keys) or from a plain state-dict file (e.g. the
- * run's model.safetensors). Strict.
+ * Loads a trained model into a module, strictly: `source` is a run directory (its model.safetensors), a training
+ * checkpoint ("model.*" keys), or a plain state-dict file (.safetensors, or a torch.save .pth). `prefix` takes only
+ * the keys under it ('backbone.' loads another run's backbone into a backbone); `frozen` then freezes the module
+ * for good (eval mode, no gradient). Returns the file's metadata.
  */
-export function loadModelWeights(path: string, model: Module): Record<string, string> {
-  const { tensors, metadata } = loadSafetensors(path);
+export function loadModelWeights(
+  source: string, model: Module, options: { prefix?: string; frozen?: boolean } = {},
+): Record<string, string> {
+  const path = existsSync(source) && statSync(source).isDirectory() ? join(source, 'model.safetensors') : source;
+  if (!existsSync(path)) {
+    throw new Error(path === source ? `${source}: no such model file` : `${source}: no trained model in this run directory (no model.safetensors)`);
+  }
+  const { tensors, metadata } = readWeights(path);
   try {
-    const isCheckpoint = metadata.format === CHECKPOINT_FORMAT;
+    const strip = `${metadata.format === CHECKPOINT_FORMAT ? 'model.' : ''}${options.prefix ?? ''}`;
     const state = new Map<string, Tensor>();
-    for (const [k, t] of tensors) {
-      if (!isCheckpoint) state.set(k, t);
-      else if (k.startsWith('model.')) state.set(k.slice(6), t);
-    }
-    model.loadStateDict(state, { source: path });
+    for (const [k, t] of tensors) if (k.startsWith(strip)) state.set(k.slice(strip.length), t);
+    model.loadStateDict(state, { source: `${path}${options.prefix ? ` (keys under '${options.prefix}')` : ''}` });
+    if (options.frozen) model.setFrozen(true);
     return metadata;
   } finally {
     dispose([...tensors.values()]);

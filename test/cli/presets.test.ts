@@ -15,11 +15,11 @@ test('every preset in configs/ validates, with the method and settings its name 
     const c = resolveConfig(JSON.parse(readFileSync(join(dir, f), 'utf8')), f);
     if (f === 'demo.json') {
       // the built-in demo: the CAM baseline on TinyNet, from scratch, over the synthetic dataset's classes
-      assert.deepEqual([c.model.method, c.model.backbone, c.model.weights, c.data.classes],
+      assert.deepEqual([c.method.name, c.model.backbone, c.model.weights, c.data.classes],
         ['cam', 'tinynet', undefined, ['redcap', 'greencap', 'bluecap', 'goldcap']]);
       continue;
     }
-    assert.equal(c.model.method, f.split('-')[0], `${f}: method`);
+    assert.equal(c.method.name, f.split('-')[0], `${f}: method`);
     if (f.includes('resnet38')) {
       // the paper's setting: ResNet-38, 448 crops, batch 8, 8 epochs, lr 0.01, and the code's momentum quirk
       assert.deepEqual([c.model.backbone, c.train.cropSize, c.train.batchSize, c.train.epochs, c.train.lr, c.train.momentum],
