@@ -46,6 +46,16 @@ export interface Batch {
   ids: string[];
   /** Indices into `dataset.items`. */
   indices: number[];
+  /** With the `pairs` option: each item's partner (row i pairs with item i), transformed like the items. */
+  partner?: { images: Float32Array; labels: Float32Array; ids: string[]; indices: number[] };
+}
+
+export interface PairOptions {
+  /**
+   * Probability that an item's partner shares at least one of its classes (one of the item's classes is drawn,
+   * then an image containing it); otherwise the partner is any other image. 1: always a shared class.
+   */
+  shareClass: number;
 }
 
 export interface LoaderOptions extends BadFileOptions {
@@ -58,6 +68,8 @@ export interface LoaderOptions extends BadFileOptions {
   prefetch?: number;
   /** Drop the last, smaller batch of an epoch (default false). */
   dropLast?: boolean;
+  /** Give every item a partner image (methods trained on pairs); none by default. */
+  pairs?: PairOptions;
 }
 
 /** Time the consumer spent blocked waiting for batches. */
@@ -72,7 +84,12 @@ export interface WaitStats {
   waitShare: number;
 }
 
-type Outcome = { ok: true; index: number; sample: Sample } | { ok: false; index: number; error: unknown };
+type Loaded = { index: number; sample: Sample; partner?: { index: number; sample: Sample } };
+type Outcome = ({ ok: true } & Loaded) | { ok: false; index: number; error: unknown };
+
+// Extra seed words of the pairs' generators, so an item's own augmentation stream is the same with pairs on or off.
+const PARTNER_CHOICE = 1;
+const PARTNER_TRANSFORM = 2;
 
 export class BatchLoader {
   readonly badFiles: BadFileLog;
@@ -80,6 +97,8 @@ export class BatchLoader {
   private readonly prefetch: number;
   private readonly seed: number;
   private waits = { batches: 0, total: 0, max: 0, elapsed: 0 };
+  /** With `pairs`: the items containing each class. */
+  private readonly byClass: number[][] | null = null;
 
   constructor(
     private readonly dataset: Dataset,
@@ -93,6 +112,32 @@ export class BatchLoader {
     this.prefetch = prefetch;
     this.seed = seed;
     this.badFiles = options.badFiles ?? new BadFileLog();
+    if (options.pairs) {
+      const p = options.pairs.shareClass;
+      if (!(p >= 0 && p <= 1)) throw new RangeError(`pairs.shareClass must be a probability in [0, 1], got ${p}`);
+      if (dataset.items.length < 2) throw new RangeError('pairs need at least two images');
+      this.byClass = dataset.classes.map(() => []);
+      dataset.items.forEach((item, i) => {
+        for (const c of item.labels) this.byClass![c]?.push(i);
+      });
+    }
+  }
+
+  /**
+   * The partner of item `index` in `epoch` (with the `pairs` option): drawn from a generator seeded by (seed, epoch,
+   * index), so it depends on nothing else (a resumed epoch pairs the same images). Never the item itself.
+   */
+  partnerOf(index: number, epoch: number): number {
+    if (!this.byClass || !this.options.pairs) throw new Error('partnerOf needs the pairs option');
+    const rng = new Rng(this.seed, epoch, index, PARTNER_CHOICE);
+    const n = this.dataset.items.length;
+    const labels = this.dataset.items[index]!.labels;
+    if (labels.length && rng.bool(this.options.pairs.shareClass)) {
+      const pool = this.byClass[labels[rng.int(labels.length)]!]!.filter((i) => i !== index);
+      if (pool.length) return pool[rng.int(pool.length)]!;
+    }
+    const other = rng.int(n - 1);
+    return other >= index ? other + 1 : other;
   }
 
   /** Batches per epoch if no item is skipped. */
@@ -137,7 +182,7 @@ export class BatchLoader {
 
     let counted = performance.now(); // elapsed time is added up to here
     let resumed = counted; // when the consumer last asked for a batch
-    let batch: { index: number; sample: Sample }[] = [];
+    let batch: Loaded[] = [];
     const emit = () => {
       const out = this.collate(batch);
       batch = [];
@@ -170,14 +215,34 @@ export class BatchLoader {
   private async load(index: number, epoch: number): Promise<Outcome> {
     try {
       const item = this.dataset.items[index];
-      const sample = await this.transform(item, { rng: new Rng(this.seed, epoch, index), epoch, index });
-      return { ok: true, index, sample };
+      if (!this.options.pairs) {
+        const sample = await this.transform(item, { rng: new Rng(this.seed, epoch, index), epoch, index });
+        return { ok: true, index, sample };
+      }
+      const p = this.partnerOf(index, epoch);
+      const [sample, partner] = await Promise.all([
+        this.transform(item, { rng: new Rng(this.seed, epoch, index), epoch, index }),
+        this.transform(this.dataset.items[p], { rng: new Rng(this.seed, epoch, index, PARTNER_TRANSFORM), epoch, index: p }),
+      ]);
+      return { ok: true, index, sample, partner: { index: p, sample: partner } };
     } catch (error) {
       return { ok: false, index, error };
     }
   }
 
-  private collate(samples: { index: number; sample: Sample }[]): Batch {
+  private collate(samples: Loaded[]): Batch {
+    const out = this.collateSamples(samples);
+    if (this.options.pairs) {
+      const partners = this.collateSamples(samples.map((s) => s.partner!));
+      if (partners.shape.join() !== out.shape.join()) {
+        throw new RangeError(`partner images are ${partners.shape.slice(1).join('x')}, the batch ${out.shape.slice(1).join('x')}; use a fixed crop size to pair`);
+      }
+      out.partner = { images: partners.images, labels: partners.labels, ids: partners.ids, indices: partners.indices };
+    }
+    return out;
+  }
+
+  private collateSamples(samples: { index: number; sample: Sample }[]): Batch {
     const first = samples[0].sample;
     const { channels: C, height: H, width: W } = first;
     const plane = H * W;

@@ -4,7 +4,7 @@
 import type { z } from 'zod';
 import type { Tensor } from '../engine/index.js';
 import type { Backbone, BlockHook } from '../backbones/backbone.js';
-import type { Dataset, DatasetItem } from '../data/index.js';
+import type { Dataset, DatasetItem, PairOptions } from '../data/index.js';
 import type { Module } from '../nn/index.js';
 import type { Trainable } from '../train/contract.js';
 
@@ -57,6 +57,8 @@ export interface Method extends Trainable {
   cams(images: Tensor): Tensor;
   /** How the CAM stage normalises each fused class map: per-class max (default) or min-max (SEAM's PCM output). */
   readonly camNormalization?: CamNormalization;
+  /** Set by methods that train on pairs of images: every batch then carries each image's partner (TrainBatch.partner). */
+  readonly pairs?: PairOptions;
   /**
    * Optional: the method's own inference for one image (1 x 3 x H x W), for methods that need other images,
    * gradients or several branches. Without it the CAM stage runs `cams` over the scales and flips.

@@ -5,7 +5,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { emptyCache } from '../engine/index.js';
 import { saveSafetensors } from '../engine/serialize/index.js';
-import { BatchLoader, type Dataset, type ItemTransform, type Normalization, trainTransform } from '../data/index.js';
+import { BatchLoader, type Dataset, type ItemTransform, type Normalization, type PairOptions, trainTransform } from '../data/index.js';
 import type { Trainable } from '../train/contract.js';
 import { latestCheckpoint, listCheckpoints } from '../train/checkpoint.js';
 import { TrainReporter } from '../train/reporter.js';
@@ -61,6 +61,8 @@ export interface FitSpec {
   /** The split they come from, for the skipped-files log. */
   split: string;
   transform: ItemTransform;
+  /** Give each image a partner (methods trained on pairs). */
+  pairs?: PairOptions | undefined;
   settings: FitSettings;
   files: { checkpoints: string; trainLog: string; trainJsonLog: string; model: string };
   /** The first log line: what is trained on what. */
@@ -101,6 +103,7 @@ export async function fitAndSave(config: WeaksegConfig, hooks: StageHooks, spec:
   const loader = new BatchLoader(spec.dataset, spec.transform, {
     batchSize: s.batchSize, shuffle: true, seed: s.seed, prefetch: config.runtime.prefetch, dropLast: true,
     onBadFile: config.data.onBadFile, badFiles: skippedFilesLog(config, spec.split, spec.dataset.items.length),
+    ...(spec.pairs ? { pairs: spec.pairs } : {}),
   });
   let result: TrainResult;
   try {

@@ -24,6 +24,7 @@ export async function trainClassifier(config: WeaksegConfig, options: TrainOptio
     dataset,
     split: config.data.trainSplit,
     transform: fitTransform(t, method.backbone.inputNorm),
+    pairs: method.pairs,
     settings: t,
     files: { checkpoints: paths.checkpoints, trainLog: paths.trainLog, trainJsonLog: paths.trainJsonLog, model: paths.model },
     headline: `run ${paths.root}: method ${method.name}, backbone ${method.backbone.name} ` +

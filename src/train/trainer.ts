@@ -117,6 +117,10 @@ export function batchToTensors(batch: Batch, device: Device, channelsLast: boole
     if (device !== 'cpu') masks = masks.to({ device });
     out.masks = masks;
   }
+  if (batch.partner) {
+    const partner = batchToTensors({ ...batch.partner, shape: batch.shape }, device, channelsLast);
+    out.partner = { images: partner.images, labels: partner.labels, ids: partner.ids };
+  }
   return out;
 }
 
