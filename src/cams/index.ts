@@ -1,3 +1,4 @@
 export * from './infer.js';
 export * from './format.js';
 export * from './seeds.js';
+export * from './localize.js';

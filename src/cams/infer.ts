@@ -43,12 +43,19 @@ export function multiScaleCam(method: Method, image: Tensor, labels: readonly nu
   return noGrad(() => tidy(() => {
     const sum = sumOverScalesAndFlips(image, { scales, flip, resize: 'bicubic', channelsLast: options.channelsLast }, (batch, size) =>
       F.interpolate(method.cams(batch).relu().contiguous(), { size, mode: 'bilinear', alignCorners: false }), 'multiScaleCam');
+    return normalizeCams(sum, labels, options.normalization ?? method.camNormalization ?? 'max');
+  }));
+}
+
+/** Label masking and per-class normalisation of a C x H x W map (see the header). */
+export function normalizeCams(map: Tensor, labels: readonly number[], normalization: CamNormalization): Tensor {
+  return tidy(() => {
+    const C = map.size(0);
     const mask = new Float32Array(C);
     for (const l of labels) mask[l] = 1;
-    const masked = sum.mul(tensor(mask, { shape: [C, 1, 1] }).to({ device: sum.device }));
-    const normalization = options.normalization ?? method.camNormalization ?? 'max';
+    const masked = map.mul(tensor(mask, { shape: [C, 1, 1] }).to({ device: map.device }));
     if (normalization === 'max') return masked.div(masked.amax([1, 2], true).clampMin(1e-5));
     const low = masked.amin([1, 2], true);
     return masked.sub(low).div(masked.amax([1, 2], true).sub(low).clampMin(1e-5));
-  }));
+  });
 }

@@ -20,6 +20,14 @@ export function enableGrad<T>(fn: () => T): T {
   }
 }
 
+/**
+ * Turns gradient recording on or off until changed again and returns the previous state (torch.set_grad_enabled),
+ * for code that awaits between passes, which noGrad's synchronous scope cannot span.
+ */
+export function setGradEnabled(on: boolean): boolean {
+  return N.setGradEnabled(on);
+}
+
 export function isGradEnabled(): boolean {
   return N.isGradEnabled();
 }

@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { emptyCache, noGrad, tidy } from '../engine/index.js';
 import { BatchLoader, evalTransform } from '../data/index.js';
-import { multiScaleCam } from '../cams/infer.js';
+import { imageCams, localizeContexts } from '../cams/localize.js';
 import { camPath, writeCam, writeCamIndex } from '../cams/format.js';
 import { latestCheckpoint } from '../train/checkpoint.js';
 import type { CamNormalization } from '../methods/method.js';
@@ -61,24 +61,32 @@ export async function makeCams(config: WeaksegConfig, hooks: StageHooks = {}): P
       if (written.size) log(`CAMs ${split}: ${written.size} of ${dataset.items.length} already made (${hooks.resume ? 'resumed or ' : ''}shared with an earlier split)`);
       const bar = progress(hooks, `CAMs ${split}`, dataset.items.length, written.size);
       let made = 0;
-      const loader = new BatchLoader(todo, evalTransform({ norm: m.backbone.inputNorm, withMask: false }), {
+      const transform = evalTransform({ norm: m.backbone.inputNorm, withMask: false });
+      const loader = new BatchLoader(todo, transform, {
         batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile,
         badFiles: skippedFilesLog(config, split, todo.items.length),
       });
+      const inference = { scales: c.scales, flip: c.flip, channelsLast: config.runtime.channelsLast, normalization };
+      const contexts = m.localize ? localizeContexts(dataset, transform, { device: config.runtime.device, ...inference }) : null;
       for await (const batch of loader.epoch(0)) {
         hooks.signal?.throwIfAborted();
         const item = todo.items[batch.indices[0]!]!;
-        noGrad(() => tidy(() => {
-          const [, , h, w] = batch.shape;
-          const work = workingShape(h, w, c.workingSize);
-          const cams = multiScaleCam(m, deviceImage(batch, config, work), item.labels, {
-            scales: c.scales, flip: c.flip, channelsLast: config.runtime.channelsLast, normalization,
-          });
-          writeCam(dir, cams, item.labels, {
-            ...(work ? { size: [h, w] as [number, number] } : {}),
-            id: item.id, classes: dataset.classes, scales: c.scales, flip: c.flip, method: m.name, backbone: m.backbone.name, normalization,
-          });
-        }));
+        const [, , h, w] = batch.shape;
+        const work = workingShape(h, w, c.workingSize);
+        const image = deviceImage(batch, config, work);
+        try {
+          const cams = await imageCams(m, image, item.labels, { ...inference, ...(contexts ? { context: contexts(item) } : {}) });
+          try {
+            noGrad(() => tidy(() => writeCam(dir, cams, item.labels, {
+              ...(work ? { size: [h, w] as [number, number] } : {}),
+              id: item.id, classes: dataset.classes, scales: c.scales, flip: c.flip, method: m.name, backbone: m.backbone.name, normalization,
+            })));
+          } finally {
+            cams.dispose();
+          }
+        } finally {
+          image.dispose();
+        }
         written.add(item.id);
         outputs.add(item.id, camPath(dir, item.id));
         made++;
