@@ -113,7 +113,7 @@ function camOptions(cmd: Command): Command {
     .option('--splits <list>', 'splits to make CAMs for, comma-separated (default train,val)', strList)
     .option('--scales <list>', 'inference scales, comma-separated (default 0.5,1,1.5,2)', numList('--scales'))
     .option('--no-flip', 'no horizontally flipped passes')
-    .addOption(new Option('--normalization <mode>', "per-class normalisation of the fused maps (default auto: the method's own, min-max for SEAM, else max)")
+    .addOption(new Option('--normalization <mode>', "per-class normalisation of the fused maps (default auto: the method's own, max unless it asks for min-max)")
       .choices(['auto', 'max', 'minmax']))
     .option('--checkpoint <file>', "weights to use (default: the run's model.safetensors)");
 }
