@@ -215,14 +215,11 @@ export class BatchLoader {
   private async load(index: number, epoch: number): Promise<Outcome> {
     try {
       const item = this.dataset.items[index];
-      if (!this.options.pairs) {
-        const sample = await this.transform(item, { rng: new Rng(this.seed, epoch, index), epoch, index });
-        return { ok: true, index, sample };
-      }
+      const own = this.transform(item, { rng: new Rng(this.seed, epoch, index), epoch, index });
+      if (!this.options.pairs) return { ok: true, index, sample: await own };
       const p = this.partnerOf(index, epoch);
       const [sample, partner] = await Promise.all([
-        this.transform(item, { rng: new Rng(this.seed, epoch, index), epoch, index }),
-        this.transform(this.dataset.items[p], { rng: new Rng(this.seed, epoch, index, PARTNER_TRANSFORM), epoch, index: p }),
+        own, this.transform(this.dataset.items[p], { rng: new Rng(this.seed, epoch, index, PARTNER_TRANSFORM), epoch, index: p }),
       ]);
       return { ok: true, index, sample, partner: { index: p, sample: partner } };
     } catch (error) {
