@@ -62,11 +62,17 @@ export function methodDefaults(name: string): Record<string, unknown> {
 
 /**
  * The config's `method` section: a union on `name` of every registered method's settings, so a resolved config
- * holds only the chosen method's. Built when called, so methods registered later are included.
+ * holds only the chosen method's. Rebuilt when methods were registered since the last call.
  */
-export function methodConfigSchema() {
+export function methodConfigSchema(): z.ZodType<{ name: string } & Record<string, unknown>> {
+  if (union?.size === REGISTRY.size) return union.schema;
   const options = methodDefinitions().map((d) => z.object({ name: z.literal(d.name), ...d.settings.shape }).strict());
   const [first, ...rest] = options;
   if (!first) throw new Error('no methods are registered');
-  return z.discriminatedUnion('name', [first, ...rest], { error: () => `must name a method: ${methodNames().join(', ')}` });
+  const schema = z.discriminatedUnion('name', [first, ...rest], { error: () => `must name a method: ${methodNames().join(', ')}` });
+  union = { size: REGISTRY.size, schema: schema as unknown as z.ZodType<{ name: string } & Record<string, unknown>> };
+  return union.schema;
 }
+
+/** The union as last built, and for how many methods (the registry only grows). */
+let union: { size: number; schema: z.ZodType<{ name: string } & Record<string, unknown>> } | null = null;

@@ -4,7 +4,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { z } from 'zod';
-import { methodConfigSchema, methodNames } from '../methods/index.js';
+import { methodConfigSchema, methodDefinitions, methodNames } from '../methods/index.js';
 
 import { type Stage, findStage, kebabCase, stageNames } from './stages.js';
 
@@ -64,7 +64,14 @@ const ModelSchema = z.object({
 
 /** The method and its settings (`{ "name": "seam", "variant": "code" }`): one of the registry's (src/methods/). */
 export type MethodSettings = { name: string } & Record<string, unknown>;
-const MethodSchema = z.lazy(() => methodConfigSchema()) as unknown as z.ZodType<MethodSettings, { name: string } & Record<string, unknown>>;
+// Checked against the registry as it is at parse time (z.lazy would keep the first union built, without the
+// methods registered after it); issues keep their paths under `method`.
+const MethodSchema = z.unknown().transform((value, ctx): MethodSettings => {
+  const parsed = methodConfigSchema().safeParse(value);
+  if (parsed.success) return parsed.data;
+  for (const issue of parsed.error.issues) ctx.issues.push({ ...issue, input: value } as (typeof ctx.issues)[number]);
+  return z.NEVER;
+});
 
 const JitterSchema = z.object({
   brightness: z.number().min(0).optional(),
@@ -344,31 +351,28 @@ function at(obj: unknown, path: readonly PropertyKey[]): unknown {
 }
 
 function keysOf(path: readonly PropertyKey[], input: unknown): string[] {
-  let cur: z.ZodType = ConfigSchema;
-  for (let i = 0; i < path.length; i++) {
-    const shape = shapeOf(cur, at(input, path.slice(0, i)));
-    const k = String(path[i]);
-    if (!shape || !(k in shape)) return [];
-    cur = shape[k]!;
+  if (path.length === 1 && path[0] === 'method') {
+    const named = at(input, ['method', 'name']);
+    const d = methodDefinitions().find((m) => m.name === named);
+    return d ? ['name', ...Object.keys(d.settings.shape)] : ['name'];
   }
-  return Object.keys(shapeOf(cur, at(input, path)) ?? {});
+  let cur: z.ZodType = ConfigSchema;
+  for (const k of path) {
+    const shape = shapeOf(cur);
+    if (!shape || !(String(k) in shape)) return [];
+    cur = shape[String(k)]!;
+  }
+  return Object.keys(shapeOf(cur) ?? {});
 }
 
-function shapeOf(s: z.ZodType, value: unknown): Record<string, z.ZodType> | null {
-  // Unwrap defaults/optionals/pipes/refinements/lazies to reach an object's shape; of a union on `name` (the
-  // method section), the option the value names.
+function shapeOf(s: z.ZodType): Record<string, z.ZodType> | null {
+  // Unwrap defaults/optionals/pipes/refinements to reach an object's shape.
   let cur: unknown = s;
   for (let i = 0; i < 8 && cur; i++) {
-    const def = (cur as { def?: { type?: string; innerType?: unknown; in?: unknown; getter?: () => unknown; options?: unknown[];
-      shape?: Record<string, z.ZodType> } }).def;
+    const def = (cur as { def?: { type?: string; innerType?: unknown; in?: unknown; shape?: Record<string, z.ZodType> } }).def;
     if (!def) return null;
     if (def.type === 'object') return def.shape ?? null;
-    if (def.type === 'union') {
-      const name = isPlainObject(value) ? value.name : undefined;
-      cur = def.options?.find((o) => (shapeOf(o as z.ZodType, null)?.name as { def?: { values?: unknown[] } } | undefined)?.def?.values?.includes(name));
-      continue;
-    }
-    cur = def.type === 'lazy' && def.getter ? def.getter() : def.innerType ?? def.in ?? null;
+    cur = def.innerType ?? def.in ?? null;
   }
   return null;
 }
