@@ -2,6 +2,7 @@
 // backbone inside), which parameters train at which rate, the loss of one batch and the class activation maps
 // of a batch at inference. Each method is one file (cam.ts, and later seam.ts, ...) that reads like its paper.
 import type { Tensor } from '../engine/index.js';
+import type { Rng } from '../data/rng.js';
 import type { Backbone } from '../backbones/backbone.js';
 import type { Module, ParamGroupSpec } from '../nn/index.js';
 
@@ -24,6 +25,12 @@ export interface StepContext {
   /** Global step, 0-based. */
   step: number;
   totalSteps: number;
+  /**
+   * A generator private to this step, from the run's seed: a method draws its own random choices (partner images,
+   * pixel pairs) from it, so training repeats for a seed. libtorch's generator is seeded per step as well.
+   * The trainer always passes one; a method that samples throws without it (direct calls in tests).
+   */
+  rng?: Rng;
 }
 
 export interface LossOutput {

@@ -4,7 +4,7 @@
 // the affinity net, a segmenter) plugs in.
 import { rmSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { type Device, type Tensor, manualSeed, tensor, tidy } from '../engine/index.js';
+import { type Device, type Tensor, getNumThreads, manualSeed, tensor, tidy } from '../engine/index.js';
 import { LrScheduler, SGD, poly } from '../nn/index.js';
 import { type Batch, type BatchLoader, Rng } from '../data/index.js';
 import type { StepContext, TrainBatch, Trainable } from '../methods/method.js';
@@ -23,7 +23,7 @@ export interface OptimizerSettings {
 
 export type TrainEvent =
   | { type: 'start'; epochs: number; stepsPerEpoch: number; totalSteps: number; startEpoch: number; startStep: number;
-    groups: { name: string; params: number; lr: number }[] }
+    groups: { name: string; params: number; lr: number }[]; threads: number }
   | { type: 'resume'; path: string; epoch: number; step: number }
   | { type: 'step'; epoch: number; step: number; totalSteps: number; stepInEpoch: number; stepsPerEpoch: number;
     loss: number; parts: Record<string, number>; lr: number; stepMs: number; waitMs: number; imagesPerSec: number;
@@ -150,6 +150,7 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
   emit({
     type: 'start', epochs, stepsPerEpoch, totalSteps, startEpoch, startStep: step,
     groups: optimizer.groups.map((g) => ({ name: g.name, params: g.params.length, lr: g.initialLr })),
+    threads: getNumThreads(),
   });
 
   const t0 = performance.now();
@@ -178,7 +179,7 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
       // Seeded per step (dropout, random init inside losses), so a resumed run repeats the same numbers.
       manualSeed(new Rng(seed, step).nextUint32());
       const waitMs = performance.now() - lastEnd;
-      const context: StepContext = { epoch, step, totalSteps };
+      const context: StepContext = { epoch, step, totalSteps, rng: new Rng(seed, step, 1) };
       const lr = optimizer.groups[0]?.lr ?? 0;
       const s0 = performance.now();
       const { loss, parts } = tidy(() => {
