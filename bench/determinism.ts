@@ -1,0 +1,117 @@
+// npm run bench:determinism [-- --method seam] [--steps 4] [--batch 8]
+// What a training run's bits depend on: the same few training steps (the bench:cam/bench:seam model and settings on
+// voc-mini; the demo's TinyNet on synthetic data without ../shared) run from the same seed several times in this
+// process, changing one thing at a time: nothing (the rerun), libtorch's deterministic mode, the engine's thread
+// count (1 against 2). Reports the largest absolute weight difference and the last loss of each against the first
+// run, and the time per step with and without the deterministic mode. Ends with one JSON line.
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+import { getNumThreads, setNumThreads } from '../src/engine/index.js';
+import { loadSafetensors } from '../src/engine/serialize/index.js';
+import { makeSyntheticDataset } from '../src/data/index.js';
+import { type WeaksegConfigInput, demoConfig, resolveConfig, runPaths, trainClassifier } from '../src/pipeline/index.js';
+import { round } from './common.js';
+
+const { values: args } = parseArgs({
+  options: {
+    method: { type: 'string', default: 'seam' },
+    steps: { type: 'string', default: '4' },
+    batch: { type: 'string', default: '8' },
+  },
+});
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const voc = join(repo, '..', 'shared', 'data', 'voc-mini');
+const mobilenet = join(repo, '..', 'shared', 'weights', 'mobilenet_v2_imagenet.safetensors');
+const tmp = mkdtempSync(join(tmpdir(), 'weakseg-determinism-'));
+const steps = Number(args.steps);
+const batchSize = Number(args.batch);
+const threadsMax = getNumThreads();
+
+const real = existsSync(voc) && existsSync(mobilenet);
+if (!real) await makeSyntheticDataset({ root: join(tmp, 'data'), seed: 0, train: 64, scored: 8, val: 8 });
+const model = real
+  ? `${args.method} on MobileNetV2 (ImageNet weights, output stride 8), voc-mini train_aug, batch ${batchSize}, 224 px`
+  : `${args.method} on the demo's TinyNet, synthetic data, batch ${batchSize}, 96 px`;
+console.log(`bench:determinism: ${model}, ${steps} steps per run, up to ${threadsMax} engine threads`);
+
+function configFor(name: string, threads: number, deterministic: boolean) {
+  const over = {
+    threads,
+    model: { method: args.method },
+    ...(args.method === 'seam' ? { seam: { pcmTaps: real ? ['features.6', 'features.13'] : ['layer1', 'layer2'] } } : {}),
+    train: { batchSize, maxSteps: steps, deterministic, checkpointEverySteps: 0, prefetch: 1 },
+  };
+  if (!real) return demoConfig({ out: join(tmp, name), overrides: { ...over, data: { root: join(tmp, 'data') } } });
+  const input: WeaksegConfigInput = {
+    runDir: join(tmp, name),
+    data: { root: voc, trainSplit: 'train_aug' },
+    model: { method: args.method as 'cam' | 'seam', backbone: 'mobilenet_v2', weights: mobilenet, outputStride: 8 },
+    train: { epochs: 8, cropSize: 224, scaleRange: [0.7, 1.3], lr: 0.01, headLrMult: 10, momentum: 0.9 },
+  };
+  return resolveConfig(JSON.parse(JSON.stringify({ ...input, ...over, model: { ...input.model, ...over.model },
+    train: { ...input.train, ...over.train } })));
+}
+
+interface Run { name: string; threads: number; deterministic: boolean; msPerStep: number; lastLoss: number; weights: Map<string, Float32Array> }
+
+async function run(name: string, threads: number, deterministic: boolean): Promise<Run> {
+  const config = configFor(name, threads, deterministic);
+  const fit = await trainClassifier(config, { progress: false, log: () => {} });
+  const { tensors } = loadSafetensors(runPaths(config).model);
+  const weights = new Map([...tensors].map(([k, t]) => [k, t.toFloat32Array()]));
+  for (const t of tensors.values()) t.dispose();
+  setNumThreads(threadsMax);
+  const r = { name, threads, deterministic, msPerStep: fit.msPerStep, lastLoss: fit.result.stepLosses.at(-1)!, weights };
+  console.log(`  ${name}: ${threads} threads, deterministic ${deterministic ? 'on' : 'off'}: ` +
+    `${fit.msPerStep.toFixed(0)} ms per step, last loss ${r.lastLoss}`);
+  return r;
+}
+
+/** Largest |a - b| over every float tensor, and the tensor where it is. */
+function maxDiff(a: Run, b: Run): { max: number; tensor: string | null } {
+  let max = 0;
+  let where: string | null = null;
+  for (const [k, v] of a.weights) {
+    if (k.endsWith('num_batches_tracked')) continue;
+    const w = b.weights.get(k)!;
+    for (let i = 0; i < v.length; i++) {
+      const d = Math.abs(v[i]! - w[i]!);
+      if (d > max) { max = d; where = k; }
+    }
+  }
+  return { max, tensor: where };
+}
+
+const threads = Math.min(2, threadsMax);
+const base = await run('base', threads, true);
+const rerun = await run('rerun', threads, true);
+const off = await run('deterministic-off', threads, false);
+const base2 = await run('base-again', threads, true); // timed after the off run too, so order effects show
+const one = threads > 1 ? await run('one-thread', 1, true) : null;
+rmSync(tmp, { recursive: true, force: true });
+
+const cmp = (r: Run | null) => {
+  if (!r) return null;
+  const d = maxDiff(base, r);
+  return { max_abs_weight_diff: d.max, tensor: d.tensor, loss_diff: Math.abs(r.lastLoss - base.lastLoss) };
+};
+const summary = {
+  model: real ? `${args.method}/mobilenet_v2/voc-mini` : `${args.method}/tinynet/synthetic`,
+  steps, batch: batchSize, threads,
+  rerun: cmp(rerun),
+  deterministic_off: cmp(off),
+  one_thread: cmp(one),
+  step_ms_deterministic: round((base.msPerStep + base2.msPerStep) / 2, 1),
+  step_ms_nondeterministic: round(off.msPerStep, 1),
+  step_ms_one_thread: one ? round(one.msPerStep, 1) : null,
+};
+console.log(`same settings twice: max |weight difference| ${summary.rerun!.max_abs_weight_diff}`);
+console.log(`deterministic mode off: ${summary.deterministic_off!.max_abs_weight_diff}; ` +
+  `step ${summary.step_ms_nondeterministic} ms against ${summary.step_ms_deterministic} ms with it on`);
+if (one) console.log(`1 thread instead of ${threads}: ${summary.one_thread!.max_abs_weight_diff} (in ${summary.one_thread!.tensor}), ` +
+  `last loss differs by ${summary.one_thread!.loss_diff}`);
+console.log(JSON.stringify(summary));
