@@ -1,16 +1,19 @@
-// npm run bench:determinism [-- --method seam] [--steps 4] [--batch 8]
+// npm run bench:determinism [-- --method seam] [--steps 4] [--batch 8] [--tiny]
 // What a training run's bits depend on: the same few training steps (the bench:cam/bench:seam model and settings on
-// voc-mini; the demo's TinyNet on synthetic data without ../shared) run from the same seed several times in this
-// process, changing one thing at a time: nothing (the rerun), libtorch's deterministic mode, the engine's thread
-// count (1 against 2). Reports the largest absolute weight difference and the last loss of each against the first
+// voc-mini; the demo's TinyNet on synthetic data with --tiny or without ../shared) run from the same seed, each in
+// a fresh process, changing one thing at a time: nothing (the rerun), libtorch's deterministic mode, the engine's
+// thread count (1 against 2), and the CPU's instruction set as another machine would have it: AVX2 without
+// AVX-512 for ATen's kernels, oneDNN's convolutions and OpenBLAS (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA,
+// OPENBLAS_CORETYPE). Reports the largest absolute weight difference and the last loss of each against the first
 // run, and the time per step with and without the deterministic mode. Ends with one JSON line.
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-import { getNumThreads, setNumThreads } from '../src/engine/index.js';
+import { getNumThreads } from '../src/engine/index.js';
 import { loadSafetensors } from '../src/engine/serialize/index.js';
 import { makeSyntheticDataset } from '../src/data/index.js';
 import { type WeaksegConfigInput, demoConfig, resolveConfig, runPaths, trainClassifier } from '../src/pipeline/index.js';
@@ -21,22 +24,25 @@ const { values: args } = parseArgs({
     method: { type: 'string', default: 'seam' },
     steps: { type: 'string', default: '4' },
     batch: { type: 'string', default: '8' },
+    tiny: { type: 'boolean', default: false },
+    child: { type: 'string' },
   },
 });
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const voc = join(repo, '..', 'shared', 'data', 'voc-mini');
 const mobilenet = join(repo, '..', 'shared', 'weights', 'mobilenet_v2_imagenet.safetensors');
-const tmp = mkdtempSync(join(tmpdir(), 'weakseg-determinism-'));
+const child = args.child ? (JSON.parse(args.child) as { tmp: string; name: string; threads: number; deterministic: boolean }) : null;
+const tmp = child?.tmp ?? mkdtempSync(join(tmpdir(), 'weakseg-determinism-'));
 const steps = Number(args.steps);
 const batchSize = Number(args.batch);
 const threadsMax = getNumThreads();
 
-const real = existsSync(voc) && existsSync(mobilenet);
-if (!real) await makeSyntheticDataset({ root: join(tmp, 'data'), seed: 0, train: 64, scored: 8, val: 8 });
+const real = !args.tiny && existsSync(voc) && existsSync(mobilenet);
+if (!real && !child) await makeSyntheticDataset({ root: join(tmp, 'data'), seed: 0, train: 64, scored: 8, val: 8 });
 const model = real
   ? `${args.method} on MobileNetV2 (ImageNet weights, output stride 8), voc-mini train_aug, batch ${batchSize}, 224 px`
   : `${args.method} on the demo's TinyNet, synthetic data, batch ${batchSize}, 96 px`;
-console.log(`bench:determinism: ${model}, ${steps} steps per run, up to ${threadsMax} engine threads`);
+if (!child) console.log(`bench:determinism: ${model}, ${steps} steps per run, up to ${threadsMax} engine threads`);
 
 function configFor(name: string, threads: number, deterministic: boolean) {
   const over = {
@@ -58,17 +64,28 @@ function configFor(name: string, threads: number, deterministic: boolean) {
 
 interface Run { name: string; threads: number; deterministic: boolean; msPerStep: number; lastLoss: number; weights: Map<string, Float32Array> }
 
-async function run(name: string, threads: number, deterministic: boolean): Promise<Run> {
-  const config = configFor(name, threads, deterministic);
+// A child process: one training run, its figures as the last line.
+if (child) {
+  const config = configFor(child.name, child.threads, child.deterministic);
   const fit = await trainClassifier(config, { progress: false, log: () => {} });
-  const { tensors } = loadSafetensors(runPaths(config).model);
+  console.log(JSON.stringify({ msPerStep: fit.msPerStep, lastLoss: fit.result.stepLosses.at(-1), model: runPaths(config).model }));
+  process.exit(0);
+}
+
+/** One run in a fresh process (`env` added to its environment). */
+function run(name: string, threads: number, deterministic: boolean, env: Record<string, string> = {}): Run {
+  const self = fileURLToPath(import.meta.url);
+  const r = spawnSync(process.execPath, ['--single-threaded-gc', self, ...process.argv.slice(2),
+    '--child', JSON.stringify({ tmp, name, threads, deterministic })], { encoding: 'utf8', env: { ...process.env, ...env } });
+  if (r.status !== 0) throw new Error(`run ${name} failed (${r.status}): ${r.stderr}`);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { msPerStep: number; lastLoss: number; model: string };
+  const { tensors } = loadSafetensors(out.model);
   const weights = new Map([...tensors].map(([k, t]) => [k, t.toFloat32Array()]));
   for (const t of tensors.values()) t.dispose();
-  setNumThreads(threadsMax);
-  const r = { name, threads, deterministic, msPerStep: fit.msPerStep, lastLoss: fit.result.stepLosses.at(-1)!, weights };
-  console.log(`  ${name}: ${threads} threads, deterministic ${deterministic ? 'on' : 'off'}: ` +
-    `${fit.msPerStep.toFixed(0)} ms per step, last loss ${r.lastLoss}`);
-  return r;
+  const described = Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ');
+  console.log(`  ${name}: ${threads} threads, deterministic ${deterministic ? 'on' : 'off'}${described ? `, ${described}` : ''}: ` +
+    `${out.msPerStep.toFixed(0)} ms per step, last loss ${out.lastLoss}`);
+  return { name, threads, deterministic, msPerStep: out.msPerStep, lastLoss: out.lastLoss, weights };
 }
 
 /** Largest |a - b| over every float tensor, and the tensor where it is. */
@@ -87,11 +104,13 @@ function maxDiff(a: Run, b: Run): { max: number; tensor: string | null } {
 }
 
 const threads = Math.min(2, threadsMax);
-const base = await run('base', threads, true);
-const rerun = await run('rerun', threads, true);
-const off = await run('deterministic-off', threads, false);
-const base2 = await run('base-again', threads, true); // timed after the off run too, so order effects show
-const one = threads > 1 ? await run('one-thread', 1, true) : null;
+const AVX2_MACHINE = { ATEN_CPU_CAPABILITY: 'avx2', ONEDNN_MAX_CPU_ISA: 'AVX2', OPENBLAS_CORETYPE: 'Haswell' };
+const base = run('base', threads, true);
+const rerun = run('rerun', threads, true);
+const off = run('deterministic-off', threads, false);
+const base2 = run('base-again', threads, true); // timed after the off run too, so order effects show
+const one = threads > 1 ? run('one-thread', 1, true) : null;
+const avx2 = run('avx2-machine', threads, true, AVX2_MACHINE);
 rmSync(tmp, { recursive: true, force: true });
 
 const cmp = (r: Run | null) => {
@@ -105,6 +124,7 @@ const summary = {
   rerun: cmp(rerun),
   deterministic_off: cmp(off),
   one_thread: cmp(one),
+  avx2_machine: cmp(avx2),
   step_ms_deterministic: round((base.msPerStep + base2.msPerStep) / 2, 1),
   step_ms_nondeterministic: round(off.msPerStep, 1),
   step_ms_one_thread: one ? round(one.msPerStep, 1) : null,
@@ -114,4 +134,6 @@ console.log(`deterministic mode off: ${summary.deterministic_off!.max_abs_weight
   `step ${summary.step_ms_nondeterministic} ms against ${summary.step_ms_deterministic} ms with it on`);
 if (one) console.log(`1 thread instead of ${threads}: ${summary.one_thread!.max_abs_weight_diff} (in ${summary.one_thread!.tensor}), ` +
   `last loss differs by ${summary.one_thread!.loss_diff}`);
+console.log(`as on a machine with AVX2 and no AVX-512 (${Object.entries(AVX2_MACHINE).map(([k, v]) => `${k}=${v}`).join(' ')}): ` +
+  `${summary.avx2_machine!.max_abs_weight_diff} (in ${summary.avx2_machine!.tensor}), last loss differs by ${summary.avx2_machine!.loss_diff}`);
 console.log(JSON.stringify(summary));
