@@ -226,11 +226,13 @@ console.log(`${'class'.padEnd(12)}${seeds.map((s) => `seed ${s}`.padStart(8)).jo
 for (const [i, name] of classNames.entries()) {
   const ious = runs.map((r) => r.report.result.classes[i]!.iou);
   const { mean, sd } = meanSd(ious.filter((v): v is number => v !== null).map((v) => 100 * v), 1);
-  console.log(`${name.padEnd(12)}${ious.map(cell).join('')}${String(mean ?? '-').padStart(8)}${String(sd ?? '-').padStart(8)}`);
+  const fixed = (v: number | null) => (v === null ? '-' : v.toFixed(1)).padStart(8);
+  console.log(`${name.padEnd(12)}${ious.map(cell).join('')}${fixed(mean)}${fixed(sd)}`);
 }
 const headline = meansOver(perSeed, ['seed_miou_valt', 'seed_miou_best', 'seed_miou_frequent7', 'valt', 'best_t']);
-console.log(`\nmean over seeds ${seeds.join(', ')}: seed mIoU ${headline.seed_miou_valt} % (sd ${headline.seed_miou_valt_sd}) at the val-chosen t; ` +
-  `best t ${headline.seed_miou_best} % (sd ${headline.seed_miou_best_sd}); frequent-7 ${headline.seed_miou_frequent7} % (sd ${headline.seed_miou_frequent7_sd})`);
+const withSd = (k: string) => `${headline[k] ?? '-'} % (sd ${headline[`${k}_sd`] ?? '-'})`;
+console.log(`\nmean over seeds ${seeds.join(', ')}: seed mIoU ${withSd('seed_miou_valt')} at the val-chosen t; ` +
+  `best t ${withSd('seed_miou_best')}; frequent-7 ${withSd('seed_miou_frequent7')}`);
 for (const f of ['nchw', 'cl'] as const) {
   const tm = torchFmtMs[f];
   console.log(`training step (batch 16, 224 px, ${fmtName(f)}), median of ${timed[f].ours.length}: weakseg ${oursMs[f].toFixed(0)} ms` +

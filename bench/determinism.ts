@@ -1,4 +1,4 @@
-// npm run bench:determinism [-- --method seam] [--steps 4] [--batch 8] [--tiny]
+// npm run bench:determinism [-- --method seam] [--steps 4] [--batch 8] [--tiny] [--variants rerun,off,threads,avx2]
 // What a training run's bits depend on: the same few training steps (the bench:cam/bench:seam model and settings on
 // voc-mini; the demo's TinyNet on synthetic data with --tiny or without ../shared) run from the same seed, each in
 // a fresh process, changing one thing at a time: nothing (the rerun), libtorch's deterministic mode, the engine's
@@ -25,6 +25,7 @@ const { values: args } = parseArgs({
     steps: { type: 'string', default: '4' },
     batch: { type: 'string', default: '8' },
     tiny: { type: 'boolean', default: false },
+    variants: { type: 'string', default: 'rerun,off,threads,avx2' },
     child: { type: 'string' },
   },
 });
@@ -105,12 +106,14 @@ function maxDiff(a: Run, b: Run): { max: number; tensor: string | null } {
 
 const threads = Math.min(2, threadsMax);
 const AVX2_MACHINE = { ATEN_CPU_CAPABILITY: 'avx2', ONEDNN_MAX_CPU_ISA: 'AVX2', OPENBLAS_CORETYPE: 'Haswell' };
+const variants = new Set(args.variants!.split(','));
 const base = run('base', threads, true);
-const rerun = run('rerun', threads, true);
-const off = run('deterministic-off', threads, false);
-const base2 = run('base-again', threads, true); // timed after the off run too, so order effects show
-const one = threads > 1 ? run('one-thread', 1, true) : null;
-const avx2 = run('avx2-machine', threads, true, AVX2_MACHINE);
+const rerun = variants.has('rerun') ? run('rerun', threads, true) : null;
+const off = variants.has('off') ? run('deterministic-off', threads, false) : null;
+// Timed after the off run too, so that the order of the runs does not decide the comparison.
+const base2 = off ? run('base-again', threads, true) : null;
+const one = variants.has('threads') && threads > 1 ? run('one-thread', 1, true) : null;
+const avx2 = variants.has('avx2') ? run('avx2-machine', threads, true, AVX2_MACHINE) : null;
 rmSync(tmp, { recursive: true, force: true });
 
 const cmp = (r: Run | null) => {
@@ -125,15 +128,16 @@ const summary = {
   deterministic_off: cmp(off),
   one_thread: cmp(one),
   avx2_machine: cmp(avx2),
-  step_ms_deterministic: round((base.msPerStep + base2.msPerStep) / 2, 1),
-  step_ms_nondeterministic: round(off.msPerStep, 1),
+  step_ms_deterministic: round(base2 ? (base.msPerStep + base2.msPerStep) / 2 : base.msPerStep, 1),
+  step_ms_nondeterministic: off ? round(off.msPerStep, 1) : null,
   step_ms_one_thread: one ? round(one.msPerStep, 1) : null,
 };
-console.log(`same settings twice: max |weight difference| ${summary.rerun!.max_abs_weight_diff}`);
-console.log(`deterministic mode off: ${summary.deterministic_off!.max_abs_weight_diff}; ` +
-  `step ${summary.step_ms_nondeterministic} ms against ${summary.step_ms_deterministic} ms with it on`);
-if (one) console.log(`1 thread instead of ${threads}: ${summary.one_thread!.max_abs_weight_diff} (in ${summary.one_thread!.tensor}), ` +
-  `last loss differs by ${summary.one_thread!.loss_diff}`);
-console.log(`as on a machine with AVX2 and no AVX-512 (${Object.entries(AVX2_MACHINE).map(([k, v]) => `${k}=${v}`).join(' ')}): ` +
-  `${summary.avx2_machine!.max_abs_weight_diff} (in ${summary.avx2_machine!.tensor}), last loss differs by ${summary.avx2_machine!.loss_diff}`);
+const said = (what: string, c: ReturnType<typeof cmp>) => {
+  if (c) console.log(`${what}: max |weight difference| ${c.max_abs_weight_diff}${c.tensor ? ` (in ${c.tensor})` : ''}, last loss differs by ${c.loss_diff}`);
+};
+said('same settings twice', summary.rerun);
+said('deterministic mode off', summary.deterministic_off);
+if (off) console.log(`step ${summary.step_ms_nondeterministic} ms without the deterministic mode, ${summary.step_ms_deterministic} ms with it`);
+said(`1 thread instead of ${threads}`, summary.one_thread);
+said(`as on a machine with AVX2 and no AVX-512 (${Object.entries(AVX2_MACHINE).map(([k, v]) => `${k}=${v}`).join(' ')})`, summary.avx2_machine);
 console.log(JSON.stringify(summary));
