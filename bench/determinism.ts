@@ -47,10 +47,10 @@ if (!child) console.log(`bench:determinism: ${model}, ${steps} steps per run, up
 
 function configFor(name: string, threads: number, deterministic: boolean) {
   const over = {
-    threads,
+    runtime: { threads, deterministic, checkpointEverySteps: 0, prefetch: 1 },
     model: { method: args.method },
     ...(args.method === 'seam' ? { seam: { pcmTaps: real ? ['features.6', 'features.13'] : ['layer1', 'layer2'] } } : {}),
-    train: { batchSize, maxSteps: steps, deterministic, checkpointEverySteps: 0, prefetch: 1 },
+    train: { batchSize, maxSteps: steps },
   };
   if (!real) return demoConfig({ out: join(tmp, name), overrides: { ...over, data: { root: join(tmp, 'data') } } });
   const input: WeaksegConfigInput = {

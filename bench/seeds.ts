@@ -54,13 +54,12 @@ function outcomeSettings(c: WeaksegConfig): Record<string, unknown> {
       else flat[`${prefix}${k}`] = v;
     }
   };
-  const { logEvery: _l, prefetch: _p, keepCheckpoints: _k, checkpointEverySteps: _c, deterministic: _d, ...train } = c.train;
   const { splits: _s, checkpoint: _ck, ...cams } = c.cams;
   put('', {
     data: { root: resolve(c.data.root), trainSplit: c.data.trainSplit, format: c.data.format, classes: c.data.classes ?? null },
     model: { ...c.model, weights: c.model.weights ? resolve(c.model.weights) : null },
     ...(c.model.method === 'seam' ? { seam: c.seam } : {}),
-    train, cams, eval: { split: c.eval.split, fitSplit: c.eval.fitSplit, threshold: c.eval.threshold, thresholds: c.eval.thresholds },
+    train: c.train, cams, eval: { split: c.eval.split, fitSplit: c.eval.fitSplit, threshold: c.eval.threshold, thresholds: c.eval.thresholds },
   });
   for (const [k, v] of Object.entries(flat)) flat[k] = JSON.stringify(v);
   return flat;

@@ -19,8 +19,8 @@ function base(dir: string, over: Record<string, unknown> = {}): WeaksegConfig {
   return demoConfig({
     out: join(dir, 'base'), size: 'tiny',
     overrides: {
-      threads: 1, data: { root: join(dir, 'data') },
-      train: { epochs: 1, batchSize: 8, cropSize: 48, checkpointEverySteps: 0, ...over },
+      runtime: { threads: 1, checkpointEverySteps: 0 }, data: { root: join(dir, 'data') },
+      train: { epochs: 1, batchSize: 8, cropSize: 48, ...over },
       cams: { splits: ['train', 'val'], scales: [1], flip: false },
       eval: { split: 'train', fitSplit: 'val', thresholds: { from: 0.1, to: 0.5, step: 0.1 } },
     },

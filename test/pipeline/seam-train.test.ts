@@ -22,11 +22,11 @@ async function trainSeam(dir: string, name: string, seam: Record<string, unknown
   const config = demoConfig({
     out: join(dir, name), size: 'tiny',
     overrides: {
-      threads: 1,
+      runtime: { threads: 1, checkpointEverySteps: 0 },
       data: { root: data },
       model: { method: 'seam' },
       seam: { pcmTaps: ['layer1', 'layer2'], ...seam },
-      train: { epochs: 6, batchSize: 8, cropSize: 64, maxSteps, checkpointEverySteps: 0, lr: 0.02 },
+      train: { epochs: 6, batchSize: 8, cropSize: 64, maxSteps, lr: 0.02 },
     },
   });
   await trainClassifier(config, quiet);
