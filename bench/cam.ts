@@ -1,13 +1,21 @@
-// npm run bench:cam  [-- --epochs 8] [--run-dir runs/bench-cam] [--resume] [--rounds 4] [--steps 2] [--skip-train] [--skip-cams]
+// npm run bench:cam  [-- --seeds 3] [--seed-list 0,1,2] [--epochs 8] [--run-dir runs/bench-cam] [--seed-dir 1=runs/cam-seed1]
+//                    [--retrain] [--skip-train] [--skip-cams] [--rounds 4] [--steps 2] [--cam-summary FILE]
 // npm run bench:seam [-- same options]   (this file with --method seam)
 //
-// A method (the CAM baseline, or SEAM) end to end on voc-mini: train on train_aug with the MobileNetV2 ImageNet weights (the reference
-// PyTorch run's settings), make CAMs for train and val, and score the seeds of train at the threshold chosen on
-// val (leak-free), with train's own best-threshold curve for comparison. Then the training step is timed in
-// weakseg and in PyTorch (bench/cam_torch.py: the same model, built by hand) on the same batch, interleaved.
+// A method (the CAM baseline, or SEAM) end to end on voc-mini, once per training seed (--seeds N: seeds 0..N-1,
+// default 3; --seeds 1 for a quick run): train on train_aug with the MobileNetV2 ImageNet weights (the reference
+// PyTorch run's settings), make CAMs for train and val, and score the seeds of train at the threshold chosen on val
+// (leak-free), with train's own best-threshold curve for comparison. Each seed has its run directory
+// (<run-dir>/seed-N, or --seed-dir N=DIR for one made by `weakseg run ... --seed N`); a seed whose directory holds
+// the finished training with the same settings is not retrained, a stopped one resumes, missing CAMs are made
+// (--retrain starts the seeds in <run-dir> afresh). The headline figures are means over the seeds with their
+// standard deviations (`<key>_sd`) and each seed's (`per_seed`); SEAM's gain over the baseline is the difference
+// of the means over the seeds both benchmarks have (bench:cam writes its per-seed figures to
+// <run-dir>/bench-summary.json, which bench:seam reads). Then the training step is timed once in weakseg and in
+// PyTorch (bench/cam_torch.py: the same model, built by hand) on the same batch, interleaved.
 // Needs ../shared (data and weights); PyTorch is optional (step_ratio is null without it).
 // Ends with one JSON line.
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -17,9 +25,10 @@ import { BatchLoader, trainTransform } from '../src/data/index.js';
 import { mobilenetV2 } from '../src/backbones/index.js';
 import type { Method } from '../src/methods/index.js';
 import { makeOptimizer } from '../src/train/index.js';
-import { formatMiouTable } from '../src/eval/index.js';
-import { buildMethod, evaluateSeeds, makeCams, readSplit, resolveConfig, trainClassifier } from '../src/pipeline/index.js';
+import { type MiouResult, formatMiouTable } from '../src/eval/index.js';
+import { buildMethod, readSplit, resolveConfig } from '../src/pipeline/index.js';
 import { TUNED_GLIBC_ENV, TorchPeer, findTorchPython, median, round } from './common.js';
+import { SEED_OPTIONS, type SeedRun, meanSd, meansOver, runSeed, seedDirs, seedList } from './seeds.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '..', '..');
@@ -32,9 +41,8 @@ const { values: args } = parseArgs({
     method: { type: 'string', default: 'cam' },
     epochs: { type: 'string', default: '8' },
     'run-dir': { type: 'string' },
-    resume: { type: 'boolean', default: false },
-    'skip-train': { type: 'boolean', default: false },
-    'skip-cams': { type: 'boolean', default: false },
+    'cam-summary': { type: 'string' },
+    ...SEED_OPTIONS,
     rounds: { type: 'string', default: '4' },
     steps: { type: 'string', default: '2' },
     warmup: { type: 'string', default: '2' },
@@ -52,7 +60,9 @@ if (!existsSync(voc) || !existsSync(weights)) {
 }
 
 const runDir = resolve(args['run-dir'] ?? join(repo, 'runs', `bench-${method}`));
-const camSummaryPath = join(repo, 'runs', 'bench-cam', 'bench-summary.json');
+const camSummaryPath = resolve(args['cam-summary'] ?? join(repo, 'runs', 'bench-cam', 'bench-summary.json'));
+const seeds = seedList(args);
+const dirs = seedDirs(runDir, seeds, args['seed-dir']);
 // SEAM's taps and settings: those of the reference PyTorch SEAM (PCM after features.6 and features.13).
 const config = resolveConfig({
   runDir,
@@ -68,20 +78,24 @@ const config = resolveConfig({
   runtime: { logEvery: 10 },
 });
 
-console.log(`${tag}: run ${runDir}, ${getNumThreads()} engine threads`);
+console.log(`${tag}: seeds ${seeds.join(', ')} in ${runDir}, ${getNumThreads()} engine threads`);
 
-// ---- 1. train ----
-let train: Awaited<ReturnType<typeof trainClassifier>> | null = null;
-if (!args['skip-train']) {
-  if (!args.resume && existsSync(runDir)) rmSync(runDir, { recursive: true, force: true });
-  train = await trainClassifier(config, { resume: args.resume, progress: false });
+// ---- 1-3. per seed: train (or reuse), CAMs for train and val, seeds scored at the t chosen on val ----
+const pct = (v: number | null | undefined) => (v === null || v === undefined ? null : round(100 * v, 2));
+const FREQUENT = ['background', 'cat', 'cow', 'dog', 'horse', 'person', 'sheep'];
+const frequentMiou = (r: MiouResult) => {
+  const f = r.classes.filter((c) => FREQUENT.includes(c.name));
+  return f.every((c) => c.iou !== null) ? f.reduce((s, c) => s + c.iou!, 0) / f.length : null;
+};
+const runs: SeedRun[] = [];
+for (const seed of seeds) {
+  const r = await runSeed(config, seed, dirs.get(seed)!, {
+    retrain: args.retrain!, skipTrain: args['skip-train']!, skipCams: args['skip-cams']!, log: (l) => console.log(l),
+  });
+  runs.push(r);
+  console.log(`seed ${seed}: ${pct(r.report.result.miou)} % at t ${r.report.threshold} (chosen on val); ` +
+    `best t on train ${r.report.curve.bestThreshold} -> ${pct(r.report.curve.bestMiou)} %; frequent-7 ${pct(frequentMiou(r.report.result))} %`);
 }
-
-// ---- 2. CAMs for train and val ----
-const cams = args['skip-cams'] ? null : await makeCams(config, { progress: false });
-
-// ---- 3. seeds: t chosen on val, reported on train ----
-const report = await evaluateSeeds(config, { progress: false });
 
 // ---- 4. step time, ours vs PyTorch's, same model and batch, interleaved ----
 // Each memory format is timed in turn (NCHW, then channels-last), ours interleaved with PyTorch's round by round,
@@ -169,28 +183,51 @@ const torchDefaultMs = med(timed.nchw.plain);
 const fmtName = (f: Format) => (f === 'cl' ? 'channels-last' : 'NCHW');
 
 // ---- report ----
-const pct = (v: number | null | undefined) => (v === null || v === undefined ? null : round(100 * v, 2));
-const FREQUENT = ['background', 'cat', 'cow', 'dog', 'horse', 'person', 'sheep'];
-const frequent = report.result.classes.filter((c) => FREQUENT.includes(c.name));
-const frequentMiou = frequent.every((c) => c.iou !== null) ? frequent.reduce((s, c) => s + c.iou!, 0) / frequent.length : null;
-
-console.log(`\n==== ${method === 'seam' ? 'SEAM (from the PCM output)' : 'CAM baseline'} on voc-mini (MobileNetV2, output stride 8) ====`);
-console.log(`[${report.mode}] seed mIoU on train at t = ${report.threshold} (chosen on ${report.thresholdChosenOn}): ` +
-  `${pct(report.result.miou)} %`);
-console.log(`[oracle, leaky] best t on train itself: ${report.curve.bestThreshold} -> ${pct(report.curve.bestMiou)} %`);
-console.log('best-threshold curve on train (t: mIoU %):');
-for (let i = 0; i < report.curve.thresholds.length; i += 5) {
-  console.log('  ' + report.curve.thresholds.slice(i, i + 5).map((t, k) => `${t.toFixed(2)}: ${pct(report.curve.miou[i + k] ?? null)}`).join('   '));
+const perSeed = runs.map((r) => ({
+  seed: r.seed,
+  run_dir: r.runDir,
+  trained: r.train !== null,
+  seed_miou_valt: pct(r.report.result.miou),
+  valt: r.report.threshold,
+  seed_miou_best: pct(r.report.curve.bestMiou),
+  best_t: r.report.curve.bestThreshold,
+  seed_miou_frequent7: pct(frequentMiou(r.report.result)),
+}));
+const title = method === 'seam' ? 'SEAM (from the PCM output)' : 'CAM baseline';
+console.log(`\n==== ${title} on voc-mini (MobileNetV2, output stride 8), training seeds ${seeds.join(', ')} ====`);
+for (const r of runs) {
+  const rep = r.report;
+  console.log(`\n-- seed ${r.seed} (${r.runDir}) --`);
+  console.log(`[${rep.mode}] seed mIoU on train at t = ${rep.threshold} (chosen on ${rep.thresholdChosenOn}): ${pct(rep.result.miou)} %`);
+  console.log(`[oracle, leaky] best t on train itself: ${rep.curve.bestThreshold} -> ${pct(rep.curve.bestMiou)} %`);
+  console.log('best-threshold curve on train (t: mIoU %):');
+  for (let i = 0; i < rep.curve.thresholds.length; i += 5) {
+    console.log('  ' + rep.curve.thresholds.slice(i, i + 5).map((t, k) => `${t.toFixed(2)}: ${pct(rep.curve.miou[i + k] ?? null)}`).join('   '));
+  }
+  if (rep.fitCurve) console.log(`val curve: best t ${rep.fitCurve.bestThreshold} -> ${pct(rep.fitCurve.bestMiou)} % on val`);
+  console.log(`per-class scores on train at t = ${rep.threshold} [${rep.mode}]:`);
+  console.log(formatMiouTable(rep.result));
+  if (r.train) {
+    console.log(`training: ${r.train.epochs} epochs, ${r.train.steps} steps, ${r.train.secondsPerEpoch.toFixed(1)} s per epoch, ` +
+      `${r.train.msPerStep.toFixed(0)} ms per step (compute), data wait ${(100 * r.train.dataWaitShare).toFixed(2)} % of the time`);
+  }
+  if (r.camMsPerImage !== null) console.log(`CAMs: ${r.camImages} images, ${r.camMsPerImage.toFixed(0)} ms per image`);
 }
-if (report.fitCurve) console.log(`val curve: best t ${report.fitCurve.bestThreshold} -> ${pct(report.fitCurve.bestMiou)} % on val`);
-console.log(`per-class scores on train at t = ${report.threshold} [${report.mode}]:`);
-console.log(formatMiouTable(report.result));
-console.log(`frequent-7 mIoU (background, cat, cow, dog, horse, person, sheep): ${pct(frequentMiou)} %`);
-if (train) {
-  console.log(`training: ${train.epochs} epochs, ${train.steps} steps, ${train.secondsPerEpoch.toFixed(1)} s per epoch, ` +
-    `${train.msPerStep.toFixed(0)} ms per step (compute), data wait ${(100 * train.dataWaitShare).toFixed(2)} % of the time`);
+// Per-class IoU over the seeds: where a method's spread comes from.
+const classNames = runs[0]!.report.result.classes.map((c) => c.name);
+const cell = (v: number | null) => (v === null ? '-' : (100 * v).toFixed(1)).padStart(8);
+console.log(`\nper-class IoU (%) on train at each seed's val-chosen t:`);
+console.log(`${'class'.padEnd(12)}${seeds.map((s) => `seed ${s}`.padStart(8)).join('')}${'mean'.padStart(8)}${'sd'.padStart(8)}`);
+for (const [i, name] of classNames.entries()) {
+  const ious = runs.map((r) => r.report.result.classes[i]!.iou);
+  const { mean, sd } = meanSd(ious.filter((v): v is number => v !== null).map((v) => 100 * v), 1);
+  const fixed = (v: number | null) => (v === null ? '-' : v.toFixed(1)).padStart(8);
+  console.log(`${name.padEnd(12)}${ious.map(cell).join('')}${fixed(mean)}${fixed(sd)}`);
 }
-if (cams) for (const s of cams.splits) console.log(`CAMs ${s.split}: ${s.images} images, ${s.msPerImage.toFixed(0)} ms per image`);
+const headline = meansOver(perSeed, ['seed_miou_valt', 'seed_miou_best', 'seed_miou_frequent7', 'valt', 'best_t']);
+const withSd = (k: string) => `${headline[k] ?? '-'} % (sd ${headline[`${k}_sd`] ?? '-'})`;
+console.log(`\nmean over seeds ${seeds.join(', ')}: seed mIoU ${withSd('seed_miou_valt')} at the val-chosen t; ` +
+  `best t ${withSd('seed_miou_best')}; frequent-7 ${withSd('seed_miou_frequent7')}`);
 for (const f of ['nchw', 'cl'] as const) {
   const tm = torchFmtMs[f];
   console.log(`training step (batch 16, 224 px, ${fmtName(f)}), median of ${timed[f].ours.length}: weakseg ${oursMs[f].toFixed(0)} ms` +
@@ -202,25 +239,47 @@ if (torchMs !== null && torchBest) {
     `PyTorch as installed (NCHW, default malloc) ${torchDefaultMs!.toFixed(0)} ms (ratio ${(stepMs / torchDefaultMs!).toFixed(3)})`);
 }
 
-const baseline = method === 'seam' && existsSync(camSummaryPath)
-  ? (JSON.parse(readFileSync(camSummaryPath, 'utf8')) as { seed_miou_valt: number | null; seed_miou_frequent7: number | null })
-  : null;
+// The gain over the baseline: the difference of the two means over the seeds both have (an older single-run
+// summary, without per_seed, was seed 0's).
+type CamSummary = { per_seed?: { seed: number; seed_miou_valt: number | null; seed_miou_frequent7: number | null }[];
+  seed_miou_valt: number | null; seed_miou_frequent7: number | null };
+const camSummary = method === 'seam' && existsSync(camSummaryPath) ? (JSON.parse(readFileSync(camSummaryPath, 'utf8')) as CamSummary) : null;
+const camPerSeed = camSummary ? camSummary.per_seed ?? [{ seed: 0, seed_miou_valt: camSummary.seed_miou_valt, seed_miou_frequent7: camSummary.seed_miou_frequent7 }] : [];
+const common = perSeed.filter((p) => camPerSeed.some((c) => c.seed === p.seed));
+const gainOf = (key: 'seed_miou_valt' | 'seed_miou_frequent7') => {
+  const pairs = common.map((p) => [p[key], camPerSeed.find((c) => c.seed === p.seed)![key]] as const)
+    .filter((x): x is readonly [number, number] => x[0] !== null && x[1] !== null);
+  if (pairs.length === 0) return { gain: undefined, sd: undefined };
+  const ours = meanSd(pairs.map((x) => x[0]), 6).mean!;
+  const theirs = meanSd(pairs.map((x) => x[1]), 6).mean!;
+  // The spread of the per-seed differences (same seed: same data order and augmentation, same head initialisation).
+  return { gain: round(ours - theirs, 2), sd: meanSd(pairs.map((x) => x[0] - x[1])).sd };
+};
+const gain = gainOf('seed_miou_valt');
+const gainFrequent = gainOf('seed_miou_frequent7');
 if (method === 'seam') {
-  console.log(baseline
-    ? `baseline (bench:cam, same data, backbone and schedule): ${baseline.seed_miou_valt} % at its val-chosen t`
-    : `no baseline figures at ${camSummaryPath}: run npm run bench:cam first for gain_over_cam`);
+  console.log(common.length
+    ? `baseline (bench:cam, same data, backbone and schedule), seeds ${common.map((p) => p.seed).join(', ')}: ` +
+      `${meanSd(common.map((p) => camPerSeed.find((c) => c.seed === p.seed)!.seed_miou_valt!)).mean} % at its val-chosen t; ` +
+      `gain ${gain.gain} (sd of the per-seed gains ${gain.sd})`
+    : `no baseline figures for seeds ${seeds.join(', ')} at ${camSummaryPath}: run npm run bench:cam with them first for gain_over_cam`);
 }
+const trained = runs.filter((r) => r.train !== null).map((r) => r.train!);
+const camRuns = runs.filter((r) => r.camMsPerImage !== null);
 const summary = {
   method,
-  seed_miou_valt: pct(report.result.miou),
-  gain_over_cam: baseline?.seed_miou_valt != null && report.result.miou !== null
-    ? round(100 * report.result.miou - baseline.seed_miou_valt, 2) : undefined,
-  gain_over_cam_frequent7: baseline?.seed_miou_frequent7 != null && frequentMiou !== null
-    ? round(100 * frequentMiou - baseline.seed_miou_frequent7, 2) : undefined,
-  valt: report.threshold,
-  seed_miou_best: pct(report.curve.bestMiou),
-  best_t: report.curve.bestThreshold,
-  seed_miou_frequent7: pct(frequentMiou),
+  seeds,
+  ...headline,
+  gain_over_cam: gain.gain,
+  gain_over_cam_sd: gain.sd,
+  gain_over_cam_frequent7: gainFrequent.gain,
+  gain_over_cam_frequent7_sd: gainFrequent.sd,
+  gain_seeds: method === 'seam' ? common.map((p) => p.seed) : undefined,
+  per_seed: perSeed.map((p) => ({
+    ...p,
+    ...(method === 'seam' && camPerSeed.some((c) => c.seed === p.seed) && p.seed_miou_valt !== null
+      ? { gain_over_cam: round(p.seed_miou_valt - camPerSeed.find((c) => c.seed === p.seed)!.seed_miou_valt!, 2) } : {}),
+  })),
   step_ratio: torchMs !== null ? round(stepMs / torchMs, 3) : null,
   step_ms: round(stepMs, 1),
   torch_step_ms: torchMs !== null ? round(torchMs, 1) : null,
@@ -234,11 +293,13 @@ const summary = {
   torch_step_ms_channels_last: torchFmtMs.cl !== null ? round(torchFmtMs.cl, 1) : null,
   step_ratio_vs_default_torch: torchDefaultMs !== null ? round(stepMs / torchDefaultMs, 3) : null,
   torch_default_step_ms: torchDefaultMs !== null ? round(torchDefaultMs, 1) : null,
-  data_wait_share: train ? round(train.dataWaitShare, 4) : null,
-  epoch_s: train ? round(train.secondsPerEpoch, 1) : null,
-  train_step_ms: train ? round(train.msPerStep, 1) : null,
-  epochs: train?.epochs ?? null,
-  cam_ms_per_image: cams ? round(cams.splits.reduce((s, c) => s + c.msPerImage * c.images, 0) / cams.splits.reduce((s, c) => s + c.images, 0), 1) : null,
+  // Training and CAM figures: means over the seeds trained (CAMs made) in this call; null when all were reused.
+  data_wait_share: trained.length ? round(trained.reduce((s, t) => s + t.dataWaitShare, 0) / trained.length, 4) : null,
+  epoch_s: trained.length ? round(trained.reduce((s, t) => s + t.secondsPerEpoch, 0) / trained.length, 1) : null,
+  train_step_ms: trained.length ? round(trained.reduce((s, t) => s + t.msPerStep, 0) / trained.length, 1) : null,
+  epochs: config.train.epochs,
+  cam_ms_per_image: camRuns.length ? round(camRuns.reduce((s, r) => s + r.camMsPerImage! * r.camImages, 0) /
+    camRuns.reduce((s, r) => s + r.camImages, 0), 1) : null,
   threads: getNumThreads(),
   momentum: config.train.momentum,
 };

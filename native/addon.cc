@@ -426,6 +426,14 @@ static void register_core(Napi::Object e) {
     at::manual_seed(static_cast<uint64_t>(a.i64(0)));
     return env.Undefined();
   });
+  // libtorch's deterministic mode (torch.use_deterministic_algorithms): the few ops with a nondeterministic kernel
+  // switch to a deterministic one, and those without one throw instead of silently varying. A general runtime
+  // switch, like the thread count; nothing in ATen's public API reaches it from outside C++.
+  WS_OP(e, setDeterministicAlgorithms, {
+    at::globalContext().setDeterministicAlgorithms(a.b(0), a.b(1, false));
+    return env.Undefined();
+  });
+  WS_OP(e, deterministicAlgorithms, return Napi::Boolean::New(env, at::globalContext().deterministicAlgorithms()););
   WS_OP(e, cudaAvailable, return Napi::Boolean::New(env, torch::cuda::is_available()););
   WS_OP(e, cudaDeviceCount, return Napi::Number::New(env, double(torch::cuda::device_count())););
   WS_OP(e, cudaSynchronize, {

@@ -7,7 +7,7 @@
 // The C++ ABI define is derived from the libtorch found: a mismatch links and loads, then crashes later.
 // Usage: node scripts/build-native.mjs [--force]
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -49,8 +49,10 @@ function fromPython() {
     let info;
     try { info = JSON.parse(out.stdout.trim().split('\n').pop()); } catch { continue; }
     const inc = join(info.dir, 'include'), lib = join(info.dir, 'lib');
-    // Debian's python3-torch keeps its libtorch in the system directories, found in step 3.
     if (!libtorchAt(inc, lib)) continue;
+    // Debian's python3-torch links its lib/ into the system libtorch (libtorch-dev), which step 3 finds under its
+    // own name: building against the links would only change the recorded source and force a full rebuild.
+    if (!realpathSync(join(lib, 'libtorch_cpu.so')).startsWith(`${realpathSync(info.dir)}/`)) continue;
     return { source: `Python torch ${info.version} (${py})`, inc, lib, abi: info.abi,
              cuda: Boolean(info.cuda) && existsSync(join(lib, 'libtorch_cuda.so')) };
   }

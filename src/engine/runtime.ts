@@ -5,6 +5,19 @@ export function setNumThreads(n: number): void { N.setNumThreads(n); }
 export function getNumThreads(): number { return N.getNumThreads(); }
 /** Seeds libtorch's CPU (and CUDA) generators. */
 export function manualSeed(seed: number): void { N.manualSeed(seed); }
+/**
+ * libtorch's deterministic mode (torch.use_deterministic_algorithms): ops with a nondeterministic kernel use a
+ * deterministic one, and ops that have none throw ("... does not have a deterministic implementation"), or only
+ * warn with `warnOnly`. Returns the previous setting. On CUDA, cuBLAS also needs CUBLAS_WORKSPACE_CONFIG set
+ * before its first use; it is set here (':4096:8') unless already given.
+ */
+export function setDeterministic(on: boolean, warnOnly = false): boolean {
+  const previous = N.deterministicAlgorithms() as boolean;
+  if (on && !process.env.CUBLAS_WORKSPACE_CONFIG) process.env.CUBLAS_WORKSPACE_CONFIG = ':4096:8';
+  N.setDeterministicAlgorithms(on, warnOnly);
+  return previous;
+}
+export function isDeterministic(): boolean { return N.deterministicAlgorithms(); }
 
 export function cudaAvailable(): boolean { return N.cudaAvailable(); }
 export function cudaDeviceCount(): number { return N.cudaDeviceCount(); }

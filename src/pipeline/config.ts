@@ -163,6 +163,14 @@ const RuntimeSchema = z.object({
   checkpointEverySteps: z.number().int().min(0).default(20),
   /** Checkpoints kept (newest); 0 keeps every epoch's. */
   keepCheckpoints: z.number().int().min(0).default(0),
+  /**
+   * libtorch's deterministic algorithms in every training stage (classifier, affinity net, segmenter): an op
+   * without a deterministic kernel stops the run instead of varying. Default: on for the CPU, where it changes
+   * neither the bits nor the time (bench:determinism), off on CUDA, where kernels SEAM needs (bilinear
+   * upsampling's backward) have no deterministic version. The seed, thread count and mode are recorded with the
+   * weights; the same command on the same machine writes the same weights (README, "Reproducibility").
+   */
+  deterministic: z.boolean().optional(),
 }).strict();
 
 /** Where the fields the runtime section gathered used to be, for the error an old config gets. */
@@ -174,6 +182,7 @@ const MOVED_FIELDS: Record<string, string> = {
   'train.logEvery': 'runtime.logEvery',
   'train.checkpointEverySteps': 'runtime.checkpointEverySteps',
   'train.keepCheckpoints': 'runtime.keepCheckpoints',
+  'train.deterministic': 'runtime.deterministic',
 };
 
 const CamsSchema = z.object({

@@ -3,8 +3,8 @@
 // freeing the allocator's cache afterwards. Each stage keeps only what is its own: its net, data and settings.
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { emptyCache } from '../engine/index.js';
-import { saveSafetensors } from '../engine/serialize/index.js';
+import { emptyCache, getNumThreads, setDeterministic } from '../engine/index.js';
+import { readSafetensorsHeader, saveSafetensors } from '../engine/serialize/index.js';
 import { BatchLoader, type Dataset, type ItemTransform, type Normalization, type PairOptions, trainTransform } from '../data/index.js';
 import type { Trainable } from '../train/contract.js';
 import { latestCheckpoint, listCheckpoints } from '../train/checkpoint.js';
@@ -81,6 +81,9 @@ export interface FitSummary {
   secondsPerEpoch: number;
   msPerStep: number;
   dataWaitShare: number;
+  /** The engine's thread count and libtorch's deterministic mode during training (the same on a rerun: same bits). */
+  threads: number;
+  deterministic: boolean;
   result: TrainResult;
 }
 
@@ -89,6 +92,7 @@ export function fitFigures(fit: FitSummary) {
   return {
     epochs: fit.epochs, steps: fit.steps, epochLosses: fit.epochLosses, secondsPerEpoch: fit.secondsPerEpoch,
     msPerStep: fit.msPerStep, dataWaitShare: fit.dataWaitShare, lastCheckpoint: fit.result.lastCheckpoint,
+    threads: fit.threads, deterministic: fit.deterministic,
   };
 }
 
@@ -100,12 +104,24 @@ export async function fitAndSave(config: WeaksegConfig, hooks: StageHooks, spec:
     write: hooks.log,
   });
   reporter.line(spec.headline);
+  // Bits depend on the thread count too (the split of parallel reductions), so it is recorded with the weights.
+  const threads = getNumThreads();
+  const deterministic = config.runtime.deterministic ?? config.runtime.device === 'cpu';
+  const engine = { seed: String(s.seed), threads: String(threads), deterministic: String(deterministic) };
+  reporter.line(`seed ${s.seed}, ${threads} engine threads, deterministic algorithms ${deterministic ? 'on' : 'off'}`);
+  const resumed = hooks.resume ? latestCheckpoint(files.checkpoints) : null;
+  const before = resumed ? readSafetensorsHeader(resumed).metadata.threads : undefined;
+  if (before !== undefined && before !== engine.threads) {
+    reporter.line(`note: ${resumed} was written with ${before} engine threads, this run has ${threads}: ` +
+      'the resumed run is not bit-identical to an uninterrupted one');
+  }
   const loader = new BatchLoader(spec.dataset, spec.transform, {
     batchSize: s.batchSize, shuffle: true, seed: s.seed, prefetch: config.runtime.prefetch, dropLast: true,
     onBadFile: config.data.onBadFile, badFiles: skippedFilesLog(config, spec.split, spec.dataset.items.length),
     ...(spec.pairs ? { pairs: spec.pairs } : {}),
   });
   let result: TrainResult;
+  const wasDeterministic = setDeterministic(deterministic);
   try {
     result = await train({
       method: net, loader, epochs: s.epochs, seed: s.seed, device: config.runtime.device, channelsLast: config.runtime.channelsLast,
@@ -116,13 +132,19 @@ export async function fitAndSave(config: WeaksegConfig, hooks: StageHooks, spec:
       schedule: scheduleOf(s),
       checkpointDir: files.checkpoints, resume: hooks.resume ?? false, keepCheckpoints: config.runtime.keepCheckpoints,
       checkpointEverySteps: config.runtime.checkpointEverySteps, maxSteps: s.maxSteps, onEvent: reporter.onEvent,
-      signal: hooks.signal, checkpointMetadata: spec.checkpointMetadata,
+      signal: hooks.signal, checkpointMetadata: { ...spec.checkpointMetadata, ...engine },
     });
+  } catch (e) {
+    if (/deterministic implementation/.test((e as Error).message ?? '')) {
+      throw new Error(`${(e as Error).message}\n(weakseg: set runtime.deterministic to false to train with this kernel)`, { cause: e });
+    }
+    throw e;
   } finally {
+    setDeterministic(wasDeterministic);
     reporter.close();
   }
   mkdirSync(dirname(files.model), { recursive: true });
-  saveSafetensors(files.model, net.model.stateDict(), spec.modelMetadata(result));
+  saveSafetensors(files.model, net.model.stateDict(), { ...spec.modelMetadata(result), ...engine });
   reporter.line(`model saved to ${files.model}`);
   net.model.dispose();
   emptyCache(); // the cached activation blocks of training are of no use to later stages
@@ -130,6 +152,6 @@ export async function fitAndSave(config: WeaksegConfig, hooks: StageHooks, spec:
   return {
     model: files.model, epochs: result.epochsCompleted, steps: result.steps, epochLosses: result.epochLosses,
     secondsPerEpoch: epochsRun ? result.seconds / epochsRun : 0, msPerStep: result.stepMsMean,
-    dataWaitShare: result.dataWaitShare, result,
+    dataWaitShare: result.dataWaitShare, threads, deterministic, result,
   };
 }

@@ -4,6 +4,7 @@
 import type { Tensor } from '../engine/index.js';
 import type { Backbone } from '../backbones/backbone.js';
 import type { Module, ParamGroupSpec } from '../nn/index.js';
+import type { Rng } from '../data/rng.js';
 
 /** One training batch, already on the model's device. */
 export interface TrainBatch {
@@ -29,6 +30,12 @@ export interface StepContext {
   /** Global step, 0-based. */
   step: number;
   totalSteps: number;
+  /**
+   * A generator private to this step, from the run's seed: a method draws its own random choices (pixel pairs,
+   * samples) from it, so training repeats for a seed. libtorch's generator is seeded per step as well.
+   * The trainer always passes one; a method that samples throws without it (direct calls in tests).
+   */
+  rng?: Rng;
 }
 
 export interface LossOutput {

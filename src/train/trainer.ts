@@ -5,7 +5,7 @@
 // afterStep hooks, and the trainer options', run inside the step.
 import { rmSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { type Device, type Tensor, manualSeed, tensor, tidy } from '../engine/index.js';
+import { type Device, type Tensor, getNumThreads, manualSeed, tensor, tidy } from '../engine/index.js';
 import { AdamW, type LrFactor, LrScheduler, type Optimizer, SGD, cosine, poly, stepAtEpochs, withWarmup } from '../nn/index.js';
 import { type Batch, type BatchLoader, Rng } from '../data/index.js';
 import type { StepContext, StepHooks, TrainBatch, Trainable } from './contract.js';
@@ -38,7 +38,7 @@ export type ScheduleSettings = { warmupSteps?: number; warmupFactor?: number } &
 
 export type TrainEvent =
   | { type: 'start'; epochs: number; stepsPerEpoch: number; totalSteps: number; startEpoch: number; startStep: number;
-    groups: { name: string; params: number; lr: number }[] }
+    groups: { name: string; params: number; lr: number }[]; threads: number }
   | { type: 'resume'; path: string; epoch: number; step: number }
   | { type: 'step'; epoch: number; step: number; totalSteps: number; stepInEpoch: number; stepsPerEpoch: number;
     loss: number; parts: Record<string, number>; lr: number; stepMs: number; waitMs: number; imagesPerSec: number;
@@ -186,6 +186,7 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
   emit({
     type: 'start', epochs, stepsPerEpoch, totalSteps, startEpoch, startStep: step,
     groups: optimizer.groups.map((g) => ({ name: g.name, params: g.params.length, lr: g.initialLr })),
+    threads: getNumThreads(),
   });
 
   const t0 = performance.now();
@@ -214,7 +215,7 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
       // Seeded per step (dropout, random init inside losses), so a resumed run repeats the same numbers.
       manualSeed(new Rng(seed, step).nextUint32());
       const waitMs = performance.now() - lastEnd;
-      const context: StepContext = { epoch, step, totalSteps };
+      const context: StepContext = { epoch, step, totalSteps, rng: new Rng(seed, step, 1) };
       const lr = optimizer.groups[0]?.lr ?? 0;
       const s0 = performance.now();
       const { loss, parts } = tidy(() => {

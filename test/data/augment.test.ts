@@ -113,8 +113,21 @@ test('colour jitter: deterministic per seed, clamps 8-bit values, leaves gray gr
   const gray = { width: 2, height: 1, channels: 3, data: new Uint8Array([100, 100, 100, 50, 50, 50]) };
   const sat = colorJitter(gray, new Rng(1), { saturation: 0.9 });
   assert.deepEqual([...sat.data], [100, 100, 100, 50, 50, 50]);
-  const bright = colorJitter({ width: 1, height: 1, channels: 3, data: new Uint8Array([250, 250, 250]) }, new Rng(2), { brightness: 10 });
-  assert.ok(bright.data.every((v) => v <= 255));
+  // Clamping, against values worked out here: with contrast alone the one draw is the factor f ~ U[0, 11], and a
+  // pixel becomes f * v + (1 - f) * mean luma (130 for these two). Seed 2 draws f > 1.1, which takes 250 above
+  // 255 and 10 below 0: stored 8-bit values would wrap around (to 15 and 249 at f = 1.1) unless clamped.
+  const pair = { width: 2, height: 1, channels: 3, data: new Uint8Array([250, 250, 250, 10, 10, 10]) };
+  const f = new Rng(2).uniform(0, 11);
+  assert.ok(f > 1.1, `seed 2 draws ${f}`);
+  assert.deepEqual([...colorJitter(pair, new Rng(2), { contrast: 10 }).data], [255, 255, 255, 0, 0, 0]);
+  // A seed drawing f < 1 keeps both in range: rounded, not clamped.
+  const seed = Array.from({ length: 100 }, (_, k) => k).find((k) => new Rng(k).uniform(0, 11) < 0.9)!;
+  const g = new Rng(seed).uniform(0, 11);
+  const kept = colorJitter(pair, new Rng(seed), { contrast: 10 }).data;
+  kept.forEach((v, i) => {
+    const exact = g * (i < 3 ? 250 : 10) + (1 - g) * 130;
+    assert.ok(Math.abs(v - exact) <= 0.5 + 1e-9, `seed ${seed}, f = ${g}: value ${i} is ${v}, expected ${exact} rounded`);
+  });
 });
 
 test('normalizeToChw: planar output, mean/std per channel, padding exactly 0', () => {

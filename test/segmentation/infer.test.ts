@@ -94,7 +94,7 @@ test('flip: for a flip-equivariant network, inference with flips equals the sing
 
 test('labels: argmax of the probabilities without a CRF; predictMask = labels of the fused probabilities', () => {
   manualSeed(8);
-  const net = equivariantNet();
+  const head = new Conv2d(3, 4, 1);
   tidy(() => {
     const probs = randn([5, 7, 9]).softmax(0);
     const p = vals(probs);
@@ -105,11 +105,23 @@ test('labels: argmax of the probabilities without a CRF; predictMask = labels of
       for (let k = 1; k < 5; k++) if (p[k * 63 + i]! > p[best * 63 + i]!) best = k;
       assert.equal(labels.data[i], best, `pixel ${i}`);
     }
+    // predictMask: the per-pixel argmax (by hand) of the probabilities fused over the same scales, for a net whose
+    // label follows each pixel's colour (a 1x1 convolution), so that the labels vary over the image.
     const image = randn([1, 3, 12, 10]);
-    const fused = multiScaleProbabilities(net, image, { scales: [0.5, 1] });
-    assert.deepEqual(predictMask(net, image, { scales: [0.5, 1] }).data, labelsFromProbabilities(fused).data);
+    const pixelwise: SegmentationNet = { forward: (x) => head.forward(x) };
+    const fused = vals(multiScaleProbabilities(pixelwise, image, { scales: [0.5, 1] }));
+    const K = fused.length / 120;
+    const argmax = Array.from({ length: 120 }, (_, i) => {
+      let best = 0;
+      for (let k = 1; k < K; k++) if (fused[k * 120 + i]! > fused[best * 120 + i]!) best = k;
+      return best;
+    });
+    const predicted = predictMask(pixelwise, image, { scales: [0.5, 1] });
+    assert.deepEqual([predicted.width, predicted.height], [10, 12]);
+    assert.deepEqual([...predicted.data], argmax);
+    assert.ok(new Set(argmax).size > 1, 'more than one label predicted, so the order of the planes matters');
   });
-  net.dispose();
+  head.dispose();
 });
 
 test('labels: the dense CRF overrules a weakly wrong pixel inside a uniform region; it needs the RGB image', () => {

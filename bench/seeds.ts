@@ -1,0 +1,154 @@
+// What the method benchmarks share for judging a method over training seeds: which seeds (--seeds N, --seed-list),
+// one run directory per seed (trained, or reused when it already holds the finished run with the same settings),
+// and the mean and spread of each figure over the seeds.
+import { existsSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+import { readSafetensorsHeader } from '../src/engine/serialize/index.js';
+import { readCamIndex } from '../src/cams/index.js';
+import { listCheckpoints } from '../src/train/index.js';
+import {
+  type EvalReport, type TrainSummary, type WeaksegConfig, evaluateSeeds, makeCams, readRunConfig, readSplit, resolveConfig,
+  runPaths, trainClassifier,
+} from '../src/pipeline/index.js';
+import { round } from './common.js';
+
+/** The options every method benchmark takes for its seeds (parseArgs shapes). */
+export const SEED_OPTIONS = {
+  seeds: { type: 'string', default: '3' },
+  'seed-list': { type: 'string' },
+  'seed-dir': { type: 'string', multiple: true },
+  retrain: { type: 'boolean', default: false },
+  'skip-train': { type: 'boolean', default: false },
+  'skip-cams': { type: 'boolean', default: false },
+} as const;
+
+/** --seed-list "0,3,5", else 0..--seeds - 1. */
+export function seedList(args: { seeds?: string; 'seed-list'?: string }): number[] {
+  const list = args['seed-list'] !== undefined ? args['seed-list'].split(',').map((s) => Number(s.trim()))
+    : Array.from({ length: Number(args.seeds) }, (_, i) => i);
+  if (list.length === 0 || list.some((s) => !Number.isSafeInteger(s) || s < 0) || new Set(list).size !== list.length) {
+    throw new Error(`--seeds must be a positive count and --seed-list distinct non-negative integers, got ${args['seed-list'] ?? args.seeds}`);
+  }
+  return list;
+}
+
+/** <runDir>/seed-<n>, or the directory a --seed-dir n=DIR gives (e.g. one made by `weakseg run ... --seed n`). */
+export function seedDirs(runDir: string, seeds: number[], given: string[] = []): Map<number, { dir: string; own: boolean }> {
+  const out = new Map(seeds.map((s) => [s, { dir: join(runDir, `seed-${s}`), own: true }]));
+  for (const g of given) {
+    const m = /^(\d+)=(.+)$/.exec(g);
+    if (!m) throw new Error(`--seed-dir must be SEED=DIR, got '${g}'`);
+    if (!out.has(Number(m[1]))) throw new Error(`--seed-dir ${g}: seed ${m[1]} is not among the seeds run (${seeds.join(', ')})`);
+    out.set(Number(m[1]), { dir: resolve(m[2]!), own: false });
+  }
+  return out;
+}
+
+/** The settings a seed's CAM figures depend on, with paths made absolute, as dotted keys. */
+function outcomeSettings(c: WeaksegConfig): Record<string, unknown> {
+  const flat: Record<string, unknown> = {};
+  const put = (prefix: string, o: object) => {
+    for (const [k, v] of Object.entries(o)) {
+      if (v !== null && typeof v === 'object' && !Array.isArray(v)) put(`${prefix}${k}.`, v);
+      else flat[`${prefix}${k}`] = v;
+    }
+  };
+  const { splits: _s, checkpoint: _ck, ...cams } = c.cams;
+  put('', {
+    data: { root: resolve(c.data.root), trainSplit: c.data.trainSplit, format: c.data.format, classes: c.data.classes ?? null },
+    model: { ...c.model, weights: c.model.weights ? resolve(c.model.weights) : null },
+    method: c.method,
+    train: c.train, cams, eval: { split: c.eval.split, fitSplit: c.eval.fitSplit, threshold: c.eval.threshold, thresholds: c.eval.thresholds },
+  });
+  for (const [k, v] of Object.entries(flat)) flat[k] = JSON.stringify(v);
+  return flat;
+}
+
+export interface SeedRun {
+  seed: number;
+  runDir: string;
+  /** Training ran (fully or resumed) in this call; null when the finished run was reused. */
+  train: TrainSummary | null;
+  /** CAMs made in this call (ms per image), null when they were all there. */
+  camMsPerImage: number | null;
+  camImages: number;
+  report: EvalReport;
+}
+
+/**
+ * One seed's figures: trains in `dir` unless it holds the finished run (model.safetensors of all epochs) with the
+ * same settings as `config`, resumes a run that stopped, makes the CAMs that are missing, and scores the seeds.
+ * A directory holding a run with other settings is an error naming them, never overwritten.
+ */
+export async function runSeed(base: WeaksegConfig, seed: number, where: { dir: string; own: boolean },
+  o: { retrain: boolean; skipTrain: boolean; skipCams: boolean; log: (line: string) => void }): Promise<SeedRun> {
+  const { dir } = where;
+  if (o.retrain && existsSync(dir)) {
+    if (!where.own) throw new Error(`--retrain would delete ${dir}, given with --seed-dir; retrain it yourself or drop --seed-dir`);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  let config = resolveConfig({ ...base, runDir: dir, train: { ...base.train, seed } });
+  const saved = readRunConfig(dir);
+  if (saved) {
+    const theirs = resolveConfig(saved, join(dir, 'config.json'));
+    const [want, have] = [outcomeSettings(config), outcomeSettings(theirs)];
+    const differ = [...new Set([...Object.keys(want), ...Object.keys(have)])].filter((k) => want[k] !== have[k]);
+    if (differ.length) {
+      throw new Error(`${dir} holds a run with other settings (${differ.slice(0, 6).map((k) => `${k}: ${have[k] ?? 'unset'} there, ` +
+        `${want[k] ?? 'unset'} here`).join('; ')}${differ.length > 6 ? `; and ${differ.length - 6} more` : ''}); ` +
+        'give another --run-dir or --seed-dir');
+    }
+    config = { ...theirs, runDir: dir }; // its own file, so its other sections (refinement, ...) stay as they are
+  }
+  const paths = runPaths(config);
+  const finished = existsSync(paths.model) &&
+    readSafetensorsHeader(paths.model).metadata.epochs_completed === String(config.train.epochs);
+  let train: TrainSummary | null = null;
+  if (finished) {
+    o.log(`seed ${seed}: reusing the finished training in ${dir}`);
+  } else if (o.skipTrain) {
+    throw new Error(`seed ${seed}: ${dir} holds no finished training (model.safetensors of ${config.train.epochs} epochs) and --skip-train was given`);
+  } else {
+    const resume = listCheckpoints(paths.checkpoints).length > 0 || existsSync(join(paths.checkpoints, 'last.safetensors'));
+    o.log(`seed ${seed}: ${resume ? 'resuming' : 'training'} in ${dir}`);
+    rmSync(join(dir, 'cams'), { recursive: true, force: true }); // made from another model, if any
+    train = await trainClassifier(config, { resume, progress: false, log: o.log });
+  }
+  let camMsPerImage: number | null = null;
+  let camImages = 0;
+  const missing: string[] = [];
+  for (const split of base.cams.splits) {
+    const size = (await readSplit(config, split)).items.length;
+    let count = -1;
+    try { count = readCamIndex(paths.cams(split)).count; } catch { /* no index yet */ }
+    if (count !== size) missing.push(split);
+  }
+  if (missing.length && o.skipCams) throw new Error(`seed ${seed}: CAMs of ${missing.join(', ')} are incomplete in ${dir} and --skip-cams was given`);
+  if (missing.length) {
+    const cams = await makeCams({ ...config, cams: { ...config.cams, splits: missing } }, { resume: true, progress: false, log: o.log });
+    camImages = cams.splits.reduce((s, c) => s + c.images, 0);
+    camMsPerImage = cams.splits.reduce((s, c) => s + c.msPerImage * c.images, 0) / Math.max(1, camImages);
+  }
+  const report = await evaluateSeeds(config, { progress: false, log: o.log });
+  return { seed, runDir: dir, train, camMsPerImage, camImages, report };
+}
+
+/** Mean and sample standard deviation (n - 1; null for one value), rounded. */
+export function meanSd(xs: number[], digits = 2): { mean: number | null; sd: number | null } {
+  if (xs.length === 0) return { mean: null, sd: null };
+  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const sd = xs.length > 1 ? Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (xs.length - 1)) : null;
+  return { mean: round(mean, digits), sd: sd === null ? null : round(sd, digits) };
+}
+
+/** `{ key: mean, key_sd: sd }` for each key over per-seed records (null values left out). */
+export function meansOver<T extends Record<string, unknown>>(perSeed: T[], keys: (keyof T & string)[]): Record<string, number | null> {
+  const out: Record<string, number | null> = {};
+  for (const k of keys) {
+    const { mean, sd } = meanSd(perSeed.map((r): unknown => r[k]).filter((v): v is number => typeof v === 'number'));
+    out[k] = mean;
+    out[`${k}_sd`] = sd;
+  }
+  return out;
+}
