@@ -1,4 +1,4 @@
-// SEAM trained through the pipeline's training stage (the shared trainer, the loader, the config's seam section)
+// SEAM trained through the pipeline's training stage (the shared trainer, the loader, the config's method section)
 // on the demo's synthetic data with TinyNet: the loss falls, every step's total is the sum of its terms (SEAM
 // weighs them all 1), and each variant setting runs and reaches the loss: the paper variant (no min-pool term,
 // plain-mean ECR, which cannot exceed the code's top-20 % mean), the L2 ER loss (below L1's on the same first
@@ -24,8 +24,7 @@ async function trainSeam(dir: string, name: string, seam: Record<string, unknown
     overrides: {
       runtime: { threads: 1, checkpointEverySteps: 0 },
       data: { root: data },
-      model: { method: 'seam' },
-      seam: { pcmTaps: ['layer1', 'layer2'], ...seam },
+      method: { name: 'seam', pcmTaps: ['layer1', 'layer2'], ...seam },
       train: { epochs: 6, batchSize: 8, cropSize: 64, maxSteps, lr: 0.02 },
     },
   });

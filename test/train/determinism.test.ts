@@ -21,9 +21,8 @@ function config(dir: string, data: string, name: string, seed: number, prefetch 
     overrides: {
       runtime: { threads: 1, prefetch, checkpointEverySteps: 0 },
       data: { root: data },
-      model: { method: 'seam' },
       // SEAM on TinyNet: dropout before the CAM head, so libtorch's generator is used during training too.
-      seam: { pcmTaps: ['layer1', 'layer2'], dropout: 0.5 },
+      method: { name: 'seam', pcmTaps: ['layer1', 'layer2'], dropout: 0.5 },
       train: {
         epochs: 2, batchSize: 4, cropSize: 48, maxSteps: 5,
         jitter: { brightness: 0.3, contrast: 0.3, saturation: 0.3 },
