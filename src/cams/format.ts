@@ -12,12 +12,12 @@
 //
 // The folder also holds index.json: { format, split, classes (all foreground names), scales, flip, count, ids,
 // checkpoint }.
-import { mkdirSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { F, type Tensor, dispose, tensor, tidy } from '../engine/index.js';
 import { loadSafetensors, readSafetensorsRecords, saveSafetensors } from '../engine/serialize/index.js';
 import type { CamNormalization } from '../methods/method.js';
-import { writingTo } from '../io/files.js';
+import { writeFileAtomic } from '../io/files.js';
 
 export const CAM_FORMAT = 'weakseg-cams/1';
 
@@ -135,12 +135,8 @@ export function readCamMetadata(path: string): Record<string, string> {
 }
 
 export function writeCamIndex(dir: string, index: CamIndex): void {
-  mkdirSync(dir, { recursive: true });
-  const tmp = join(dir, `index.json.tmp-${process.pid}`);
-  writingTo(join(dir, 'index.json'), () => {
-    writeFileSync(tmp, `${JSON.stringify(index, null, 2)}\n`);
-    renameSync(tmp, join(dir, 'index.json'));
-  });
+  writeFileAtomic(join(dir, 'index.json'), `${JSON.stringify(index, null, 2)}
+`);
 }
 
 export function readCamIndex(dir: string): CamIndex {

@@ -1,7 +1,6 @@
 /**
  * File-system and parsing helpers shared by the dataset readers (internal).
  */
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { basename, dirname, extname } from 'node:path';
 import type { DatasetItem } from './dataset.js';
@@ -9,17 +8,6 @@ import { DataError, describeCause, handleBadFile, type BadFileLog, type BadFileP
 
 /** Extensions tried for images, in order of preference. */
 export const IMAGE_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png', '.webp', '.tif', '.tiff', '.gif', '.avif'];
-
-/**
- * Writes a file under a temporary name in its folder (created if needed) and renames it into place, so that an
- * interrupted process never leaves a truncated file under the final name.
- */
-export function writeFileAtomic(path: string, data: Uint8Array | string): void {
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, data);
-  renameSync(tmp, path);
-}
 
 /** Name -> index, refusing duplicate or empty class names. */
 export function classIndex(classes: readonly string[], source: string): Map<string, number> {

@@ -1,7 +1,7 @@
 // `weakseg export`: a run's networks as ONNX models, and optionally the web page that runs the segmenter.
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { writeFileAtomic } from '../data/files.js';
+import { writeFileAtomic } from '../io/files.js';
 import type { WeaksegConfig } from '../pipeline/config.js';
 import { type StageHooks, logger } from '../pipeline/common.js';
 import { runPaths } from '../pipeline/paths.js';

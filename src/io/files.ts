@@ -1,5 +1,7 @@
 // Writing files so that a failure names the file: Node's errors from writes through a descriptor (ENOSPC
 // "no space left on device, write") carry no path, and a user with a full disk needs to know which one.
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 
 /** An I/O error that names its file; `code` is the system's (ENOSPC, EROFS, EACCES...). */
 export class FileWriteError extends Error {
@@ -21,4 +23,17 @@ export function writingTo<T>(path: string, write: () => T): T {
   } catch (e) {
     throw e instanceof FileWriteError ? e : new FileWriteError(path, e);
   }
+}
+
+/**
+ * Writes a file under a temporary name in its folder (created if needed) and renames it into place, so that an
+ * interrupted process never leaves a truncated file under the final name; a failure names `path`.
+ */
+export function writeFileAtomic(path: string, data: Uint8Array | string): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writingTo(path, () => {
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(tmp, data);
+    renameSync(tmp, path);
+  });
 }

@@ -1,5 +1,5 @@
 // What the stages share: preparing the run directory, datasets by split, building the method, metrics.json.
-import { accessSync, appendFileSync, constants, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, appendFileSync, constants, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { setNumThreads } from '../engine/index.js';
 import { BadFileLog, type Dataset, describeCause, readFolder, readVoc, setMaxImagePixels } from '../data/index.js';
@@ -9,7 +9,7 @@ import { type Method, type MethodContext, methodDefinition } from '../methods/in
 import { loadModelWeights } from '../train/checkpoint.js';
 import type { WeaksegConfig } from './config.js';
 import { runPaths } from './paths.js';
-import { writingTo } from '../io/files.js';
+import { writeFileAtomic, writingTo } from '../io/files.js';
 
 export interface StageHooks {
   /** Where human-readable lines go (default: stdout). */
@@ -29,11 +29,8 @@ export function logger(hooks: StageHooks): (line: string) => void {
 
 /** Writes JSON to a temporary name and renames it, so an interrupted run never leaves a truncated file. */
 export function writeJsonAtomic(path: string, value: unknown): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writingTo(path, () => {
-    writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`);
-    renameSync(tmp, path);
-  });
+  writeFileAtomic(path, `${JSON.stringify(value, null, 2)}
+`);
 }
 
 /**

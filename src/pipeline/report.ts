@@ -2,8 +2,8 @@
 // directory: scores from metrics.json, training curves from the JSON-lines logs, the seed threshold curve, and a
 // gallery of images with their CAMs, seeds, refined masks, predictions and ground truth. A stage that did not run
 // is named on the page and its parts left out; nothing is recomputed here.
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { VOC_CLASSES, type DatasetItem } from '../data/index.js';
 import type { MiouResult } from '../eval/miou.js';
 import { camPath } from '../cams/format.js';
@@ -15,7 +15,7 @@ import type { WeaksegConfig } from './config.js';
 import { type StageHooks, logger, readSplit, recordMetrics } from './common.js';
 import { runPaths } from './paths.js';
 import { stageNamed, stages } from './stages.js';
-import { writingTo } from '../io/files.js';
+import { writeFileAtomic } from '../io/files.js';
 
 type Json = Record<string, unknown>;
 
@@ -309,10 +309,7 @@ export async function writeReport(config: WeaksegConfig, hooks: StageHooks = {})
   const log = logger(hooks);
   const path = runPaths(config).report;
   const html = renderReport(await collectReport(config));
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}`;
-  writingTo(path, () => writeFileSync(tmp, html));
-  renameSync(tmp, path);
+  writeFileAtomic(path, html);
   recordMetrics(config, 'report', { path });
   log(`report: ${path} (${(Buffer.byteLength(html) / 1024).toFixed(0)} KiB)`);
   return { path };

@@ -27,7 +27,7 @@ import {
   BadFileLog, type BadFilePolicy, type LabelMap, type RgbImage, decodeImage, encodeMask, handleBadFile, normalizeToChw,
   resizeBilinear, resizeNearest, vocColormap,
 } from '../data/index.js';
-import { writeFileAtomic } from '../data/files.js';
+import { writeFileAtomic } from '../io/files.js';
 import { multiScaleProbabilities, labelsFromProbabilities } from '../segmentation/infer.js';
 import { multiScaleCam } from '../cams/infer.js';
 import { crfParams, type CrfParams, type CrfPresetName } from '../refine/crf-presets.js';

@@ -11,7 +11,7 @@
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { writeFileAtomic } from '../data/files.js';
+import { writeFileAtomic } from '../io/files.js';
 import { vocColormap } from '../data/mask.js';
 import type { OnnxModelInfo } from '../export/metadata.js';
 
