@@ -4,11 +4,13 @@ import { z } from 'zod';
 import type { MethodDefinition } from './method.js';
 import { cam } from './cam.js';
 import { seam } from './seam.js';
+import { pixelSs } from './pixelss.js';
 
 export * from './method.js';
 export * from './blocks.js';
 export * from './cam.js';
 export * from './seam.js';
+export * from './pixelss.js';
 
 const REGISTRY = new Map<string, MethodDefinition>();
 
@@ -38,6 +40,7 @@ export function registerMethod<S extends z.ZodObject>(definition: MethodDefiniti
 
 registerMethod(cam);
 registerMethod(seam);
+registerMethod(pixelSs);
 
 /** The registered methods' names, in registration order. */
 export function methodNames(): string[] {

@@ -85,6 +85,18 @@ export function pcmAffinityBytes(crop: number, outputStride: number): number {
   return hw * hw * 4;
 }
 
+/** One view through SeamNet: raw CAM and PCM output (N x (C+1) x h x w) and the backbone's features (N x D x h' x w'). */
+export interface SeamOutput {
+  cam: Tensor;
+  camRv: Tensor;
+  features: Tensor;
+}
+
+/** SeamNet.forward's output: cam and camRv at the view's size, features and gridCam (the raw CAM) at the grid. */
+export interface SeamView extends SeamOutput {
+  gridCam: Tensor;
+}
+
 /** The network: backbone, fc8 (CAM head) and the PCM layers, under the official code's parameter names. */
 export class SeamNet extends Module {
   readonly backbone: Backbone;
@@ -117,25 +129,29 @@ export class SeamNet extends Module {
     this.dropout = o.dropout ? this.registerModule('dropout7', new Dropout2d(o.dropout)) : null;
   }
 
-  /** Raw CAM and PCM output at the feature grid (h x w), both N x (C+1) x h x w. */
-  forwardGrid(x: Tensor): { cam: Tensor; camRv: Tensor } {
+  /** Raw CAM and PCM output at the feature grid (h x w), both N x (C+1) x h x w, and the features fc8 sees (after the dropout). */
+  forwardGrid(x: Tensor): SeamOutput {
     const { features, taps } = this.backbone.forward(x, this.tapNames);
-    const cam = this.fc8.forward(this.dropout ? this.dropout.forward(features) : features);
+    const fea = this.dropout ? this.dropout.forward(features) : features;
+    const cam = this.fc8.forward(fea);
     const [h, w] = [cam.size(2), cam.size(3)];
     const grid = (t: Tensor) => (t.size(2) === h && t.size(3) === w ? t : F.interpolate(t, { size: [h, w], mode: 'bilinear', alignCorners: true }));
     const g1 = this.f8_3.forward(grid(taps.get(this.tapNames[0])!.detach())).relu();
     const g2 = this.f8_4.forward(grid(taps.get(this.tapNames[1])!.detach())).relu();
     const xs = F.interpolate(x, { size: [h, w], mode: 'bilinear', alignCorners: true });
     const camRv = this.pcm(pcmSeed(cam.detach()), cat([xs, g1, g2], 1));
-    return { cam, camRv };
+    return { cam, camRv, features: fea };
   }
 
-  /** CAM and PCM output upsampled to the input size (align corners), as the code's forward returns them. */
-  forward(x: Tensor): { cam: Tensor; camRv: Tensor } {
+  /**
+   * CAM and PCM output upsampled to the input size (align corners), as the code's forward returns them; the
+   * features, and the CAM as `gridCam`, stay at the grid.
+   */
+  forward(x: Tensor): SeamView {
     const [H, W] = [x.size(2), x.size(3)];
-    const { cam, camRv } = this.forwardGrid(x);
+    const { cam, camRv, features } = this.forwardGrid(x);
     const up = (t: Tensor) => F.interpolate(t, { size: [H, W], mode: 'bilinear', alignCorners: true });
-    return { cam: up(cam), camRv: up(camRv) };
+    return { cam: up(cam), camRv: up(camRv), features, gridCam: cam };
   }
 
   /**
@@ -255,15 +271,24 @@ export class SeamMethod implements Method {
   }
 
   loss(batch: TrainBatch, _context: StepContext): LossOutput {
+    const [v1, v2] = this.views(batch.images);
+    return this.viewsLoss(v1, v2, batch.labels);
+  }
+
+  /** The network on both views, the crop I and A(I) (outputs at the view sizes, as `forward`). */
+  views(images: Tensor): [SeamView, SeamView] {
+    return [this.model.forward(images), this.model.forward(this.transform(images))];
+  }
+
+  /** SEAM's loss from both views' outputs and the N x C labels (methods built on SEAM add their terms to it). */
+  viewsLoss(v1: SeamOutput, v2: SeamOutput, labels: Tensor): LossOutput & { parts: Record<string, Tensor> } {
     const o = this.options;
-    const n = batch.images.size(0);
-    const y = cat([ones([n, 1], { device: batch.images.device }), batch.labels], 1).view(n, -1, 1, 1);
-    const v1 = this.model.forward(batch.images);
-    const v2 = this.model.forward(this.transform(batch.images));
+    const n = labels.size(0);
+    const y = cat([ones([n, 1], { device: labels.device }), labels], 1).view(n, -1, 1, 1);
 
     const fgLogits = (cam: Tensor) => F.globalAvgPool(cam).narrow(1, 1, this.numClasses);
-    const cls = F.multilabelSoftMarginLoss(fgLogits(v1.cam), batch.labels)
-      .add(F.multilabelSoftMarginLoss(fgLogits(v2.cam), batch.labels)).div(2);
+    const cls = F.multilabelSoftMarginLoss(fgLogits(v1.cam), labels)
+      .add(F.multilabelSoftMarginLoss(fgLogits(v2.cam), labels)).div(2);
 
     const fg = (t: Tensor) => t.narrow(1, 1, this.numClasses);
     const min = o.minPool
