@@ -135,7 +135,10 @@ class SEAMNet(nn.Module):
         f8_4 = F.relu(self.f8_4(d['conv5'].detach()), inplace=True)
         x_s = F.interpolate(x, (h, w), mode='bilinear', align_corners=True)
         f = torch.cat([x_s, f8_3, f8_4], dim=1)
-        cam_rv = F.interpolate(self.PCM(cam_d_norm, f), (H, W), mode='bilinear', align_corners=True)
+        cam_rv_down = self.PCM(cam_d_norm, f)
+        # The grid outputs, for methods built on SEAM (bench/pixelss_torch.py); not part of the official code.
+        self.grid = {'cam': cam, 'cam_rv': cam_rv_down, 'features': d['conv6']}
+        cam_rv = F.interpolate(cam_rv_down, (H, W), mode='bilinear', align_corners=True)
         cam = F.interpolate(cam, (H, W), mode='bilinear', align_corners=True)
         return cam, cam_rv
 
