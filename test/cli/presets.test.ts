@@ -19,7 +19,7 @@ test('every preset in configs/ validates, with the method and settings its name 
         ['cam', 'tinynet', undefined, ['redcap', 'greencap', 'bluecap', 'goldcap']]);
       continue;
     }
-    assert.equal(c.method.name, f.split('-')[0], `${f}: method`);
+    assert.ok(f.startsWith(`${c.method.name}-`), `${f}: method ${c.method.name}`);
     if (f.includes('resnet38')) {
       // the paper's setting: ResNet-38, 448 crops, batch 8, 8 epochs, lr 0.01, and the code's momentum quirk
       assert.deepEqual([c.model.backbone, c.train.cropSize, c.train.batchSize, c.train.epochs, c.train.lr, c.train.momentum],
