@@ -28,7 +28,7 @@ import { makeOptimizer } from '../src/train/index.js';
 import { type MiouResult, formatMiouTable } from '../src/eval/index.js';
 import { buildMethod, readSplit, resolveConfig } from '../src/pipeline/index.js';
 import { TUNED_GLIBC_ENV, TorchPeer, findTorchPython, median, round } from './common.js';
-import { SEED_OPTIONS, type SeedRun, meanSd, meansOver, runSeed, seedDirs, seedList } from './seeds.js';
+import { SEED_OPTIONS, type SeedRun, gainOver, meanSd, meansOver, runSeed, seedDirs, seedList } from './seeds.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '..', '..');
@@ -246,15 +246,8 @@ type CamSummary = { per_seed?: { seed: number; seed_miou_valt: number | null; se
 const camSummary = method === 'seam' && existsSync(camSummaryPath) ? (JSON.parse(readFileSync(camSummaryPath, 'utf8')) as CamSummary) : null;
 const camPerSeed = camSummary ? camSummary.per_seed ?? [{ seed: 0, seed_miou_valt: camSummary.seed_miou_valt, seed_miou_frequent7: camSummary.seed_miou_frequent7 }] : [];
 const common = perSeed.filter((p) => camPerSeed.some((c) => c.seed === p.seed));
-const gainOf = (key: 'seed_miou_valt' | 'seed_miou_frequent7') => {
-  const pairs = common.map((p) => [p[key], camPerSeed.find((c) => c.seed === p.seed)![key]] as const)
-    .filter((x): x is readonly [number, number] => x[0] !== null && x[1] !== null);
-  if (pairs.length === 0) return { gain: undefined, sd: undefined };
-  const ours = meanSd(pairs.map((x) => x[0]), 6).mean!;
-  const theirs = meanSd(pairs.map((x) => x[1]), 6).mean!;
-  // The spread of the per-seed differences (same seed: same data order and augmentation, same head initialisation).
-  return { gain: round(ours - theirs, 2), sd: meanSd(pairs.map((x) => x[0] - x[1])).sd };
-};
+const gainOf = (key: 'seed_miou_valt' | 'seed_miou_frequent7') =>
+  gainOver(common.map((p) => ({ seed: p.seed, value: p[key] })), camPerSeed.map((c) => ({ seed: c.seed, value: c[key] })));
 const gain = gainOf('seed_miou_valt');
 const gainFrequent = gainOf('seed_miou_frequent7');
 if (method === 'seam') {

@@ -152,3 +152,22 @@ export function meansOver<T extends Record<string, unknown>>(perSeed: T[], keys:
   }
   return out;
 }
+
+/**
+ * A method's gain over a baseline on the seeds both have: the difference of the two means (same seed: same data
+ * order and augmentation) and the spread of the per-seed differences. Values are per seed; nulls are left out.
+ */
+export function gainOver(ours: { seed: number; value: number | null }[], baseline: { seed: number; value: number | null }[]):
+  { gain: number | undefined; sd: number | null | undefined; seeds: number[] } {
+  const pairs = ours.flatMap((o) => {
+    const b = baseline.find((x) => x.seed === o.seed);
+    return o.value !== null && b && b.value !== null ? [{ seed: o.seed, ours: o.value, theirs: b.value }] : [];
+  });
+  if (pairs.length === 0) return { gain: undefined, sd: undefined, seeds: [] };
+  const mean = (xs: number[]) => meanSd(xs, 6).mean!;
+  return {
+    gain: round(mean(pairs.map((p) => p.ours)) - mean(pairs.map((p) => p.theirs)), 2),
+    sd: meanSd(pairs.map((p) => p.ours - p.theirs)).sd,
+    seeds: pairs.map((p) => p.seed),
+  };
+}
