@@ -9,7 +9,7 @@ import { test } from 'node:test';
 
 import { makeSyntheticDataset } from '../../src/data/index.js';
 import { type WeaksegConfig, demoConfig, runPaths, runPipeline } from '../../src/pipeline/index.js';
-import { meanSd, meansOver, runSeed, seedDirs, seedList } from '../../bench/seeds.js';
+import { gainOver, meanSd, meansOver, runSeed, seedDirs, seedList } from '../../bench/seeds.js';
 import { tempDir } from '../data/helpers.js';
 
 const quiet = { log: () => {} };
@@ -75,4 +75,14 @@ test('a seed is trained once, then reused; a `weakseg run` directory is reused; 
   assert.equal(reused.camMsPerImage, null);
   assert.equal(JSON.parse(readFileSync(join(runPaths(run).root, 'config.json'), 'utf8')).run.stages.length, 3, 'its own config kept');
   await assert.rejects(runSeed(cfg, 1, { dir: run.runDir, own: false }, { ...opts, retrain: true }), /--retrain would delete/);
+});
+
+test('gainOver: difference of the means over the seeds both have, spread of the per-seed gains', () => {
+  const ours = [{ seed: 0, value: 30 }, { seed: 1, value: 33 }, { seed: 2, value: 31 }, { seed: 5, value: null }];
+  const base = [{ seed: 0, value: 29 }, { seed: 1, value: 30 }, { seed: 3, value: 10 }, { seed: 5, value: 20 }];
+  const g = gainOver(ours, base);
+  assert.deepEqual(g.seeds, [0, 1], 'seed 2 has no baseline, seed 3 no run, seed 5 no figure');
+  assert.equal(g.gain, (30 + 33) / 2 - (29 + 30) / 2);
+  assert.equal(g.sd, Math.round(Math.SQRT2 * 100) / 100, 'gains 1 and 3: sample sd sqrt(2)');
+  assert.deepEqual(gainOver(ours, []), { gain: undefined, sd: undefined, seeds: [] });
 });
