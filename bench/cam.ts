@@ -16,25 +16,20 @@
 // Needs ../shared (data and weights); PyTorch is optional (step_ratio is null without it).
 // Ends with one JSON line.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { emptyCache, getNumThreads, tensor, tidy } from '../src/engine/index.js';
+import { emptyCache, getNumThreads, tensor } from '../src/engine/index.js';
 import { BatchLoader, trainTransform } from '../src/data/index.js';
 import { mobilenetV2 } from '../src/backbones/index.js';
 import type { Method } from '../src/methods/index.js';
 import { makeOptimizer } from '../src/train/index.js';
 import { type MiouResult, formatMiouTable } from '../src/eval/index.js';
 import { buildMethod, readSplit, resolveConfig } from '../src/pipeline/index.js';
-import { TUNED_GLIBC_ENV, TorchPeer, findTorchPython, median, round } from './common.js';
+import { TUNED_GLIBC_ENV, TorchPeer, benchPaths, findTorchPython, median, round, stepTimer } from './common.js';
 import { SEED_OPTIONS, type SeedRun, gainOver, meanSd, meansOver, runSeed, seedDirs, seedList } from './seeds.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, '..', '..');
-const shared = resolve(repo, '..', 'shared');
-const voc = join(shared, 'data', 'voc-mini');
-const weights = join(shared, 'weights', 'mobilenet_v2_imagenet.safetensors');
+const { repo, voc, weights } = benchPaths();
 
 const { values: args } = parseArgs({
   options: {
@@ -134,20 +129,7 @@ for (const fmt of ['nchw', 'cl'] as const) {
   m.model.train();
   const x = fmt === 'cl' ? x0.channelsLast() : x0;
   emptyCache();
-  const ourSteps = (n: number): number[] => {
-    const out: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const t0 = performance.now();
-      tidy(() => {
-        const { loss } = m.loss({ images: x, labels: y, ids: batch.ids }, { epoch: 0, step: 0, totalSteps: 1 });
-        opt.zeroGrad();
-        loss.backward();
-        opt.step();
-      });
-      out.push(performance.now() - t0);
-    }
-    return out;
-  };
+  const ourSteps = stepTimer(m, opt, { images: x, labels: y, ids: batch.ids });
   const peerArgs = fmt === 'cl' ? [...torchArgs, '--channels-last'] : torchArgs;
   const tunedPeer = python ? new TorchPeer(python, torchScript, peerArgs, TUNED_GLIBC_ENV) : null;
   ourSteps(warmup);

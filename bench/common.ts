@@ -1,7 +1,39 @@
 // Shared helpers for the benchmarks: medians, the PyTorch peer process, and the closing JSON line.
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+import { tidy } from '../src/engine/index.js';
+import type { Optimizer } from '../src/nn/index.js';
+import type { TrainBatch, Trainable } from '../src/train/index.js';
+
+/** The repository (above dist/), and ../shared's voc-mini and MobileNetV2 ImageNet weights the benchmarks use. */
+export function benchPaths(): { repo: string; shared: string; voc: string; weights: string } {
+  const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+  const shared = resolve(repo, '..', 'shared');
+  return { repo, shared, voc: join(shared, 'data', 'voc-mini'), weights: join(shared, 'weights', 'mobilenet_v2_imagenet.safetensors') };
+}
+
+/**
+ * Times training steps on one batch as the trainer runs them (loss, backward, the hooks, the update), in ms each.
+ */
+export function stepTimer(method: Trainable, opt: Optimizer, batch: TrainBatch): (steps: number) => number[] {
+  const ctx = { epoch: 0, step: 0, totalSteps: 1 };
+  return (steps) => Array.from({ length: steps }, () => {
+    const t0 = performance.now();
+    tidy(() => {
+      const { loss } = method.loss(batch, ctx);
+      opt.zeroGrad();
+      loss.backward();
+      method.afterBackward?.(ctx);
+      opt.step();
+      method.afterStep?.(ctx);
+    });
+    return performance.now() - t0;
+  });
+}
 
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -15,20 +15,17 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { F, type Tensor, getNumThreads, manualSeed, rand, randn, tensor, tidy } from '../src/engine/index.js';
 import { loadSafetensors, saveSafetensors } from '../src/engine/serialize/index.js';
 import { readVoc } from '../src/data/index.js';
 import { prototypeContrast, regionLabels, regionPrototypes } from '../src/methods/index.js';
-import { findTorchPython } from './common.js';
+import { benchPaths, findTorchPython } from './common.js';
 import { type StepTiming, timePixelSsStep } from './pixelss-step.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, '..', '..');
-const shared = resolve(repo, '..', 'shared');
+const { repo, voc, weights } = benchPaths();
 const torchScript = join(repo, 'bench', 'pixelss_torch.py');
 
 const { values: args } = parseArgs({
@@ -125,8 +122,6 @@ for (const [k, v] of Object.entries(rows)) {
 
 let timing: StepTiming | null = null;
 if (args.time) {
-  const voc = join(shared, 'data', 'voc-mini');
-  const weights = join(shared, 'weights', 'mobilenet_v2_imagenet.safetensors');
   if (!existsSync(voc) || !existsSync(weights)) {
     console.log(`--time needs ${voc} and ${weights} (../shared is absent); timing skipped`);
   } else {

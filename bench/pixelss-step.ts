@@ -12,7 +12,7 @@ import { mobilenetV2 } from '../src/backbones/index.js';
 import { PixelSsMethod } from '../src/methods/index.js';
 import { saveSafetensors } from '../src/engine/serialize/index.js';
 import { makeOptimizer } from '../src/train/index.js';
-import { TUNED_GLIBC_ENV, TorchPeer, median, round } from './common.js';
+import { TUNED_GLIBC_ENV, TorchPeer, median, round, stepTimer } from './common.js';
 
 export interface StepTiming {
   step_ms: number;
@@ -58,21 +58,7 @@ export async function timePixelSsStep(o: {
   const y = tensor(b.labels, { shape: [n, o.dataset.classes.length] });
   const ctx = { epoch: 0, step: 0, totalSteps: 1 };
   emptyCache();
-  const ourSteps = (k: number): number[] => {
-    const out: number[] = [];
-    for (let i = 0; i < k; i++) {
-      const t0 = performance.now();
-      tidy(() => {
-        const { loss } = method.loss({ images: x, labels: y, ids: b.ids }, ctx);
-        opt.zeroGrad();
-        loss.backward();
-        opt.step();
-        method.afterStep(ctx);
-      });
-      out.push(performance.now() - t0);
-    }
-    return out;
-  };
+  const ourSteps = stepTimer(method, opt, { images: x, labels: y, ids: b.ids });
   const threads = getNumThreads();
   const torchArgs = [String(threads), String(n), String(crop), '--batch-file', batchFile, '--weights', modelFile];
   // The transcription's loss on the same weights and batch, before any update: the step timed is the same step.

@@ -18,23 +18,18 @@
 // Its figures say that the chain runs, nothing about the method.
 // Needs ../shared (data and weights); PyTorch is optional (step_ratio is null without it). Ends with one JSON line.
 import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { getNumThreads } from '../src/engine/index.js';
 import { readVoc } from '../src/data/index.js';
 import { type WeaksegConfig, readSplit, resolveConfig } from '../src/pipeline/index.js';
 import { loadModelWeights } from '../src/train/checkpoint.js';
-import { findTorchPython, round } from './common.js';
+import { benchPaths, findTorchPython, round } from './common.js';
 import { timePixelSsStep } from './pixelss-step.js';
 import { SEED_OPTIONS, type SeedRun, gainOver, meansOver, runSeed, seedDirs, seedList } from './seeds.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, '..', '..');
-const shared = resolve(repo, '..', 'shared');
-const voc = join(shared, 'data', 'voc-mini');
-const weights = join(shared, 'weights', 'mobilenet_v2_imagenet.safetensors');
+const { repo, voc, weights } = benchPaths();
 
 const { values: args } = parseArgs({
   options: {

@@ -22,8 +22,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { type Tensor, emptyCache, getNumThreads, manualSeed, noGrad, tensor, tidy } from '../src/engine/index.js';
@@ -32,13 +31,9 @@ import { BatchLoader, type Dataset, readVoc, trainTransform } from '../src/data/
 import { mobilenetV2 } from '../src/backbones/index.js';
 import { SEAM_PAPER, SeamMethod } from '../src/methods/seam.js';
 import { makeOptimizer } from '../src/train/index.js';
-import { TUNED_GLIBC_ENV, TorchPeer, findTorchPython, median, round } from './common.js';
+import { TUNED_GLIBC_ENV, TorchPeer, benchPaths, findTorchPython, median, round, stepTimer } from './common.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, '..', '..');
-const shared = resolve(repo, '..', 'shared');
-const voc = join(shared, 'data', 'voc-mini');
-const weights = join(shared, 'weights', 'mobilenet_v2_imagenet.safetensors');
+const { repo, voc, weights } = benchPaths();
 const torchScript = join(repo, 'bench', 'seam_torch.py');
 
 const { values: args } = parseArgs({
@@ -225,20 +220,7 @@ if (args.time) {
   const y = tensor(batch.labels, { shape: [n, 20] });
   emptyCache();
 
-  const ourSteps = (k: number): number[] => {
-    const out: number[] = [];
-    for (let i = 0; i < k; i++) {
-      const t0 = performance.now();
-      tidy(() => {
-        const { loss } = seam.loss({ images: x, labels: y, ids: batch.ids }, ctx);
-        opt.zeroGrad();
-        loss.backward();
-        opt.step();
-      });
-      out.push(performance.now() - t0);
-    }
-    return out;
-  };
+  const ourSteps = stepTimer(seam, opt, { images: x, labels: y, ids: batch.ids });
   const torchArgs = [String(threads), String(n), String(crop), '--batch-file', batchFile, '--weights', modelFile];
   // As bench/cam.ts: "tuned" = glibc keeping freed memory (the strongest PyTorch here, the ratio's reference).
   const peers = {

@@ -45,7 +45,7 @@ import { F, type Tensor, noGrad, oneHot, tidy } from '../engine/index.js';
 import { Conv2d, Module, type ParamGroupSpec, init } from '../nn/index.js';
 import type { Backbone } from '../backbones/backbone.js';
 import { CamMethod, CamNet } from './cam.js';
-import { SeamMethod, SeamNet, defaultPcmTaps, maxNorm } from './seam.js';
+import { SeamMethod, SeamNet, defaultPcmTaps, maxNorm, pcmTapsSetting } from './seam.js';
 import {
   type CamNormalization, type LossOutput, type Method, type MethodContext, type StepContext, type TrainBatch, defineMethod,
 } from './method.js';
@@ -234,24 +234,9 @@ export class PixelSsMethod implements Method {
    */
   constructor(backbone: () => Backbone, o: PixelSsOptions) {
     this.numClasses = o.numClasses;
-    const d = PIXELSS_DEFAULTS;
-    this.options = {
-      numClasses: o.numClasses,
-      base: o.base ?? d.base,
-      support: o.support ?? d.support,
-      supportMethod: o.supportMethod ?? d.supportMethod,
-      emaMomentum: o.emaMomentum ?? d.emaMomentum,
-      projDim: o.projDim ?? d.projDim,
-      temperature: o.temperature ?? d.temperature,
-      regionThresholds: o.regionThresholds ?? d.regionThresholds,
-      prototypes: o.prototypes ?? d.prototypes,
-      lambdaRcm: o.lambdaRcm ?? d.lambdaRcm,
-      lambdaMam: o.lambdaMam ?? d.lambdaMam,
-      mamScales: o.mamScales ?? d.mamScales,
-      mamMode: o.mamMode ?? d.mamMode,
-      mamGamma: o.mamGamma ?? d.mamGamma,
-      headLrMult: o.headLrMult ?? 10,
-    };
+    const { loadSupport: _l, pcmTaps: _p, ...given } = o;
+    const set = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
+    this.options = { ...PIXELSS_DEFAULTS, headLrMult: 10, ...set } as PixelSsMethod['options'];
     const opt = this.options;
     const [low, high] = opt.regionThresholds;
     if (!(low >= 0 && low <= high && high <= 1)) throw new RangeError(`pixel-ss: regionThresholds must be 0 <= low <= high <= 1, got [${low}, ${high}]`);
@@ -431,8 +416,7 @@ const PixelSsSettings = z.object({
     .describe("MAM pulls the MainNet's CAMs only upward to the support's (up), or both ways (symmetric)"),
   mamGamma: z.number().min(0).default(PIXELSS_DEFAULTS.mamGamma)
     .describe('MAM weight = dissimilarity^gamma (0: uniform weight)'),
-  pcmTaps: z.tuple([z.string().min(1), z.string().min(1)]).optional()
-    .describe("SEAM networks' PCM taps (default per backbone, as seam)"),
+  pcmTaps: pcmTapsSetting,
 }).strict();
 
 export const pixelSs = defineMethod({

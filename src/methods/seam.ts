@@ -326,6 +326,10 @@ export class SeamMethod implements Method {
   }
 }
 
+/** The PCM taps setting, shared by the methods built on SEAM. */
+export const pcmTapsSetting = z.tuple([z.string().min(1), z.string().min(1)]).optional()
+  .describe('the two backbone taps feeding the PCM (default per backbone: conv4/conv5, features.6/.13, layer2/layer3)');
+
 /** SEAM's config settings (`method: { name: 'seam', ... }`); the defaults are the official code's (SEAM_DEFAULTS). */
 const SeamSettings = z.object({
   variant: z.enum(['code', 'paper']).default('code')
@@ -335,8 +339,7 @@ const SeamSettings = z.object({
   scaleFactor: z.number().positive().max(1).default(SEAM_DEFAULTS.scaleFactor).describe('rescale factor of A'),
   erLoss: z.enum(['l1', 'l2']).default(SEAM_DEFAULTS.erLoss).describe('the equivariance regularisation distance'),
   dropout: z.number().min(0).max(1).default(SEAM_DEFAULTS.dropout).describe('Dropout2d before the CAM head (the code: 0.5 on ResNet-38)'),
-  pcmTaps: z.tuple([z.string().min(1), z.string().min(1)]).optional()
-    .describe('the two backbone taps feeding the PCM (default per backbone: conv4/conv5, features.6/.13, layer2/layer3)'),
+  pcmTaps: pcmTapsSetting,
 }).strict();
 
 export const seam = defineMethod({
