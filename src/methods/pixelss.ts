@@ -245,13 +245,9 @@ export class PixelSsMethod implements Method {
     if (opt.support === 'frozen' && !o.loadSupport) throw new Error("pixel-ss: support 'frozen' needs the run (or model file) to load it from (method.supportFrom)");
 
     const built: Backbone[] = [];
-    const make = () => {
+    const baseMethod = (kind: PixelSsBase): SeamMethod | CamMethod => {
       const b = backbone();
       built.push(b);
-      return b;
-    };
-    const baseMethod = (kind: PixelSsBase): SeamMethod | CamMethod => {
-      const b = make();
       return kind === 'seam'
         ? new SeamMethod(b, { numClasses: o.numClasses, pcmTaps: o.pcmTaps ?? defaultPcmTaps(b), headLrMult: opt.headLrMult })
         : new CamMethod(b, { numClasses: o.numClasses, headLrMult: opt.headLrMult });
