@@ -231,7 +231,7 @@ export function describeMethods(): string {
     const keys = Object.keys(shape);
     if (!keys.length) lines.push('  no settings');
     for (const k of keys) {
-      const value = k in defaults ? JSON.stringify(defaults[k]) : '(per backbone)';
+      const value = k in defaults ? JSON.stringify(defaults[k]) : '(unset)';
       lines.push(`  ${k} = ${value}${shape[k]?.description ? `  ${shape[k].description}` : ''}`);
     }
   }
