@@ -72,8 +72,9 @@ function refineOptions(cmd: Command): Command {
 function segOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--seg-head <head>', 'DeepLab head (default largefov)').choices(['largefov', 'aspp']))
-    .addOption(new Option('--pseudo-masks <stage>', 'the stage whose pseudo-masks the segmenter trains on (default random-walk)')
-      .choices(stages().filter((s) => s.pseudoMasks).map((s) => s.name)))
+    .addOption(new Option('--pseudo-masks <stage>', 'the stage whose pseudo-masks the segmenter trains on (default random-walk), ' +
+      "or 'groundTruth': the supervised ceiling, trained on the ground-truth masks of the images that have them")
+      .choices([...stages().filter((s) => s.pseudoMasks).map((s) => s.name), 'groundTruth']))
     .option('--seg-epochs <n>', 'segmentation epochs (default 10)', num('--seg-epochs'))
     .option('--seg-eval-split <split>', 'split the segmenter is scored on (default val)');
 }

@@ -9,6 +9,9 @@ import { methodConfigSchema, methodDefinitions, methodNames } from '../methods/i
 import { type Stage, findStage, kebabCase, stageNames } from './stages.js';
 
 const positiveInt = z.number().int().positive();
+
+/** seg.pseudoMasks of the supervised ceiling: the segmenter trains on ground-truth masks. */
+export const GROUND_TRUTH = 'groundTruth';
 const fraction = z.number().min(0).max(1);
 
 /**
@@ -290,8 +293,16 @@ const RefineSchema = z.object({
 const SegSchema = fitSchema({
   epochs: 10, batchSize: 8, cropSize: 321, scaleRange: [0.5, 1.5], jitter: null, lr: 0.001, weightDecay: 5e-4,
 }).extend({
-  /** The stage whose masks of data.trainSplit the segmenter trains on (a stage that yields pseudo-masks). */
-  pseudoMasks: stageName((s) => Boolean(s.pseudoMasks)).default('random-walk'),
+  /**
+   * The stage whose masks of data.trainSplit the segmenter trains on (a stage that yields pseudo-masks), or
+   * 'groundTruth': the supervised ceiling, the same segmenter on the ground-truth masks of the images that have them.
+   */
+  pseudoMasks: z.union([z.literal(GROUND_TRUTH), stageName((s) => Boolean(s.pseudoMasks))]).default('random-walk'),
+  /**
+   * The training images: 'all' of data.trainSplit, or 'withGroundTruth', only those with a ground-truth mask (the
+   * ceiling's images, so a weak segmenter and the ceiling differ in their labels alone). 'groundTruth' implies it.
+   */
+  trainImages: z.enum(['all', 'withGroundTruth']).default('all'),
   head: z.enum(['largefov', 'aspp']).default('largefov'),
   /** Backbone and weights: default the classifier's (model.backbone, model.weights). */
   backbone: z.string().min(1).optional(),
@@ -317,6 +328,11 @@ const RunSchema = z.object({
   stages: z.array(stageName()).min(1).default(() => stageNames()),
   /** Images in the report's gallery. */
   galleryImages: z.number().int().min(0).default(12),
+  /**
+   * The run directory of the supervised ceiling (seg.pseudoMasks 'groundTruth'): the report shows every weak
+   * figure as a fraction of its segmenter's mIoU. null: none.
+   */
+  ceiling: z.string().min(1).nullable().default(null),
 }).strict();
 
 export const ConfigSchema = z.object({

@@ -11,7 +11,7 @@ import { type Gallery, type GalleryColumn, galleryRow } from '../report/gallery.
 import { type ReportModel, type ScoreRow, type ThresholdCurve, type TrainingCurve, renderReport } from '../report/render.js';
 import type { Point } from '../report/charts.js';
 import { methodDefinition } from '../methods/index.js';
-import type { WeaksegConfig } from './config.js';
+import { GROUND_TRUTH, type WeaksegConfig } from './config.js';
 import { type StageHooks, logger, readSplit, recordMetrics } from './common.js';
 import { runPaths } from './paths.js';
 import { stageNamed, stages } from './stages.js';
@@ -143,6 +143,35 @@ function scoreRows(config: WeaksegConfig, metrics: Json, warnings: string[]): Sc
     return `${config.seg.head}, trained on ${trained}; scales ${scales}${flip ? ' + flip' : ''}${crf ? ` + CRF (${String(crf)})` : ''}`;
   }, ['eval', 'eval-fit']);
   return rows;
+}
+
+/** The supervised ceiling's row (run.ceiling: its segmenter's mIoU), and every weak row as a fraction of it. */
+function withCeiling(config: WeaksegConfig, rows: ScoreRow[], warnings: string[]): ScoreRow[] {
+  const dir = config.run.ceiling;
+  if (!dir) return rows;
+  const file = join(dir, 'metrics.json');
+  if (!existsSync(file)) {
+    warnings.push(`run.ceiling: ${file} does not exist (run the supervised ceiling, seg.pseudoMasks 'groundTruth', there)`);
+    return rows;
+  }
+  const m = readJsonFile(file, warnings);
+  const seg = isObject(m) ? m['seg-eval'] : null;
+  const train = isObject(m) ? m['seg-train'] : null;
+  const result = isObject(seg) ? miouResult(seg, `${file} seg-eval`, warnings) : null;
+  if (!result || result.miou === null) {
+    warnings.push(`run.ceiling: ${file} has no scored seg-eval stage`);
+    return rows;
+  }
+  if (!isObject(train) || train.pseudoMasks !== GROUND_TRUTH) {
+    warnings.push(`run.ceiling: the segmenter of ${dir} was not trained on ground truth (seg.pseudoMasks '${String(isObject(train) ? train.pseudoMasks : '?')}')`);
+  }
+  const ceiling = result.miou;
+  const images = isObject(train) && typeof train.images === 'number' ? `${train.images} images, ` : '';
+  return [
+    ...rows.map((r) => (r.miou === null ? r : { ...r, ofCeiling: r.miou / ceiling })),
+    { stage: 'ceiling', label: 'Supervised ceiling', split: String(isObject(seg) ? seg.split ?? '?' : '?'), miou: ceiling,
+      note: `the segmenter on ground-truth masks (${images}${dir})`, result, ofCeiling: 1 },
+  ];
 }
 
 function curveOf(label: string, c: unknown): ThresholdCurve | null {
@@ -289,7 +318,7 @@ export async function collectReport(config: WeaksegConfig): Promise<ReportModel>
     headline: `method ${methodDefinition(config.method.name).title} · backbone ${config.model.backbone} · data ${config.data.root}` +
       ` (trained on '${config.data.trainSplit}') · device ${config.runtime.device}`,
     stages: stages().filter((s) => !s.always && config.run.stages.includes(s.name)).map((s) => ({ name: s.name, done: isObject(metrics[s.name]) })),
-    scores: scoreRows(config, metrics, warnings),
+    scores: withCeiling(config, scoreRows(config, metrics, warnings), warnings),
     threshold: thresholdModel(metrics),
     training: trainingCurves(config, metrics, warnings),
     facts: stageFacts(metrics),

@@ -15,7 +15,7 @@ import { DeepLab } from '../segmentation/deeplab.js';
 import { predictMask } from '../segmentation/infer.js';
 import { crfParams } from '../refine/crf-presets.js';
 import { latestCheckpoint } from '../train/checkpoint.js';
-import type { WeaksegConfig } from './config.js';
+import { GROUND_TRUTH, type WeaksegConfig } from './config.js';
 import { type StageHooks, imageCount, logger, prepareRun, readSplit, recordMetrics, skippedFilesLog } from './common.js';
 import { runPaths } from './paths.js';
 import { stageNamed } from './stages.js';
@@ -27,19 +27,29 @@ export const SEGMENTER_FORMAT = 'weakseg-segmenter/1';
 
 /** Where the pseudo-masks of a split live (seg.pseudoMasks names the stage that makes them) and what they are. */
 export function pseudoMaskDir(config: WeaksegConfig, split: string): { dir: string; madeBy: string } {
+  if (config.seg.pseudoMasks === GROUND_TRUTH) throw new Error("seg.pseudoMasks 'groundTruth' trains on the dataset's own masks, not a stage's");
   const source = stageNamed(config.seg.pseudoMasks, 'seg.pseudoMasks').pseudoMasks;
   if (!source) throw new Error(`seg.pseudoMasks: the '${config.seg.pseudoMasks}' stage makes no pseudo-masks`);
   return { dir: source.dir(config, split), madeBy: source.describe(config, split) };
 }
 
 /**
- * The training split with every item's mask replaced by its pseudo-mask (`<dir>/<id>.png`). A missing one is an
- * error naming the file and the stage that makes it.
+ * The segmenter's training set: the training split with every item's mask replaced by its pseudo-mask
+ * (`<dir>/<id>.png`), or with seg.pseudoMasks 'groundTruth' the items with a ground-truth mask, on it. With
+ * seg.trainImages 'withGroundTruth' (implied by 'groundTruth') only the items that have a ground-truth mask are
+ * kept. A missing pseudo-mask is an error naming the file and the stage that makes it.
  */
 export function withPseudoMasks(config: WeaksegConfig, dataset: Dataset, split: string): Dataset {
   const source = config.seg.pseudoMasks;
+  const supervised = source === GROUND_TRUTH;
+  const kept = supervised || config.seg.trainImages === 'withGroundTruth' ? dataset.items.filter((i) => i.maskPath) : dataset.items;
+  if (kept.length === 0) {
+    throw new Error(`${supervised ? "seg.pseudoMasks 'groundTruth'" : "seg.trainImages 'withGroundTruth'"}: no image of split ` +
+      `'${split}' has a ground-truth mask`);
+  }
+  if (supervised) return { classes: dataset.classes, items: kept };
   const { dir, madeBy } = pseudoMaskDir(config, split);
-  const items = dataset.items.map((item) => ({ ...item, maskPath: join(dir, `${item.id}.png`) }));
+  const items = kept.map((item) => ({ ...item, maskPath: join(dir, `${item.id}.png`) }));
   const missing = items.filter((i) => !existsSync(i.maskPath));
   if (missing.length) {
     throw new Error(`seg.pseudoMasks is '${source}' but ${missing.length} of ${items.length} images of split '${split}' ` +
@@ -115,7 +125,7 @@ export async function trainSegmenter(config: WeaksegConfig, hooks: StageHooks = 
     files: seg,
     headline: `segmenter ${paths.root}: DeepLab ${net.headName} on ${net.backbone.name} (output stride ` +
       `${net.backbone.outputStride}, weights ${s.weights ?? config.model.weights ?? 'none: random init'}), ${net.numLabels} labels; ` +
-      `${imageCount(config, split, { items: dataset.items, skipped: read.skipped })} with '${s.pseudoMasks}' pseudo-masks; crop ${s.cropSize}, batch ${s.batchSize}, ` +
+      `${imageCount(config, split, { items: dataset.items, skipped: read.skipped })} with ${s.pseudoMasks === GROUND_TRUTH ? 'their ground-truth masks (the supervised ceiling)' : `'${s.pseudoMasks}' pseudo-masks`}; crop ${s.cropSize}, batch ${s.batchSize}, ` +
       `lr ${s.lr} (head x${s.headLrMult}), momentum ${s.momentum}`,
     checkpointMetadata: { backbone: net.backbone.name, head: net.headName, config: JSON.stringify(config) },
     modelMetadata: (result) => ({

@@ -55,7 +55,7 @@ function omit<T extends object>(o: T, keys: (keyof T)[]): Partial<T> {
 export function camSplits(config: WeaksegConfig): string[] {
   const stages = new Set(config.run.stages);
   const needsTrainSplit = stages.has('affinity') || stages.has('random-walk') ||
-    (stages.has('seg-train') && config.seg.pseudoMasks !== 'random-walk');
+    (stages.has('seg-train') && !['random-walk', 'groundTruth'].includes(config.seg.pseudoMasks));
   const wanted = [...config.cams.splits, config.eval.split, config.eval.fitSplit, needsTrainSplit ? config.data.trainSplit : null];
   return [...new Set(wanted.filter((s): s is string => Boolean(s)))];
 }
@@ -136,7 +136,7 @@ const STAGES: Stage[] = [
   {
     name: 'seg-train', title: 'Segmentation net training', section: 'seg', options: ['seg', 'resume'],
     description: 'train a DeepLab segmentation network on the pseudo-masks of the training split',
-    inputs: (c) => [c.seg.pseudoMasks],
+    inputs: (c) => (c.seg.pseudoMasks === 'groundTruth' ? [] : [c.seg.pseudoMasks]),
     reads: (c) => [c.data.trainSplit],
     settings: (c) => ({
       ...omit(c.seg, ['evalSplit', 'scales', 'testFlip', 'crf', 'workingSize']), backbone: c.seg.backbone ?? c.model.backbone,
@@ -163,7 +163,7 @@ const STAGES: Stage[] = [
     description: "write the run's HTML report (report/index.html): scores, curves, per-class IoU, image gallery",
     inputs: () => [],
     reads: () => [],
-    settings: (c) => c.run.galleryImages,
+    settings: (c) => [c.run.galleryImages, c.run.ceiling],
     outputs: () => [],
     run: async (c, h) => (await import('./report.js')).writeReport(c, h),
     always: true,

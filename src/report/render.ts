@@ -20,6 +20,8 @@ export interface ScoreRow {
   result?: MiouResult;
   /** The row this one is compared with (the previous refinement step on the same split). */
   baseline?: { label: string; miou: number };
+  /** mIoU / the supervised ceiling's (run.ceiling), when the run names one. */
+  ofCeiling?: number;
 }
 
 export interface ThresholdCurve {
@@ -87,10 +89,14 @@ function stagesSection(m: ReportModel): string {
 
 function scoresSection(m: ReportModel): string {
   if (m.scores.length === 0) return section('scores', 'Scores', paragraph('No stage has been scored yet.', 'muted'));
-  const rows = m.scores.map((r) => [escapeHtml(r.label), escapeHtml(r.split), pct(r.miou), deltaCell(r), escapeHtml(r.note ?? '')]);
-  return section('scores', 'Scores', table(['stage', 'split', 'mIoU %', 'change', 'how'], rows, { numeric: [2] }) +
+  const ceiling = m.scores.some((r) => r.ofCeiling !== undefined);
+  const rows = m.scores.map((r) => [escapeHtml(r.label), escapeHtml(r.split), pct(r.miou), deltaCell(r),
+    ...(ceiling ? [r.ofCeiling === undefined ? '' : pct(r.ofCeiling, 1)] : []), escapeHtml(r.note ?? '')]);
+  const head = ['stage', 'split', 'mIoU %', 'change', ...(ceiling ? ['% of ceiling'] : []), 'how'];
+  return section('scores', 'Scores', table(head, rows, { numeric: ceiling ? [2, 4] : [2] }) +
     paragraph('mIoU over the classes present (ground-truth or predicted pixels); changes in percentage points against the ' +
-      'previous step scored on the same split.', 'muted'));
+      `previous step scored on the same split${ceiling ? '; "% of ceiling": the mIoU as a share of the supervised ceiling\'s ' +
+        '(the same segmenter trained on ground-truth masks, run.ceiling)' : ''}.`, 'muted'));
 }
 
 function perClassSection(m: ReportModel): string {

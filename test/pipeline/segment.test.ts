@@ -177,6 +177,41 @@ test('seg: a missing pseudo-mask names the file and the stage that makes it; a m
   await assert.rejects(evaluateSegmenter(config, tiny), /no segmentation model \(.*seg\/model\.safetensors.*\); run the 'seg-train' stage first/);
 });
 
+test("seg: 'groundTruth' trains on the images with ground truth, on it; 'withGroundTruth' keeps those images' pseudo-masks", async (t) => {
+  const dir = await tempDir(t);
+  const root = join(dir, 'voc');
+  const { train } = await makeVoc(root);
+  // Two images lose their ground truth: the ceiling and the matched weak segmenter both train on the other six.
+  for (const id of ['t1', 't4']) rmSync(join(root, 'SegmentationClass', `${id}.png`));
+  // Their tags then come from a labels file (t1: green, t4: red).
+  await writeFileDeep(join(root, 'image_labels.json'), JSON.stringify({ classes: CLASSES, labels: { t1: ['green'], t4: ['red'] } }));
+  const withMasks = train.map((s) => s.id).filter((id) => id !== 't1' && id !== 't4');
+  const ceiling = configFor(dir, root, { pseudoMasks: 'groundTruth' });
+  assert.deepEqual(ceiling.seg.trainImages, 'all');
+  const read = await readSplit(ceiling, 'train');
+  assert.equal(read.items.length, 8);
+  const supervised = withPseudoMasks(ceiling, read, 'train');
+  assert.deepEqual(supervised.items.map((i) => i.id), withMasks);
+  for (const item of supervised.items) assert.equal(item.maskPath, join(root, 'SegmentationClass', `${item.id}.png`));
+
+  const weak = configFor(dir, root, { trainImages: 'withGroundTruth' });
+  await writePseudoMasks(weak, train);
+  const matched = withPseudoMasks(weak, read, 'train');
+  assert.deepEqual(matched.items.map((i) => i.id), withMasks);
+  for (const item of matched.items) assert.equal(item.maskPath, join(runPaths(weak).pseudo('train'), `${item.id}.png`));
+  assert.equal(withPseudoMasks(configFor(dir, root), read, 'train').items.length, 8, "'all' keeps every image");
+
+  // The ceiling trains end to end (no stage's masks needed) and records what it trained on.
+  manualSeed(0);
+  const summary = await trainSegmenter(ceiling, tiny);
+  assert.equal(summary.images, 6);
+  assert.equal(JSON.parse(readFileSync(runPaths(ceiling).metrics, 'utf8'))['seg-train'].pseudoMasks, 'groundTruth');
+
+  for (const id of withMasks) rmSync(join(root, 'SegmentationClass', `${id}.png`));
+  assert.throws(() => withPseudoMasks(ceiling, { classes: read.classes, items: read.items.map(({ maskPath: _, ...i }) => i) }, 'train'),
+    /seg\.pseudoMasks 'groundTruth': no image of split 'train' has a ground-truth mask/);
+});
+
 test('seg: crops larger than the image pad the mask with 255; a pseudo-mask value that is no label is refused', async (t) => {
   const dir = await tempDir(t);
   const root = join(dir, 'voc');

@@ -209,3 +209,29 @@ test('an empty run directory still renders; a missing one is an error naming it'
   const gone = resolveConfig({ runDir: join(tmpdir(), 'weakseg-no-such-run-xyz'), data: { root: '/nowhere' } });
   await assert.rejects(writeReport(gone, { log: () => {} }), /run directory .*weakseg-no-such-run-xyz does not exist/);
 });
+
+test('run.ceiling: every weak figure as a share of the supervised ceiling, and the ceiling row; a missing one is said', async (t) => {
+  const config = await fakeRun(t, {
+    eval: EVAL,
+    crf: { split: 'train', result: result(0.3, [0.6, 0.3, 0]) },
+    'seg-eval': { split: 'val', result: result(0.4, [0.7, 0.5, null]) },
+  }, 0);
+  const ceiling = join(runPaths(config).root, '..', 'ceiling');
+  mkdirSync(ceiling, { recursive: true });
+  writeFileSync(join(ceiling, 'metrics.json'), JSON.stringify({
+    'seg-train': { pseudoMasks: 'groundTruth', images: 3 }, 'seg-eval': { split: 'val', result: result(0.5, [0.8, 0.7, null]) },
+  }));
+  const withCeiling = resolveConfig({ ...config, run: { ...config.run, ceiling } });
+  const html = readFileSync((await writeReport(withCeiling, { log: () => {} })).path, 'utf8');
+  assert.match(html, /<th class="num">% of ceiling<\/th>/);
+  // 25/50, 30/50, 40/50 and the ceiling itself.
+  assert.match(html, /CAM seeds<\/td><td>train<\/td><td class="num">25\.00<\/td><td><\/td><td class="num">50\.0<\/td>/);
+  assert.match(html, /Seeds \+ dense CRF<\/td><td>train<\/td><td class="num">30\.00<\/td><td>.*?<\/td><td class="num">60\.0<\/td>/);
+  assert.match(html, /Segmentation net<\/td><td>val<\/td><td class="num">40\.00<\/td><td>.*?<\/td><td class="num">80\.0<\/td>/);
+  assert.match(html, /Supervised ceiling<\/td><td>val<\/td><td class="num">50\.00<\/td><td><\/td><td class="num">100\.0<\/td><td>the segmenter on ground-truth masks \(3 images/);
+
+  const missing = resolveConfig({ ...config, run: { ...config.run, ceiling: join(ceiling, 'nowhere') } });
+  const plain = readFileSync((await writeReport(missing, { log: () => {} })).path, 'utf8');
+  assert.ok(!plain.includes('% of ceiling'));
+  assert.match(plain, /run\.ceiling: .*nowhere\/metrics\.json does not exist/);
+});
