@@ -111,6 +111,22 @@ export class BatchNorm2d extends Layer {
   }
 }
 
+/** GroupNorm (torch.nn.GroupNorm): per-sample statistics over groups of channels, affine per channel. */
+export class GroupNorm extends Layer {
+  constructor(readonly numGroups: number, readonly numChannels: number, readonly eps = 1e-5) {
+    super();
+    if (!Number.isInteger(numGroups) || numGroups < 1 || numChannels % numGroups) {
+      throw new RangeError(`GroupNorm: ${numChannels} channels do not split into ${numGroups} groups`);
+    }
+    this.registerParameter('weight', ones([numChannels]));
+    this.registerParameter('bias', zeros([numChannels]));
+  }
+
+  forward(x: Tensor): Tensor {
+    return F.groupNorm(x, this.numGroups, this.param('weight'), this.param('bias'), this.eps);
+  }
+}
+
 export class Dropout extends Layer {
   constructor(readonly p = 0.5) { super(); }
   forward(x: Tensor): Tensor { return F.dropout(x, this.p, this.training); }

@@ -287,6 +287,30 @@ const RefineSchema = z.object({
      */
     crf: z.enum(['psa', 'deeplab']).nullable().default(null),
   }).strict().prefault({}),
+  /** IRN (methods-reference.md section 2.7): its labels and network (stage 'irn') and its walk (stage 'irn-walk'). */
+  irn: fitSchema({
+    epochs: 3, batchSize: 32, cropSize: 512, scaleRange: [0.5, 1.5], jitter: null, lr: 0.1, weightDecay: 1e-4,
+  }).extend({
+    /** IR labels: confident foreground where a CAM exceeds confFg, confident background where none exceeds confBg (IRN: 0.30/0.05; AMR: 0.60/0.33). */
+    confFg: fraction.default(0.3),
+    confBg: fraction.default(0.05),
+    /** The frozen backbone's weights (default model.weights; e.g. the run's model.safetensors, the classifier's). */
+    weights: z.string().optional(),
+    /** Pair radius of training on the boundary grid (IRN: 10). The displacement branch trains at lr * headLrMult. */
+    radius: z.number().int().min(2).default(10),
+    walk: z.object({
+      radius: z.number().int().min(2).default(5),
+      beta: z.number().positive().default(10),
+      /** The walk runs 2^expTimes steps (IRN: 8). */
+      expTimes: z.number().int().min(0).max(12).default(8),
+      /**
+       * Background score of the walked (max-normalised) scores: a number (IRN: 0.25), or 'fit' (default), which
+       * tries every one of `bgThresholds` on eval.fitSplit (on eval.split itself, an oracle figure, without one).
+       */
+      bgThreshold: z.union([fraction, z.literal('fit')]).default('fit'),
+      bgThresholds: z.array(fraction).min(1).default([0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6]),
+    }).strict().prefault({}),
+  }).strict().prefault({}),
 }).strict();
 
 /** The segmentation network retrained on pseudo-masks (methods-reference.md section 2.8). */

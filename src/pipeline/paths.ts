@@ -28,6 +28,15 @@ export const runPaths = (config: WeaksegConfig) => {
       trainLog: join(root, 'affinity', 'train.log'),
       trainJsonLog: join(root, 'affinity', 'train.log.jsonl'),
     },
+    /** IRN: its training labels (palette PNGs, 255 uncertain), model, logs and pseudo-masks. */
+    irn: {
+      labels: join(root, 'irn', 'labels'),
+      model: join(root, 'irn', 'model.safetensors'),
+      checkpoints: join(root, 'irn', 'checkpoints'),
+      trainLog: join(root, 'irn', 'train.log'),
+      trainJsonLog: join(root, 'irn', 'train.log.jsonl'),
+      pseudo: (split: string) => join(root, 'irn', 'pseudo', split),
+    },
     /** Random-walk pseudo-masks (palette PNGs, 255 where uncertain). */
     pseudo: (split: string) => join(root, 'pseudo', split),
     /** The segmentation network, its logs and its predictions (palette PNGs). */

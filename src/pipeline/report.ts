@@ -134,6 +134,8 @@ function scoreRows(config: WeaksegConfig, metrics: Json, warnings: string[]): Sc
     return `beta ${String(s.beta ?? config.refine.randomWalk.beta)}, 2^${String(s.logt ?? config.refine.randomWalk.logt)} steps` +
       `${uncertain !== null ? `, ${(100 * uncertain).toFixed(1)} % of scored pixels uncertain` : ''}`;
   }, ['eval', 'eval-fit', 'crf']);
+  stageRow('irn-walk', (s) => `IRN: beta ${String(s.beta ?? config.refine.irn.walk.beta)}, 2^${String(s.expTimes ?? config.refine.irn.walk.expTimes)} steps, ` +
+    `background score ${String(s.bgThreshold ?? '?')}`, ['eval', 'eval-fit', 'crf', 'random-walk']);
   stageRow('seg-eval', (s) => {
     const scales = Array.isArray(s.scales) ? s.scales.join('/') : config.seg.scales.join('/');
     const flip = typeof s.flip === 'boolean' ? s.flip : config.seg.testFlip;
@@ -254,6 +256,7 @@ async function galleries(config: WeaksegConfig, metrics: Json, model: Pick<Repor
     [{ title: 'Seeds', kind: 'mask', path: png(paths.seeds(seedSplit)) }, paths.seeds(seedSplit)],
     [{ title: 'CRF', kind: 'mask', path: png(paths.crf(seedSplit)) }, paths.crf(seedSplit)],
     [{ title: 'Random walk', kind: 'mask', path: png(paths.pseudo(seedSplit)) }, paths.pseudo(seedSplit)],
+    [{ title: 'IRN', kind: 'mask', path: png(paths.irn.pseudo(seedSplit)) }, paths.irn.pseudo(seedSplit)],
   ];
   // Columns whose folder does not exist are left out (and said), rather than a column of empty cells.
   const columns = candidates.filter(([, dir]) => existsSync(dir)).map(([c]) => c);
@@ -308,7 +311,7 @@ export async function collectReport(config: WeaksegConfig): Promise<ReportModel>
   const saved = existsSync(paths.config) ? readJsonFile(paths.config, warnings) : null;
 
   // Class names for the legend: the dataset's (set by the gallery), else those of a scored result.
-  const scored = [metrics.eval, metrics.crf, metrics['random-walk'], metrics['seg-eval']].find((s) => isObject(s) && isObject(s.result));
+  const scored = [metrics.eval, metrics.crf, metrics['random-walk'], metrics['irn-walk'], metrics['seg-eval']].find((s) => isObject(s) && isObject(s.result));
   const resultClasses = scored && isObject(scored) && isObject(scored.result) && Array.isArray(scored.result.classes)
     ? scored.result.classes.slice(1).map((c) => (isObject(c) ? String(c.name) : '?')) : null;
 

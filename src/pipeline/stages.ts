@@ -54,7 +54,7 @@ function omit<T extends object>(o: T, keys: (keyof T)[]): Partial<T> {
 /** The splits that need CAMs: the scored split, the threshold's fit split, and the training split for refinement. */
 export function camSplits(config: WeaksegConfig): string[] {
   const stages = new Set(config.run.stages);
-  const needsTrainSplit = stages.has('affinity') || stages.has('random-walk') ||
+  const needsTrainSplit = stages.has('affinity') || stages.has('random-walk') || stages.has('irn') || stages.has('irn-walk') ||
     (stages.has('seg-train') && !['random-walk', 'groundTruth'].includes(config.seg.pseudoMasks));
   const wanted = [...config.cams.splits, config.eval.split, config.eval.fitSplit, needsTrainSplit ? config.data.trainSplit : null];
   return [...new Set(wanted.filter((s): s is string => Boolean(s)))];
@@ -132,6 +132,27 @@ const STAGES: Stage[] = [
       describe: () => "the 'random-walk' stage's masks (random-walk refinement of the CAMs)",
     },
     run: async (c, h) => (await import('./random-walk.js')).randomWalkMasks(c, h),
+  },
+  {
+    name: 'irn', title: 'IRNet', section: 'refine.irn', options: ['refine', 'resume'],
+    description: "make IRN's inter-pixel relation labels from the CAMs (confFg/confBg) and train IRNet's boundary and displacement branches on them",
+    inputs: () => ['cams'],
+    reads: (c) => [c.data.trainSplit],
+    settings: (c) => ({ trainSplit: c.data.trainSplit, irn: omit(c.refine.irn, ['walk']), crfReferenceSize: c.refine.crf.referenceSize,
+      crfWorkingSize: c.refine.crf.workingSize, backbone: c.model }),
+    outputs: (c) => [join(runPaths(c).root, 'irn')],
+    trainLog: (c) => runPaths(c).irn.trainJsonLog,
+    run: async (c, h) => (await import('./irn.js')).trainIrn(c, h),
+  },
+  {
+    name: 'irn-walk', title: 'IRN walk', section: 'refine.irn.walk', options: ['refine', 'resume'],
+    description: "propagate CAMs by the random walk on IRNet's boundary-derived affinities into pseudo-masks (background score chosen on eval.fitSplit), and score them",
+    inputs: () => ['cams', 'irn'],
+    reads: (c) => [c.eval.split, c.eval.fitSplit, c.data.trainSplit],
+    settings: (c) => ({ walk: c.refine.irn.walk, split: c.eval.split, fitSplit: c.eval.fitSplit, trainSplit: c.data.trainSplit }),
+    outputs: (c) => [join(runPaths(c).root, 'irn', 'pseudo')],
+    pseudoMasks: { dir: (c, split) => runPaths(c).irn.pseudo(split), describe: () => "the 'irn-walk' stage's masks (IRN's random walk on the CAMs)" },
+    run: async (c, h) => (await import('./irn.js')).irnWalkMasks(c, h),
   },
   {
     name: 'seg-train', title: 'Segmentation net training', section: 'seg', options: ['seg', 'resume'],

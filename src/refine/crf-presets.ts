@@ -52,6 +52,13 @@ export const CRF_PRESETS = {
     iterations: 10,
     clip: 1e-5,
   },
+  /** jiwoon-ahn/irn misc/imutils.py `crf_inference_label`: IRN's inter-pixel relation labels. */
+  irn: {
+    gaussian: { sxy: 3, compat: 3 },
+    bilateral: { sxy: 50, srgb: 5, compat: 10 },
+    iterations: 10,
+    clip: 1e-5,
+  },
 } as const satisfies Record<string, CrfParams>;
 
 export type CrfPresetName = keyof typeof CRF_PRESETS;

@@ -1,0 +1,252 @@
+// Stages 'irn' and 'irn-walk' (methods-reference.md section 2.7): IRN's inter-pixel relation labels from the CAMs
+// of data.trainSplit and IRNet trained on them (-> irn/), then the CAMs walked on the affinities of IRNet's class
+// boundary map into pseudo-masks of data.trainSplit and eval.split (-> irn/pseudo/<split>), the background score
+// chosen on the fit split ('fit'). Records their figures in metrics.json under 'irn' and 'irn-walk'.
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { F, emptyCache, manualSeed, tidy } from '../engine/index.js';
+import { type Batch, BatchLoader, type Dataset, type DatasetItem, type LabelMap, decodeImage, evalTransform, readMask, writeMask } from '../data/index.js';
+import { createBackbone } from '../backbones/index.js';
+import { readCam } from '../cams/format.js';
+import { type MiouResult, formatMiouTable } from '../eval/index.js';
+import { crfParams } from '../refine/crf-presets.js';
+import { LabelShareCounter, type LabelShares } from '../refine/affinity-labels.js';
+import { irLabelMap, irnMasks, irnWalk } from '../refine/irn.js';
+import { IrNet } from '../refine/irn-net.js';
+import type { WeaksegConfig } from './config.js';
+import { type StageHooks, imageCount, logger, prepareRun, readSplit, recordMetrics, skippedFilesLog } from './common.js';
+import { runPaths } from './paths.js';
+import { type FitSummary, fitAndSave, fitFigures, fitTransform, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
+import {
+  CandidateSweep, type RefineSplitSummary, SplitScore, StageOutputs, camFile, deviceImage, fitItems, fitSplitOf, inferenceModel, pct, progress, unique,
+} from './per-image.js';
+
+/** The IR-label CRF (IRN's crf_inference_label), its widths scaled as the other refinement CRFs (refine.crf.referenceSize). */
+function irLabelCrf(config: WeaksegConfig) {
+  return crfParams('irn', { referenceSize: config.refine.crf.referenceSize, workingSize: config.refine.crf.workingSize });
+}
+
+/** IRNet on the run's backbone: refine.irn.weights, else model.weights (IRN: the ImageNet ResNet-50, frozen). */
+export function buildIrNet(config: WeaksegConfig, numClasses: number, hooks: StageHooks): IrNet {
+  const m = config.model;
+  const i = config.refine.irn;
+  const backbone = hooks.backboneFactory ? hooks.backboneFactory(config) : createBackbone(m.backbone, {
+    weights: i.weights ?? m.weights, outputStride: m.outputStride, ...(m.padding ? { padding: m.padding } : {}),
+  });
+  return new IrNet(backbone, { numClasses, radius: i.radius, displacementLrMult: i.headLrMult });
+}
+
+export interface IrLabelsSummary extends RefineSplitSummary {
+  shares: LabelShares;
+}
+
+/** IR labels for every image of data.trainSplit (needs its CAMs); kept on resume. */
+async function makeIrLabels(config: WeaksegConfig, dataset: Dataset, hooks: StageHooks): Promise<IrLabelsSummary> {
+  const log = logger(hooks);
+  const i = config.refine.irn;
+  const split = config.data.trainSplit;
+  const dir = runPaths(config).irn.labels;
+  const crf = irLabelCrf(config);
+  log(`IR labels of '${split}': confident foreground above ${i.confFg}, background below ${i.confBg}, IRN's label CRF -> ${dir}`);
+  const outputs = new StageOutputs(hooks.resume ?? false);
+  const counter = new LabelShareCounter();
+  const bar = progress(hooks, 'IR labels', dataset.items.length);
+  let computed = 0;
+  let computeMs = 0;
+  for (const item of dataset.items) {
+    hooks.signal?.throwIfAborted();
+    const out = join(dir, `${item.id}.png`);
+    let labels: LabelMap;
+    if (outputs.existing(item.id, out)) {
+      labels = await readMask(out);
+    } else {
+      const t0 = performance.now();
+      const image = await decodeImage(item.imagePath);
+      labels = irLabelMap({ rgb: image.data, width: image.width, height: image.height }, readCam(camFile(config, split, item)),
+        { confFg: i.confFg, confBg: i.confBg, crf });
+      await writeMask(out, labels);
+      computeMs += performance.now() - t0;
+      computed++;
+    }
+    outputs.add(item.id, out);
+    counter.add(labels.data);
+    bar.tick();
+  }
+  const seconds = bar.stop();
+  const shares = counter.shares;
+  writeFileSync(join(dir, 'info.json'), `${JSON.stringify({ split, confFg: i.confFg, confBg: i.confBg, crf, shares,
+    format: 'VOC palette PNG: 0 background, class index + 1, 255 uncertain' }, null, 2)}\n`);
+  log(`IR labels: ${dataset.items.length} images (${computed} computed) in ${seconds.toFixed(1)} s; pixels ` +
+    `${pct(shares.foreground)} % foreground, ${pct(shares.background)} % background, ${pct(shares.uncertain)} % uncertain`);
+  return { split, dir, images: dataset.items.length, computed, seconds, msPerImage: computed ? computeMs / computed : 0, shares };
+}
+
+/** Stage 'irn': makes the IR labels (kept on resume) and trains IRNet on them with the shared trainer. */
+export async function trainIrn(config: WeaksegConfig, hooks: StageHooks = {}): Promise<FitSummary & { labels: IrLabelsSummary }> {
+  const p = prepareRun(config).irn;
+  refuseExistingCheckpoints(p.checkpoints, hooks);
+  const i = config.refine.irn;
+  const split = config.data.trainSplit;
+  const dataset = await readSplit(config, split);
+  const labels = await makeIrLabels(config, dataset, hooks);
+  requireOneBatch(dataset, split, i.batchSize, 'refine.irn.batchSize');
+  const labelled: Dataset = { ...dataset, items: dataset.items.map((item) => ({ ...item, maskPath: join(p.labels, `${item.id}.png`) })) };
+  manualSeed(i.seed);
+  const net = buildIrNet(config, dataset.classes.length, hooks);
+  const fit = await fitAndSave(config, hooks, {
+    net,
+    dataset: labelled,
+    split,
+    transform: fitTransform(i, net.backbone.inputNorm, true),
+    settings: i,
+    files: p,
+    headline: `IRNet on ${net.backbone.name} (frozen; boundary grid stride ${net.stride}, taps ${net.model.taps.map((t) => t.name).join(', ')}), ` +
+      `radius ${net.radius}; ${imageCount(config, split, dataset)}, crop ${i.cropSize}, batch ${i.batchSize}, ${i.epochs} epochs, ` +
+      `lr ${i.lr} (displacement x${i.headLrMult})`,
+    checkpointMetadata: { backbone: net.backbone.name, config: JSON.stringify(config) },
+    modelMetadata: (result) => ({
+      format: 'weakseg-irn/1', backbone: net.backbone.name, stride: String(net.stride), radius: String(net.radius),
+      num_classes: String(net.numClasses), classes: JSON.stringify(dataset.classes),
+      epochs_completed: String(result.epochsCompleted), steps: String(result.steps),
+    }),
+  });
+  recordMetrics(config, 'irn', {
+    model: p.model, ...fitFigures(fit), radius: net.radius, stride: net.stride,
+    labels: { split: labels.split, images: labels.images, seconds: labels.seconds, msPerImage: labels.msPerImage, shares: labels.shares },
+  });
+  return { ...fit, labels };
+}
+
+/** The class boundary map of one image (a batch of 1), padded to a multiple of the stride as the walk needs. */
+function boundaryOf(net: IrNet, batch: Batch, config: WeaksegConfig) {
+  return tidy(() => {
+    const image = deviceImage(batch, config);
+    const [, , h, w] = batch.shape as [number, number, number, number];
+    const s = net.stride;
+    return net.boundaryMap(F.pad(image, [0, Math.ceil(w / s) * s - w, 0, Math.ceil(h / s) * s - h]));
+  });
+}
+
+/** One mask per background threshold of one image. */
+function walkedMasks(config: WeaksegConfig, net: IrNet, batch: Batch, camPath: string, thresholds: readonly number[]): LabelMap[] {
+  const w = config.refine.irn.walk;
+  const { boundary, height, width } = boundaryOf(net, batch, config);
+  const record = readCam(camPath);
+  const grid = { height, width };
+  const walked = irnWalk(record, boundary, grid, { radius: w.radius, beta: w.beta, expTimes: w.expTimes, stride: net.stride });
+  return irnMasks(record, walked, grid, net.stride, thresholds);
+}
+
+function loaderOf(config: WeaksegConfig, net: IrNet, dataset: Dataset, items: DatasetItem[], split: string) {
+  return new BatchLoader({ ...dataset, items }, evalTransform({ norm: net.backbone.inputNorm, withMask: false }), {
+    batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile, badFiles: skippedFilesLog(config, split, items.length),
+  });
+}
+
+export interface IrnBgFitCurve {
+  split: string;
+  mode: 'leak-free' | 'oracle';
+  bgThresholds: number[];
+  miou: (number | null)[];
+  best: { bgThreshold: number; miou: number | null };
+}
+
+/** The background score chosen by trying every refine.irn.walk.bgThresholds on the fit split (one walk per image). */
+async function fitBgThreshold(config: WeaksegConfig, net: IrNet, hooks: StageHooks): Promise<IrnBgFitCurve> {
+  const log = logger(hooks);
+  const { split, mode } = fitSplitOf(config);
+  const { dataset, scored } = await fitItems(config, split, "refine.irn.walk.bgThreshold 'fit'");
+  const bgThresholds = [...config.refine.irn.walk.bgThresholds];
+  log(`IRN walk: choosing the background score among ${bgThresholds.join(', ')} on '${split}' (${scored.length} images with masks, ${mode})`);
+  const sweep = new CandidateSweep(bgThresholds.length, dataset.classes);
+  const bar = progress(hooks, `IRN background sweep ${split}`, scored.length);
+  for await (const batch of loaderOf(config, net, dataset, scored, split).epoch(0)) {
+    hooks.signal?.throwIfAborted();
+    const item = scored[batch.indices[0]!]!;
+    const gt = await readMask(item.maskPath!);
+    walkedMasks(config, net, batch, camFile(config, split, item), bgThresholds).forEach((m, k) => sweep.add(k, m.data, gt.data, item.id));
+    bar.tick();
+  }
+  bar.stop();
+  const { miou, bestIndex } = sweep.result();
+  log(`IRN walk on '${split}' (background score: mIoU %): ${bgThresholds.map((t, k) => `${t}: ${pct(miou[k] ?? null)}`).join(', ')}`);
+  return { split, mode, bgThresholds, miou, best: { bgThreshold: bgThresholds[bestIndex]!, miou: miou[bestIndex] ?? null } };
+}
+
+export interface IrnWalkSummary {
+  split: string;
+  result: MiouResult | null;
+  bgThreshold: number;
+  bgThresholdFit: IrnBgFitCurve | null;
+  beta: number;
+  expTimes: number;
+  radius: number;
+  splits: RefineSplitSummary[];
+}
+
+/** Stage 'irn-walk': pseudo-masks of data.trainSplit and eval.split by IRN's walk; scores eval.split. */
+export async function irnWalkMasks(config: WeaksegConfig, hooks: StageHooks = {}): Promise<IrnWalkSummary> {
+  const paths = prepareRun(config);
+  const log = logger(hooks);
+  const w = config.refine.irn.walk;
+  const modelPath = paths.irn.model;
+  if (!existsSync(modelPath)) throw new Error(`no trained IRNet (${modelPath}); run the 'irn' stage first`);
+  const scoredSplit = config.eval.split;
+  emptyCache();
+  const datasets = new Map<string, Dataset>();
+  for (const split of unique([config.data.trainSplit, scoredSplit])) datasets.set(split, await readSplit(config, split));
+  const net = buildIrNet(config, datasets.get(scoredSplit)!.classes.length, hooks);
+  const outputs = new StageOutputs(hooks.resume ?? false);
+  const summaries: RefineSplitSummary[] = [];
+  let result: MiouResult | null = null;
+  let fit: IrnBgFitCurve | null = null;
+  let bgThreshold: number;
+  try {
+    inferenceModel(net.model, modelPath, config, false);
+    if (w.bgThreshold === 'fit') {
+      fit = await fitBgThreshold(config, net, hooks);
+      bgThreshold = fit.best.bgThreshold;
+    } else {
+      bgThreshold = w.bgThreshold;
+    }
+    log(`IRN walk with ${modelPath}: radius ${w.radius}, beta ${w.beta}, ${2 ** w.expTimes} steps, background score ${bgThreshold}` +
+      `${fit ? ` (${fit.mode}, chosen on '${fit.split}')` : ''}, stride ${net.stride}`);
+    for (const [split, dataset] of datasets) {
+      const dir = paths.irn.pseudo(split);
+      mkdirSync(dir, { recursive: true });
+      const score = split === scoredSplit ? new SplitScore(dataset) : null;
+      const todo = dataset.items.filter((item) => !outputs.existing(item.id, join(dir, `${item.id}.png`)));
+      const bar = progress(hooks, `IRN walk ${split}`, dataset.items.length);
+      let ms = 0;
+      for await (const batch of loaderOf(config, net, dataset, todo, split).epoch(0)) {
+        hooks.signal?.throwIfAborted();
+        const item = todo[batch.indices[0]!]!;
+        const t0 = performance.now();
+        const mask = walkedMasks(config, net, batch, camFile(config, split, item), [bgThreshold])[0]!;
+        const out = join(dir, `${item.id}.png`);
+        await writeMask(out, mask);
+        ms += performance.now() - t0;
+        outputs.add(item.id, out);
+        bar.tick();
+      }
+      for (let i = todo.length; i < dataset.items.length; i++) bar.tick();
+      if (score) for (const item of dataset.items) await score.add(item, await readMask(join(dir, `${item.id}.png`)));
+      const seconds = bar.stop();
+      summaries.push({ split, dir, images: dataset.items.length, computed: todo.length, seconds, msPerImage: todo.length ? ms / todo.length : 0 });
+      log(`IRN walk ${split}: ${dataset.items.length} images (${todo.length} computed) in ${seconds.toFixed(1)} s -> ${dir}`);
+      if (score) {
+        result = score.result();
+        if (result) log(`${formatMiouTable(result)}\nIRN pseudo-mask mIoU on '${split}': ${pct(result.miou)} %`);
+        else log(`IRN walk ${split}: no ground-truth masks, not scored`);
+      }
+    }
+  } finally {
+    net.model.dispose();
+  }
+  const summary: IrnWalkSummary = {
+    split: scoredSplit, result, bgThreshold, bgThresholdFit: fit, beta: w.beta, expTimes: w.expTimes, radius: w.radius, splits: summaries,
+  };
+  recordMetrics(config, 'irn-walk', summary);
+  return summary;
+}
