@@ -34,6 +34,7 @@ export interface DemoResult {
   seed_miou: number | null;
   crf_miou: number | null;
   rw_miou: number | null;
+  irn_miou: number | null;
   seg_miou: number | null;
   report: string | null;
 }
@@ -44,7 +45,7 @@ const TINY_DATA = { train: 48, scored: 16, val: 16 };
 const TINY: Record<string, unknown> = {
   train: { epochs: 2, batchSize: 8 },
   cams: { scales: [1] },
-  refine: { affinity: { epochs: 1, batchSize: 4 } },
+  refine: { affinity: { epochs: 1, batchSize: 4 }, irn: { epochs: 1, batchSize: 4 } },
   seg: { epochs: 1, batchSize: 4, scales: [1] },
   run: { galleryImages: 3 },
 };
@@ -53,10 +54,11 @@ export function demoConfig(o: DemoOptions): WeaksegConfig {
   const base = readConfigFile(demoConfigPath());
   const out = resolve(o.out);
   // The segmenter starts from the classifier's backbone (this run's model.safetensors): nothing pretrained exists
-  // for tinynet, and from random weights it lost 5 points of val mIoU here.
+  // for tinynet, and from random weights it lost 5 points of val mIoU here. IRNet's frozen backbone is the
+  // classifier's too (frozen random features would leave its branches nothing to read).
   const local = {
     runDir: out, data: { root: join(out, 'data') }, train: { seed: o.seed ?? 0 },
-    seg: { weights: join(out, 'model.safetensors') },
+    seg: { weights: join(out, 'model.safetensors') }, refine: { irn: { weights: join(out, 'model.safetensors') } },
   };
   let merged = mergeConfig(base, local);
   if (o.size === 'tiny') merged = mergeConfig(merged, TINY);
@@ -81,12 +83,13 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     seed_miou: pct(metrics.eval),
     crf_miou: pct(metrics.crf),
     rw_miou: pct(metrics['random-walk']),
+    irn_miou: pct(metrics['irn-walk']),
     seg_miou: pct(metrics['seg-eval']),
     report: metrics.report?.path ?? null,
   };
   const f = (v: number | null) => (v === null ? '-' : `${v.toFixed(1)} %`);
   log(`demo mIoU: seeds ${f(result.seed_miou)} (${config.eval.split}) -> CRF ${f(result.crf_miou)} -> random walk ` +
-    `${f(result.rw_miou)}; segmentation network ${f(result.seg_miou)} (${config.seg.evalSplit})`);
+    `${f(result.rw_miou)}, IRN ${f(result.irn_miou)}; segmentation network ${f(result.seg_miou)} (${config.seg.evalSplit})`);
   if (result.report) log(`report: ${result.report}`);
   return result;
 }

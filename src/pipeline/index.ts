@@ -13,3 +13,4 @@ export * from './affinity.js';
 export * from './random-walk.js';
 export * from './run.js';
 export * from './demo.js';
+export * from './irn.js';

@@ -13,7 +13,7 @@ import { makeSyntheticDataset } from '../../src/data/index.js';
 import { type RunSummary, type WeaksegConfig, demoConfig, readMetrics, runPaths, runPipeline } from '../../src/pipeline/index.js';
 import { tempDir } from '../data/helpers.js';
 
-const ALL = ['train', 'cams', 'eval', 'crf', 'affinity', 'random-walk', 'seg-train', 'seg-eval', 'report'];
+const ALL = ['train', 'cams', 'eval', 'crf', 'affinity', 'random-walk', 'irn', 'irn-walk', 'seg-train', 'seg-eval', 'report'];
 
 function smallConfig(runDir: string, dataRoot: string, over: Record<string, unknown> = {}): WeaksegConfig {
   return demoConfig({
@@ -25,7 +25,7 @@ function smallConfig(runDir: string, dataRoot: string, over: Record<string, unkn
       // Working sizes under the 80-pixel images: CAMs, CRFs and predictions are made downscaled and upscaled back
       // (a size mismatch would fail the scoring against the masks).
       cams: { workingSize: 64 },
-      refine: { affinity: { epochs: 1, batchSize: 4, cropSize: 80 }, crf: { workingSize: 60 } },
+      refine: { affinity: { epochs: 1, batchSize: 4, cropSize: 80 }, irn: { epochs: 1, batchSize: 4, cropSize: 80, radius: 5 }, crf: { workingSize: 60 } },
       seg: { epochs: 1, batchSize: 4, cropSize: 64, evalSplit: 'val', workingSize: 56 },
       ...over,
     },
@@ -70,7 +70,7 @@ test('run: all stages, then skipped when up to date, rerun from the changed stag
   const third = await runPipeline(changed, quiet);
   assert.deepEqual(actions(third), {
     train: 'skipped', cams: 'skipped', eval: 'skipped', crf: 'skipped', affinity: 'skipped', 'random-walk': 'skipped',
-    'seg-train': 'ran', 'seg-eval': 'ran', report: 'ran',
+    irn: 'skipped', 'irn-walk': 'skipped', 'seg-train': 'ran', 'seg-eval': 'ran', report: 'ran',
   });
 });
 
@@ -96,7 +96,7 @@ test('run: killed inside a training stage, rerun resumes there and ends with the
   const resumed = await runPipeline(cut, { progress: false, log: (l) => lines.push(l) });
   assert.deepEqual(actions(resumed), {
     train: 'skipped', cams: 'skipped', eval: 'skipped', crf: 'skipped', affinity: 'resumed', 'random-walk': 'ran',
-    'seg-train': 'ran', 'seg-eval': 'ran', report: 'ran',
+    irn: 'skipped', 'irn-walk': 'skipped', 'seg-train': 'ran', 'seg-eval': 'ran', report: 'ran',
   });
   assert.ok(lines.includes('== affinity: resuming where it stopped'), 'the log says where it resumed');
   // Step 3 was logged before the kill and replayed after it: each step is in the logs once.
@@ -117,8 +117,8 @@ test('weakseg demo --tiny prints each stage and ends with the JSON line', async 
   });
   const last = out.trim().split('\n').pop()!;
   const result = JSON.parse(last) as Record<string, unknown>;
-  assert.deepEqual(Object.keys(result), ['seed_miou', 'crf_miou', 'rw_miou', 'seg_miou', 'report']);
-  for (const k of ['seed_miou', 'crf_miou', 'rw_miou', 'seg_miou']) {
+  assert.deepEqual(Object.keys(result), ['seed_miou', 'crf_miou', 'rw_miou', 'irn_miou', 'seg_miou', 'report']);
+  for (const k of ['seed_miou', 'crf_miou', 'rw_miou', 'irn_miou', 'seg_miou']) {
     const v = result[k];
     assert.ok(typeof v === 'number' && v >= 0 && v <= 100, `${k} is a percentage: ${String(v)}`);
   }

@@ -30,7 +30,7 @@ registerStage({
 }, { before: 'report' });
 
 test('a registered stage is in the registry order, the config defaults and choices; names are kebab-case', () => {
-  assert.deepEqual(stageNames(), ['train', 'cams', 'eval', 'crf', 'affinity', 'random-walk', 'seg-train', 'seg-eval', FAKE, 'report']);
+  assert.deepEqual(stageNames(), ['train', 'cams', 'eval', 'crf', 'affinity', 'random-walk', 'irn', 'irn-walk', 'seg-train', 'seg-eval', FAKE, 'report']);
   const c = resolveConfig({ runDir: 'r', data: { root: 'd' } });
   assert.deepEqual(c.run.stages, stageNames(), 'run.stages defaults to every registered stage');
   assert.equal(resolveConfig({ runDir: 'r', data: { root: 'd' }, seg: { pseudoMasks: FAKE } }).seg.pseudoMasks, FAKE);
@@ -52,7 +52,7 @@ test('a registered stage gets a command and is listed in --help, --stages and --
   assert.ok(sub(FAKE).helpInformation().includes('--fit-split'), "its command takes the 'eval' flags");
   const run = sub('run').helpInformation().replace(/\s+/g, ' ');
   assert.match(run, /--stages <list> stages to run, comma-separated kebab-case names \(default all: [a-z,-]*seg-eval,count-images,report\)/);
-  assert.match(run, /choices: "eval", "crf", "random-walk", "count-images"/);
+  assert.match(run, /choices: "eval", "crf", "random-walk", "irn-walk", "count-images", "groundTruth"/);
 });
 
 test('a registered stage runs by its command and in `weakseg run`, is skipped when up to date, and shows on the report', async (t) => {

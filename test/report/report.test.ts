@@ -107,7 +107,7 @@ test('a run with only train, cams and eval: the report renders them and names th
   assert.deepEqual(JSON.parse(readFileSync(paths.metrics, 'utf8')).report, { path });
   assert.deepEqual(readdirSync(join(paths.root, 'report')), ['index.html'], 'no temporary file left behind');
 
-  assert.match(html, /Missing stages \(no results in metrics\.json\): crf, affinity, random-walk, seg-train, seg-eval\./);
+  assert.match(html, /Missing stages \(no results in metrics\.json\): crf, affinity, random-walk, irn, irn-walk, seg-train, seg-eval\./);
   for (const s of ['train', 'cams', 'eval']) assert.match(html, new RegExp(`<span class="chip done">${s}</span>`));
   assert.match(html, /<td>CAM seeds<\/td><td>train<\/td><td class="num">25\.00<\/td>/);
   assert.match(html, /<td>CAM seeds<\/td><td>val<\/td><td class="num">27\.00<\/td>/);
@@ -154,6 +154,8 @@ test('a run with every scoring stage: changes against the previous step, segment
     crf: { split: 'train', result: result(0.3, [0.6, 0.3, 0]) },
     'random-walk': { split: 'train', result: result(0.28, [0.55, 0.29, 0]) },
     affinity: { epochs: 1, steps: 3, epochLosses: [0.4, 0.2], msPerStep: 10 },
+    irn: { epochs: 1, steps: 3, epochLosses: [0.9], msPerStep: 10 },
+    'irn-walk': { split: 'train', result: result(0.31, [0.6, 0.33, 0]), beta: 10, expTimes: 8, bgThreshold: 0.25 },
     'seg-train': { epochs: 1, steps: 2, epochLosses: [1.2], msPerStep: 20 },
     'seg-eval': { split: 'val', result: result(0.4, [0.7, 0.5, null]) },
     train: { epochs: 1, steps: 1 },
@@ -172,6 +174,7 @@ test('a run with every scoring stage: changes against the previous step, segment
   assert.match(html, /Seeds \+ dense CRF<\/td><td>train<\/td><td class="num">30\.00<\/td><td><span class="up">\+5\.00<\/span> <span class="muted">vs CAM seeds<\/span>/);
   assert.match(html, /Random walk<\/td><td>train<\/td><td class="num">28\.00<\/td><td><span class="down">−2\.00<\/span> <span class="muted">vs Seeds \+ dense CRF<\/span>/);
   assert.match(html, /Segmentation net<\/td><td>val<\/td><td class="num">40\.00<\/td><td><span class="up">\+13\.00<\/span> <span class="muted">vs CAM seeds \(fit split\)<\/span>/);
+  assert.match(html, /IRN walk<\/td><td>train<\/td><td class="num">31\.00<\/td><td><span class="up">\+3\.00<\/span> <span class="muted">vs Random walk<\/span><\/td><td>IRN: beta 10, 2\^8 steps, background score 0\.25/);
   // Per-class chart: 4 series, and per-epoch training curves from metrics.json for affinity and seg (no logs).
   assert.match(html, /CAM seeds \(train\)/);
   assert.match(html, /Segmentation net \(val\)/);
@@ -203,7 +206,7 @@ test('an empty run directory still renders; a missing one is an error naming it'
   rmSync(runPaths(config).metrics);
   const { path } = await writeReport(config, { log: () => {} });
   const html = readFileSync(path, 'utf8');
-  assert.match(html, /Missing stages \(no results in metrics\.json\): train, cams, eval, crf, affinity, random-walk, seg-train, seg-eval\./);
+  assert.match(html, /Missing stages \(no results in metrics\.json\): train, cams, eval, crf, affinity, random-walk, irn, irn-walk, seg-train, seg-eval\./);
   assert.match(html, /No stage has been scored yet/);
   assert.match(html, /metrics\.json does not exist/);
   const gone = resolveConfig({ runDir: join(tmpdir(), 'weakseg-no-such-run-xyz'), data: { root: '/nowhere' } });

@@ -1,0 +1,138 @@
+// npm run bench:chain [-- --model-run runs/bench-seam/seed-0] [--run-dir runs/bench-chain] [--quick]
+//
+// The pipeline after the classifier, on voc-mini with a trained model (bench:seam's by default): seeds -> CRF ->
+// random walk (PSA) -> IRN -> DeepLab, plus the supervised ceiling (the same DeepLab on the ground-truth masks of
+// the images of train_aug that have them) and the weak DeepLab on the pseudo-masks of exactly those images. Every
+// free choice is made on `val` (the seed and CRF thresholds, the walk's background exponent, IRN's background
+// score, and which refiner's masks DeepLab trains on); pseudo-masks are scored on `train`, the segmenters on `val`.
+// Settings: configs/seam-mobilenetv2-vocmini-pipeline.json with the model run's method and model. Each run
+// directory resumes like any `weakseg run`.
+// --quick: a handful of images (a VOC root of links with shortened split lists), one epoch of each network, single
+// scale; for development only (its figures mean nothing). The full run takes about an hour of 2 cores.
+// Needs ../shared (data and weights). Ends with one JSON line.
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+import { mergeConfig, readConfigFile, readMetrics, resolveConfig, runPipeline, type WeaksegConfig } from '../src/pipeline/index.js';
+import { round } from './common.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, '..', '..');
+const shared = resolve(repo, '..', 'shared');
+const voc = join(shared, 'data', 'voc-mini');
+const weights = join(shared, 'weights', 'mobilenet_v2_imagenet.safetensors');
+
+const { values: args } = parseArgs({
+  options: {
+    'model-run': { type: 'string' },
+    'run-dir': { type: 'string' },
+    quick: { type: 'boolean', default: false },
+  },
+});
+const quick = args.quick!;
+if (!existsSync(voc) || !existsSync(weights)) {
+  console.log(`bench:chain needs ${voc} and ${weights} (../shared is absent); skipped`);
+  console.log(JSON.stringify({ skipped: true }));
+  process.exit(0);
+}
+const modelRun = resolve(args['model-run'] ?? join(repo, 'runs', 'bench-seam', 'seed-0'));
+const runDir = resolve(args['run-dir'] ?? join(repo, 'runs', quick ? 'bench-chain-quick' : 'bench-chain'));
+
+/** The model run's weights: model.safetensors, else (a training still running) its newest checkpoint. */
+function modelWeights(): string {
+  const model = join(modelRun, 'model.safetensors');
+  if (existsSync(model)) return model;
+  const dir = join(modelRun, 'checkpoints');
+  const newest = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort().at(-1) : undefined;
+  if (!newest) throw new Error(`bench:chain: ${modelRun} has no model.safetensors nor checkpoints; train it first (npm run bench:seam)`);
+  // A checkpoint of a running training is copied, so that it cannot change under the chain.
+  const copy = join(runDir, 'classifier.safetensors');
+  mkdirSync(runDir, { recursive: true });
+  copyFileSync(join(dir, newest), copy);
+  console.log(`bench:chain: ${model} does not exist; using its newest checkpoint ${newest} (copied to ${copy})`);
+  return copy;
+}
+
+/** --quick: a VOC root of links to voc-mini with split lists of a few images (train inside train_aug, as in VOC). */
+function quickRoot(): string {
+  const root = join(runDir, 'voc-quick');
+  rmSync(root, { recursive: true, force: true });
+  mkdirSync(join(root, 'ImageSets', 'Segmentation'), { recursive: true });
+  for (const f of ['JPEGImages', 'SegmentationClass', 'image_labels.json']) symlinkSync(join(voc, f), join(root, f));
+  const list = (s: string) => readFileSync(join(voc, 'ImageSets', 'Segmentation', `${s}.txt`), 'utf8').split('\n').filter(Boolean);
+  const train = list('train').slice(0, 10);
+  const extra = list('train_aug').filter((id) => !train.includes(id)).slice(0, 10);
+  const write = (s: string, ids: string[]) => writeFileSync(join(root, 'ImageSets', 'Segmentation', `${s}.txt`), `${ids.join('\n')}\n`);
+  write('train', train);
+  write('train_aug', [...train, ...extra]);
+  write('val', list('val').slice(0, 10));
+  return root;
+}
+
+const QUICK = {
+  cams: { scales: [1], flip: false },
+  eval: { thresholds: { step: 0.05 } },
+  refine: {
+    crf: { thresholds: { step: 0.1 } },
+    affinity: { epochs: 1, batchSize: 4, cropSize: 192 },
+    irn: { epochs: 1, batchSize: 4, cropSize: 192 },
+  },
+  seg: { epochs: 1, batchSize: 4, cropSize: 192, scales: [1], testFlip: false },
+  run: { galleryImages: 2 },
+};
+
+const saved = readConfigFile(join(modelRun, 'config.json'));
+let base = mergeConfig(readConfigFile(join(repo, 'configs', 'seam-mobilenetv2-vocmini-pipeline.json')), {
+  data: { root: quick ? quickRoot() : voc, trainSplit: 'train_aug' },
+  method: saved.method, model: { ...(saved.model as object), weights },
+  cams: { checkpoint: modelWeights() },
+  runtime: { logEvery: 20 },
+});
+if (quick) base = mergeConfig(base, QUICK);
+const REFINERS = ['cams', 'eval', 'crf', 'affinity', 'random-walk', 'irn', 'irn-walk'];
+const configOf = (dir: string, over: Record<string, unknown>): WeaksegConfig => resolveConfig(mergeConfig(base, { runDir: join(runDir, dir), ...over }), `bench:chain ${dir}`);
+const log = (l: string) => console.log(l);
+const hooks = { log, progress: false, resume: true };
+
+// 1. The refiners, with every choice on val; then DeepLab on the masks of the refiner that scored best on val.
+const chain = configOf('chain', { run: { stages: [...REFINERS, 'report'] } });
+await runPipeline(chain, hooks);
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+const metrics = readMetrics(chain) as Json;
+const valOf = { 'random-walk': metrics['random-walk']?.bgAlphaFit?.best?.miou ?? null, 'irn-walk': metrics['irn-walk']?.bgThresholdFit?.best?.miou ?? null };
+const refiner = (valOf['irn-walk'] ?? -1) > (valOf['random-walk'] ?? -1) ? 'irn-walk' : 'random-walk';
+log(`bench:chain: DeepLab trains on the '${refiner}' masks (val mIoU of the refiners: random walk ${valOf['random-walk']}, IRN ${valOf['irn-walk']})`);
+const seg = (dir: string, over: Record<string, unknown>) => {
+  const c = configOf(dir, { seg: { pseudoMasks: refiner, ...over }, run: { stages: ['seg-train', 'seg-eval'] } });
+  // The segmenters read the chain's pseudo-masks: they share its run directory's refinement outputs by links.
+  mkdirSync(c.runDir, { recursive: true });
+  for (const d of ['pseudo', 'irn']) if (!existsSync(join(c.runDir, d)) && existsSync(join(chain.runDir, d))) symlinkSync(join(chain.runDir, d), join(c.runDir, d));
+  return c;
+};
+// 2. The weak segmenter, 3. the same on exactly the images with ground truth, 4. the supervised ceiling.
+const runs = { weak: seg('seg', {}), matched: seg('seg-matched', { trainImages: 'withGroundTruth' }), ceiling: seg('ceiling', { pseudoMasks: 'groundTruth' }) };
+for (const c of Object.values(runs)) await runPipeline(c, hooks);
+const segMiou = (c: WeaksegConfig) => (readMetrics(c) as Json)['seg-eval']?.result?.miou ?? null;
+const pct = (v: number | null | undefined) => (v === null || v === undefined ? null : round(100 * v, 2));
+const ceiling = segMiou(runs.ceiling);
+const summary = {
+  quick,
+  model: modelRun,
+  seed_miou: pct(metrics.eval?.result?.miou),
+  crf_miou: pct(metrics.crf?.result?.miou),
+  rw_miou: pct(metrics['random-walk']?.result?.miou),
+  irn_miou: pct(metrics['irn-walk']?.result?.miou),
+  seg_pseudo_masks: refiner,
+  seg_miou_val: pct(segMiou(runs.weak)),
+  seg_matched_miou_val: pct(segMiou(runs.matched)),
+  seed_miou_val: pct(metrics.eval?.fitCurve?.bestMiou),
+  ceiling_miou_val: pct(ceiling),
+  seg_of_ceiling: ceiling ? round(segMiou(runs.weak) / ceiling, 3) : null,
+  run_dir: runDir,
+};
+log(`bench:chain${quick ? ' (quick: figures of a handful of images, for development only)' : ''}: seeds ${summary.seed_miou} -> CRF ${summary.crf_miou} ` +
+  `-> random walk ${summary.rw_miou}, IRN ${summary.irn_miou} (train); DeepLab ${summary.seg_miou_val} on val (seeds ${summary.seed_miou_val}; ` +
+  `on the ground-truth images' pseudo-masks ${summary.seg_matched_miou_val}; supervised ceiling ${summary.ceiling_miou_val})`);
+console.log(JSON.stringify(summary));
