@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { F, emptyCache, manualSeed, tidy } from '../engine/index.js';
+import { emptyCache, manualSeed, tidy } from '../engine/index.js';
 import { type Batch, BatchLoader, type Dataset, type DatasetItem, type LabelMap, decodeImage, evalTransform, readMask, writeMask } from '../data/index.js';
 import { createBackbone } from '../backbones/index.js';
 import { readCam } from '../cams/format.js';
@@ -19,7 +19,7 @@ import { type StageHooks, imageCount, logger, prepareRun, readSplit, recordMetri
 import { runPaths } from './paths.js';
 import { type FitSummary, fitAndSave, fitFigures, fitTransform, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
 import {
-  CandidateSweep, type RefineSplitSummary, SplitScore, StageOutputs, camFile, deviceImage, fitItems, fitSplitOf, inferenceModel, pct, progress, unique,
+  CandidateSweep, type RefineSplitSummary, SplitScore, StageOutputs, camFile, fitItems, fitSplitOf, inferenceModel, paddedDeviceImage, pct, progress, unique,
 } from './per-image.js';
 
 /** The IR-label CRF (IRN's crf_inference_label), its widths scaled as the other refinement CRFs (refine.crf.referenceSize). */
@@ -120,12 +120,7 @@ export async function trainIrn(config: WeaksegConfig, hooks: StageHooks = {}): P
 
 /** The class boundary map of one image (a batch of 1), padded to a multiple of the stride as the walk needs. */
 function boundaryOf(net: IrNet, batch: Batch, config: WeaksegConfig) {
-  return tidy(() => {
-    const image = deviceImage(batch, config);
-    const [, , h, w] = batch.shape as [number, number, number, number];
-    const s = net.stride;
-    return net.boundaryMap(F.pad(image, [0, Math.ceil(w / s) * s - w, 0, Math.ceil(h / s) * s - h]));
-  });
+  return tidy(() => net.boundaryMap(paddedDeviceImage(batch, config, net.stride)));
 }
 
 /** One mask per background threshold of one image. */

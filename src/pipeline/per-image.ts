@@ -112,6 +112,15 @@ export function deviceImage(batch: Batch, config: WeaksegConfig, work: [number, 
   return image;
 }
 
+/**
+ * A loaded image on the run's device zero-padded below and to the right to a multiple of `stride` (zeros: the mean
+ * colour once normalised, as PSA's infer_aff.py and IRN pad), for nets whose grid must cover it whole. Call in tidy.
+ */
+export function paddedDeviceImage(batch: Batch, config: WeaksegConfig, stride: number): Tensor {
+  const [, , h, w] = batch.shape as [number, number, number, number];
+  return F.pad(deviceImage(batch, config), [0, Math.ceil(w / stride) * stride - w, 0, Math.ceil(h / stride) * stride - h]);
+}
+
 /** The downscaled [h, w] of an image whose longer side exceeds `workingSize`, else null. */
 export function workingShape(h: number, w: number, workingSize: number | null): [number, number] | null {
   if (workingSize === null || Math.max(h, w) <= workingSize) return null;

@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { type Batch, BatchLoader, type Dataset, type DatasetItem, type LabelMap, decodeImage, evalTransform, readMask, writeMask } from '../data/index.js';
-import { F, emptyCache, tidy } from '../engine/index.js';
+import { emptyCache, tidy } from '../engine/index.js';
 import { readCam } from '../cams/format.js';
 import { type MiouResult, formatMiouTable } from '../eval/index.js';
 import { type CrfParams, crfParams } from '../refine/crf-presets.js';
@@ -15,7 +15,7 @@ import { type WalkCrf, randomWalkMask, randomWalkMasksPerAlpha } from '../refine
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, logger, prepareRun, readSplit, recordMetrics, skippedFilesLog } from './common.js';
 import {
-  CandidateSweep, type RefineSplitSummary, SplitScore, StageOutputs, camFile, deviceImage, fitItems, fitSplitOf, inferenceModel, pct, progress, unique,
+  CandidateSweep, type RefineSplitSummary, SplitScore, StageOutputs, camFile, fitItems, fitSplitOf, inferenceModel, paddedDeviceImage, pct, progress, unique,
 } from './per-image.js';
 import { buildAffinityNet } from './affinity.js';
 
@@ -50,13 +50,7 @@ export interface RandomWalkSummary {
 
 /** The affinity field of one image (a batch of 1), padded to a multiple of the stride as infer_aff.py does. */
 function affinityFieldOf(net: AffinityNet, batch: Batch, config: WeaksegConfig) {
-  return tidy(() => {
-    const image = deviceImage(batch, config);
-    const [, , h, w] = batch.shape as [number, number, number, number];
-    // infer_aff.py pads the normalised image with zeros (the mean colour) to a multiple of the stride.
-    const s = net.stride;
-    return net.affinityField(F.pad(image, [0, Math.ceil(w / s) * s - w, 0, Math.ceil(h / s) * s - h]));
-  });
+  return tidy(() => net.affinityField(paddedDeviceImage(batch, config, net.stride)));
 }
 
 /** The random walk's CRF settings (refine.randomWalk.crf), or null when off. */
