@@ -11,18 +11,13 @@
 // scale; for development only (its figures mean nothing). The full run takes about an hour of 2 cores.
 // Needs ../shared (data and weights). Ends with one JSON line.
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { mergeConfig, readConfigFile, readMetrics, resolveConfig, runPipeline, type WeaksegConfig } from '../src/pipeline/index.js';
-import { round } from './common.js';
+import { benchPaths, round } from './common.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, '..', '..');
-const shared = resolve(repo, '..', 'shared');
-const voc = join(shared, 'data', 'voc-mini');
-const weights = join(shared, 'weights', 'mobilenet_v2_imagenet.safetensors');
+const { repo, voc, weights } = benchPaths();
 
 const { values: args } = parseArgs({
   options: {

@@ -1,18 +1,16 @@
 // Stage 'affinity': AffinityNet's labels from CRF'd CAMs (la/ha background exponents), then AffinityNet trained on
 // them with the shared trainer (methods-reference.md section 2.6) -> affinity/. Records its figures in metrics.json.
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { manualSeed } from '../engine/index.js';
-import { type Dataset, type LabelMap, decodeImage, readMask, writeMask } from '../data/index.js';
+import { type Dataset, decodeImage } from '../data/index.js';
 import { readCam } from '../cams/format.js';
-import { type LabelShares, LabelShareCounter, affinityLabelMap, alphaForThreshold } from '../refine/affinity-labels.js';
+import { affinityLabelMap, alphaForThreshold } from '../refine/affinity-labels.js';
 import { AffinityNet, affinityTaps, freezeAffinityStem } from '../refine/affinity-net.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, buildBackbone, imageCount, logger, prepareRun, readMetrics, readSplit, recordMetrics } from './common.js';
 import { runPaths } from './paths.js';
 import { type FitSummary, fitAndSave, fitFigures, fitTransform, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
-import { type RefineSplitSummary, StageOutputs, camFile, pct, progress } from './per-image.js';
+import { type LabelMapsSummary, camFile, writeLabelMaps } from './per-image.js';
 import { chosenThreshold, crfSettings } from './crf.js';
 
 /** The exponent PSA/SEAM's alphaLow and alphaHigh (4 and 24) are relative to: their walk's, t = 0.22. */
@@ -48,9 +46,7 @@ export function refineAlphas(config: WeaksegConfig): RefineAlphas {
 
 const fmtAlpha = (a: number) => String(Number(a.toFixed(3)));
 
-export interface AffinityLabelsSummary extends RefineSplitSummary {
-  /** Shares of label pixels: uncertain (255), background (0) and foreground. */
-  shares: LabelShares;
+export interface AffinityLabelsSummary extends LabelMapsSummary {
   alphas: RefineAlphas;
 }
 
@@ -73,35 +69,10 @@ export async function makeAffinityLabels(config: WeaksegConfig, hooks: StageHook
   log(`affinity labels of '${split}': background (1 - max fg)^${fmtAlpha(alphas.low)} (la) and ^${fmtAlpha(alphas.high)} (ha)` +
     `${alphas.rule === 'fromThreshold' ? ` (from the ${alphas.thresholdFrom} stage's threshold ${alphas.threshold})` : ''}, ` +
     `${r.crf.preset} CRF with ${crf.iterations} iterations -> ${dir}`);
-  const outputs = new StageOutputs(hooks.resume ?? false);
-  const counter = new LabelShareCounter();
-  const bar = progress(hooks, 'affinity labels', dataset.items.length);
-  let computed = 0;
-  let computeMs = 0;
-  for (const [i, item] of dataset.items.entries()) {
-    hooks.signal?.throwIfAborted();
-    const out = affinityLabelPath(config, item.id);
-    let labels: LabelMap;
-    if (outputs.existing(item.id, out)) {
-      labels = await readMask(out);
-    } else {
-      const t0 = performance.now();
-      labels = affinityLabelMap(await decodeImage(item.imagePath), readCam(camPaths[i]!), { alphaLow: alphas.low, alphaHigh: alphas.high, crf });
-      await writeMask(out, labels);
-      computeMs += performance.now() - t0;
-      computed++;
-    }
-    outputs.add(item.id, out);
-    counter.add(labels.data);
-    bar.tick();
-  }
-  const seconds = bar.stop();
-  const shares = counter.shares;
-  writeFileSync(join(dir, 'info.json'), `${JSON.stringify({ split, alphas, crf,
-    count: dataset.items.length, shares, format: 'VOC palette PNG: 0 background, class index + 1, 255 uncertain' }, null, 2)}\n`);
-  log(`affinity labels: ${dataset.items.length} images (${computed} computed) in ${seconds.toFixed(1)} s; pixels ` +
-    `${pct(shares.foreground)} % foreground, ${pct(shares.background)} % background, ${pct(shares.uncertain)} % uncertain`);
-  return { split, dir, images: dataset.items.length, computed, seconds, msPerImage: computed ? computeMs / computed : 0, shares, alphas };
+  const made = await writeLabelMaps(dataset.items, split, dir, hooks, 'affinity labels',
+    async (item, i) => affinityLabelMap(await decodeImage(item.imagePath), readCam(camPaths[i]!), { alphaLow: alphas.low, alphaHigh: alphas.high, crf }),
+    { alphas, crf });
+  return { ...made, alphas };
 }
 
 /** The affinity net of a config (taps, radius), on a backbone from buildBackbone (or the test hook). */

@@ -2,7 +2,7 @@
 // of data.trainSplit and IRNet trained on them (-> irn/), then the CAMs walked on the affinities of IRNet's class
 // boundary map into pseudo-masks of data.trainSplit and eval.split (-> irn/pseudo/<split>), the background score
 // chosen on the fit split ('fit'). Records their figures in metrics.json under 'irn' and 'irn-walk'.
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { emptyCache, manualSeed, tidy } from '../engine/index.js';
@@ -11,7 +11,6 @@ import { createBackbone } from '../backbones/index.js';
 import { readCam } from '../cams/format.js';
 import { type MiouResult, formatMiouTable } from '../eval/index.js';
 import { crfParams } from '../refine/crf-presets.js';
-import { LabelShareCounter, type LabelShares } from '../refine/affinity-labels.js';
 import { irLabelMap, irnMasks, irnWalk } from '../refine/irn.js';
 import { IrNet } from '../refine/irn-net.js';
 import type { WeaksegConfig } from './config.js';
@@ -19,7 +18,7 @@ import { type StageHooks, imageCount, logger, prepareRun, readSplit, recordMetri
 import { runPaths } from './paths.js';
 import { type FitSummary, fitAndSave, fitFigures, fitTransform, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
 import {
-  CandidateSweep, type RefineSplitSummary, SplitScore, StageOutputs, camFile, fitItems, fitSplitOf, inferenceModel, paddedDeviceImage, pct, progress, unique,
+  CandidateSweep, type LabelMapsSummary, type RefineSplitSummary, SplitScore, StageOutputs, camFile, fitItems, fitSplitOf, inferenceModel, paddedDeviceImage, pct, progress, unique, writeLabelMaps,
 } from './per-image.js';
 
 /** The IR-label CRF (IRN's crf_inference_label), its widths scaled as the other refinement CRFs (refine.crf.referenceSize). */
@@ -37,53 +36,23 @@ export function buildIrNet(config: WeaksegConfig, numClasses: number, hooks: Sta
   return new IrNet(backbone, { numClasses, radius: i.radius, displacementLrMult: i.headLrMult });
 }
 
-export interface IrLabelsSummary extends RefineSplitSummary {
-  shares: LabelShares;
-}
-
 /** IR labels for every image of data.trainSplit (needs its CAMs); kept on resume. */
-async function makeIrLabels(config: WeaksegConfig, dataset: Dataset, hooks: StageHooks): Promise<IrLabelsSummary> {
+async function makeIrLabels(config: WeaksegConfig, dataset: Dataset, hooks: StageHooks): Promise<LabelMapsSummary> {
   const log = logger(hooks);
   const i = config.refine.irn;
   const split = config.data.trainSplit;
   const dir = runPaths(config).irn.labels;
   const crf = irLabelCrf(config);
   log(`IR labels of '${split}': confident foreground above ${i.confFg}, background below ${i.confBg}, IRN's label CRF -> ${dir}`);
-  const outputs = new StageOutputs(hooks.resume ?? false);
-  const counter = new LabelShareCounter();
-  const bar = progress(hooks, 'IR labels', dataset.items.length);
-  let computed = 0;
-  let computeMs = 0;
-  for (const item of dataset.items) {
-    hooks.signal?.throwIfAborted();
-    const out = join(dir, `${item.id}.png`);
-    let labels: LabelMap;
-    if (outputs.existing(item.id, out)) {
-      labels = await readMask(out);
-    } else {
-      const t0 = performance.now();
-      const image = await decodeImage(item.imagePath);
-      labels = irLabelMap({ rgb: image.data, width: image.width, height: image.height }, readCam(camFile(config, split, item)),
-        { confFg: i.confFg, confBg: i.confBg, crf });
-      await writeMask(out, labels);
-      computeMs += performance.now() - t0;
-      computed++;
-    }
-    outputs.add(item.id, out);
-    counter.add(labels.data);
-    bar.tick();
-  }
-  const seconds = bar.stop();
-  const shares = counter.shares;
-  writeFileSync(join(dir, 'info.json'), `${JSON.stringify({ split, confFg: i.confFg, confBg: i.confBg, crf, shares,
-    format: 'VOC palette PNG: 0 background, class index + 1, 255 uncertain' }, null, 2)}\n`);
-  log(`IR labels: ${dataset.items.length} images (${computed} computed) in ${seconds.toFixed(1)} s; pixels ` +
-    `${pct(shares.foreground)} % foreground, ${pct(shares.background)} % background, ${pct(shares.uncertain)} % uncertain`);
-  return { split, dir, images: dataset.items.length, computed, seconds, msPerImage: computed ? computeMs / computed : 0, shares };
+  return writeLabelMaps(dataset.items, split, dir, hooks, 'IR labels', async (item) => {
+    const image = await decodeImage(item.imagePath);
+    return irLabelMap({ rgb: image.data, width: image.width, height: image.height }, readCam(camFile(config, split, item)),
+      { confFg: i.confFg, confBg: i.confBg, crf });
+  }, { confFg: i.confFg, confBg: i.confBg, crf });
 }
 
 /** Stage 'irn': makes the IR labels (kept on resume) and trains IRNet on them with the shared trainer. */
-export async function trainIrn(config: WeaksegConfig, hooks: StageHooks = {}): Promise<FitSummary & { labels: IrLabelsSummary }> {
+export async function trainIrn(config: WeaksegConfig, hooks: StageHooks = {}): Promise<FitSummary & { labels: LabelMapsSummary }> {
   const p = prepareRun(config).irn;
   refuseExistingCheckpoints(p.checkpoints, hooks);
   const i = config.refine.irn;

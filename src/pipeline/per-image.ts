@@ -1,13 +1,14 @@
 // What the per-image stages (cams, crf, affinity labels, random-walk, seg-eval) share: a progress bar, the resume
 // of per-image files, CAM-file lookup, images onto the device, the model for inference, scoring a split, and
 // sweeping candidate settings on the fit split.
-import { existsSync, linkSync, mkdirSync, rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, linkSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import cliProgress from 'cli-progress';
 import { F, type Tensor, tensor } from '../engine/index.js';
 import type { Module } from '../nn/index.js';
-import { type Batch, type Dataset, type DatasetItem, type LabelMap, readMask } from '../data/index.js';
+import { type Batch, type Dataset, type DatasetItem, type LabelMap, readMask, writeMask } from '../data/index.js';
+import { LabelShareCounter, type LabelShares } from '../refine/affinity-labels.js';
 import { camPath } from '../cams/format.js';
 import { ConfusionMatrix, type MiouResult, withBackground } from '../eval/index.js';
 import { loadModelWeights } from '../train/checkpoint.js';
@@ -110,6 +111,51 @@ export function deviceImage(batch: Batch, config: WeaksegConfig, work: [number, 
   if (config.runtime.device !== 'cpu') replace(image.to({ device: config.runtime.device }));
   if (work) replace(F.interpolate(image, { size: work, mode: 'area' }));
   return image;
+}
+
+/** What `writeLabelMaps` made: the split summary and the shares of uncertain, background and foreground pixels. */
+export interface LabelMapsSummary extends RefineSplitSummary {
+  shares: LabelShares;
+}
+
+/**
+ * Training labels of every item of a split (the affinity net's, IRNet's): `make` computes an item's label map,
+ * written to `<dir>/<id>.png` (kept on resume), and `<dir>/info.json` records `info` and the pixel shares.
+ */
+export async function writeLabelMaps(
+  items: readonly DatasetItem[], split: string, dir: string, hooks: StageHooks, title: string,
+  make: (item: DatasetItem, index: number) => Promise<LabelMap>, info: Record<string, unknown>,
+): Promise<LabelMapsSummary> {
+  const outputs = new StageOutputs(hooks.resume ?? false);
+  const counter = new LabelShareCounter();
+  const bar = progress(hooks, title, items.length);
+  let computed = 0;
+  let computeMs = 0;
+  for (const [i, item] of items.entries()) {
+    hooks.signal?.throwIfAborted();
+    const out = join(dir, `${item.id}.png`);
+    let labels: LabelMap;
+    if (outputs.existing(item.id, out)) {
+      labels = await readMask(out);
+    } else {
+      const t0 = performance.now();
+      labels = await make(item, i);
+      await writeMask(out, labels);
+      computeMs += performance.now() - t0;
+      computed++;
+    }
+    outputs.add(item.id, out);
+    counter.add(labels.data);
+    bar.tick();
+  }
+  const seconds = bar.stop();
+  const shares = counter.shares;
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'info.json'), `${JSON.stringify({ split, ...info, count: items.length, shares,
+    format: 'VOC palette PNG: 0 background, class index + 1, 255 uncertain' }, null, 2)}\n`);
+  logger(hooks)(`${title}: ${items.length} images (${computed} computed) in ${seconds.toFixed(1)} s; pixels ` +
+    `${pct(shares.foreground)} % foreground, ${pct(shares.background)} % background, ${pct(shares.uncertain)} % uncertain`);
+  return { split, dir, images: items.length, computed, seconds, msPerImage: computed ? computeMs / computed : 0, shares };
 }
 
 /**
