@@ -4,6 +4,7 @@ import { type MobileNetV2LoadOptions, mobilenetV2 } from './mobilenet_v2.js';
 import { type ResNetLoadOptions, resnet101, resnet50 } from './resnet.js';
 import { type ResNet38LoadOptions, resnet38 } from './resnet38.js';
 import { type TinyNetLoadOptions, tinynet } from './tinynet.js';
+import { type Vgg16LoadOptions, vgg16 } from './vgg16.js';
 
 export * from './backbone.js';
 export { type OutputStride, normalizeInput, setBatchNormFrozen } from './common.js';
@@ -21,6 +22,7 @@ export {
   resnet38,
 } from './resnet38.js';
 export { ConvBNReLU, TinyNet, type TinyNetLoadOptions, type TinyNetOptions, tinynet } from './tinynet.js';
+export { Vgg16, type Vgg16LoadOptions, type Vgg16Options, vgg16 } from './vgg16.js';
 export {
   type LoadWeightsOptions, type WeightsFile, inputNormFromMetadata, loadWeights, loadWeightsInto, readWeights,
 } from './weights.js';
@@ -31,6 +33,7 @@ export interface BackboneOptionsByName {
   resnet101: ResNetLoadOptions;
   resnet38: ResNet38LoadOptions;
   tinynet: TinyNetLoadOptions;
+  vgg16: Vgg16LoadOptions;
 }
 export type BackboneName = keyof BackboneOptionsByName;
 
@@ -48,6 +51,7 @@ const REGISTRY: { [N in BackboneName]: { build: (o: BackboneOptionsByName[N]) =>
   resnet101: { build: resnet101, options: RESNET_OPTIONS },
   resnet38: { build: resnet38, options: ['weights', 'strict', 'outputStride', 'frozenBatchNorm', 'freezeUpTo', 'inputNorm'] },
   tinynet: { build: tinynet, options: ['weights', 'strict', 'outputStride', 'dilate', 'frozenBatchNorm', 'inputNorm'] },
+  vgg16: { build: vgg16, options: ['weights', 'strict', 'outputStride', 'inputNorm'] },
 };
 
 export const BACKBONE_NAMES = Object.keys(REGISTRY) as BackboneName[];

@@ -5,12 +5,14 @@ import type { MethodDefinition } from './method.js';
 import { cam } from './cam.js';
 import { seam } from './seam.js';
 import { pixelSs } from './pixelss.js';
+import { mcis } from './mcis.js';
 
 export * from './method.js';
 export * from './blocks.js';
 export * from './cam.js';
 export * from './seam.js';
 export * from './pixelss.js';
+export * from './mcis.js';
 
 const REGISTRY = new Map<string, MethodDefinition>();
 
@@ -41,6 +43,7 @@ export function registerMethod<S extends z.ZodObject>(definition: MethodDefiniti
 registerMethod(cam);
 registerMethod(seam);
 registerMethod(pixelSs);
+registerMethod(mcis);
 
 /** The registered methods' names, in registration order. */
 export function methodNames(): string[] {
