@@ -5,7 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-import { tidy } from '../src/engine/index.js';
+import { type Tensor, tidy } from '../src/engine/index.js';
 import type { Optimizer } from '../src/nn/index.js';
 import type { TrainBatch, Trainable } from '../src/train/index.js';
 
@@ -94,4 +94,18 @@ export const TUNED_GLIBC_ENV = { MALLOC_MMAP_MAX_: '0', MALLOC_TRIM_THRESHOLD_: 
 export function round(x: number, digits = 3): number {
   const f = 10 ** digits;
   return Math.round(x * f) / f;
+}
+
+/** |a - b| / |b| of two scalars (the cross-checks' loss terms). */
+export const relScalar = (a: number, b: number): number => Math.abs(a - b) / Math.max(Math.abs(b), 1e-12);
+
+/** Two tensors' difference: max |a - b|, max |a - b| / max |b| and ||a - b|| / ||b|| (the cross-checks). */
+export function relTensor(a: Tensor, b: Tensor): { maxAbs: number; relMax: number; relL2: number } {
+  return tidy(() => {
+    if (a.shape.join(',') !== b.shape.join(',')) throw new Error(`shape [${a.shape}] vs [${b.shape}]`);
+    const d = a.sub(b);
+    const maxAbs = d.abs().max().item();
+    const scale = b.abs().max().item();
+    return { maxAbs, relMax: maxAbs / Math.max(scale, 1e-30), relL2: d.norm().item() / Math.max(b.norm().item(), 1e-30) };
+  });
 }

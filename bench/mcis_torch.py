@@ -239,9 +239,10 @@ def mcis_loss(model, input1, input2, input1_transforms, label1, label2, current_
 
 
 def our_name(name, backbone):
-    """The official parameter name -> our McisNet's."""
+    """The official parameter name -> our McisNet's (our VGG-16 keeps torchvision's `features.` prefix; on MobileNetV2
+    the official `vgg.features` is the whole backbone module, whose own keys start with `features.`)."""
     if name.startswith('vgg.features.'):
-        return 'backbone.' + name[len('vgg.features.'):]
+        return ('backbone.features.' if backbone == 'vgg16' else 'backbone.') + name[len('vgg.features.'):]
     if name.startswith('vgg.'):
         return name[len('vgg.'):]
     return name

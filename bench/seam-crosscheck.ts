@@ -31,7 +31,7 @@ import { BatchLoader, type Dataset, readVoc, trainTransform } from '../src/data/
 import { mobilenetV2 } from '../src/backbones/index.js';
 import { SEAM_PAPER, SeamMethod } from '../src/methods/seam.js';
 import { makeOptimizer } from '../src/train/index.js';
-import { TUNED_GLIBC_ENV, TorchPeer, benchPaths, findTorchPython, median, round, stepTimer } from './common.js';
+import { TUNED_GLIBC_ENV, TorchPeer, benchPaths, findTorchPython, median, relScalar, relTensor, round, stepTimer } from './common.js';
 
 const { repo, voc, weights } = benchPaths();
 const torchScript = join(repo, 'bench', 'seam_torch.py');
@@ -87,17 +87,6 @@ async function loadBatch(dataset: Dataset, n: number, crop: number, seed: number
   return (await loader.epoch(0).next()).value!;
 }
 
-const relScalar = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-12);
-/** max |a - b| / max |b| and ||a - b|| / ||b||. */
-function relTensor(a: Tensor, b: Tensor): { maxAbs: number; relMax: number; relL2: number } {
-  return tidy(() => {
-    if (a.shape.join(',') !== b.shape.join(',')) throw new Error(`shape [${a.shape}] vs [${b.shape}]`);
-    const d = a.sub(b);
-    const maxAbs = d.abs().max().item();
-    const scale = b.abs().max().item();
-    return { maxAbs, relMax: maxAbs / Math.max(scale, 1e-30), relL2: d.norm().item() / Math.max(b.norm().item(), 1e-30) };
-  });
-}
 const sci = (x: number) => x.toExponential(3);
 
 // ------------------------------------------------------------------------------------------ phase 1: crosscheck
