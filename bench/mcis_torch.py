@@ -8,6 +8,11 @@ extra conv and `num_classes` instead of the literal 20 in `.view(-1, 20)`; and i
 train.py's loop body is `mcis_loss` below, verbatim but for the `.cuda()` calls.
 
 Modes:
+  --serve BATCH SIZE [--weights F] [--batch-file F] [--channels-last]   bench/common.ts's TorchPeer protocol: workload
+                'step' is one train.py step (mcis_loss at epoch 2, then the code's nesterov SGD with its four groups:
+                lr 0.01 backbone weights, 0.02 biases, 0.1 / 0.2 the extra layers) on MobileNetV2; --weights is our
+                McisNet's state (safetensors), --batch-file the pair batch bench/mcis.ts writes (safetensors input1,
+                input2, label1, label2), both random without.
   --make-vgg16 PATH... [--features-only]   writes torchvision.models.vgg16()'s state dict (random weights, seed 0) with
                 torch.save (safetensors when PATH ends so): the fixture the VGG-16 D1 backbone loads by name (--features-only drops classifier.0/.3,
                 the two big fully connected layers, keeping classifier.6 so that "ignore the classifier" is exercised).
@@ -297,6 +302,39 @@ def crosscheck(a):
     print(json.dumps({k: float(v) for k, v in terms.items()}), flush=True)
 
 
+def serve(a):
+    from torch_peer import serve_training
+    torch.manual_seed(0)
+    model = build('mobilenet_v2')
+    if a.weights:
+        ours, _ = read_safetensors(a.weights)
+        model.load_state_dict({n: ours[our_name(n, 'mobilenet_v2')].float() for n in model.state_dict()
+                               if our_name(n, 'mobilenet_v2') in ours}, strict=False)
+    n, size = a.serve
+    if a.batch_file:
+        b = {k: v.float() for k, v in read_safetensors(a.batch_file)[0].items()}
+    else:
+        b = {'input1': torch.randn(n, 3, size, size), 'input2': torch.randn(n, 3, size, size),
+             'label1': (torch.rand(n, 20) > 0.8).float(), 'label2': (torch.rand(n, 20) > 0.8).float()}
+    mf = torch.channels_last if a.channels_last else torch.contiguous_format
+    model = model.to(memory_format=mf).train()
+    x1, x2 = b['input1'].contiguous(memory_format=mf), b['input2'].contiguous(memory_format=mf)
+    # LoadData's more_transform views (flip, 0.75x, 2x), made from the batch here
+    views = [x1.flip(3), F.interpolate(x1, size=(int(size * 0.75),) * 2, mode='bilinear', align_corners=False),
+             F.interpolate(x1, size=(size * 2,) * 2, mode='bilinear', align_corners=False)]
+    views = [v.contiguous(memory_format=mf) for v in views]
+    groups = ([], [], [], [])
+    for name, value in model.named_parameters():  # get_parameter_groups
+        if not value.requires_grad:
+            continue
+        groups[(2 if 'extra' in name else 0) + (0 if 'weight' in name else 1)].append(value)
+    lr = 0.01
+    opt = torch.optim.SGD([{'params': groups[0], 'lr': lr}, {'params': groups[1], 'lr': 2 * lr},
+                           {'params': groups[2], 'lr': 10 * lr}, {'params': groups[3], 'lr': 20 * lr}],
+                          momentum=0.9, weight_decay=1e-4, nesterov=True)
+    serve_training(model, opt, None, lambda m, _: mcis_loss(m, x1, x2, views, b['label1'], b['label2'], 2)[0])
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument('--threads', type=int, default=1)
@@ -307,6 +345,10 @@ def main():
     p.add_argument('--backbone', default='mobilenet_v2', choices=['vgg16', 'mobilenet_v2'])
     p.add_argument('--epoch', type=int, default=2)
     p.add_argument('--torchvision', metavar='PTH')
+    p.add_argument('--serve', nargs=2, type=int, metavar=('BATCH', 'SIZE'))
+    p.add_argument('--weights')
+    p.add_argument('--batch-file')
+    p.add_argument('--channels-last', action='store_true')
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.make_vgg16:
@@ -334,8 +376,10 @@ def main():
             write_safetensors(outp, {'y': net(x)})
     if a.crosscheck:
         crosscheck(a)
-    if not (a.make_vgg16 or a.forward_d1 or a.crosscheck):
-        p.error('give --make-vgg16, --forward-d1 or --crosscheck')
+    if a.serve:
+        serve(a)
+    if not (a.make_vgg16 or a.forward_d1 or a.crosscheck or a.serve):
+        p.error('give --make-vgg16, --forward-d1, --crosscheck or --serve')
 
 
 if __name__ == '__main__':

@@ -25,5 +25,10 @@ test('every preset in configs/ validates, with the method and settings its name 
       assert.deepEqual([c.model.backbone, c.train.cropSize, c.train.batchSize, c.train.epochs, c.train.lr, c.train.momentum],
         ['resnet38', 448, 8, 8, 0.01, 0]);
     }
+    if (f.includes('vgg16')) {
+      // MCIS's released recipe: VGG-16 D1, 256 px, 5 pairs, 15 epochs, nesterov SGD at 0.001, x0.1 at epochs 5 and 10
+      assert.deepEqual([c.model.backbone, c.train.cropSize, c.train.batchSize, c.train.epochs, c.train.lr, c.train.nesterov,
+        c.train.schedule.type, c.train.schedule.epochs], ['vgg16', 256, 5, 15, 0.001, true, 'step', [5, 10]]);
+    }
   }
 });

@@ -1,0 +1,232 @@
+// npm run bench:mcis [-- --seeds 3] [--seed-list 0,1,2] [--epochs 8] [--run-dir runs/bench-mcis] [--seed-dir 1=DIR]
+//                    [--retrain] [--skip-train] [--skip-cams] [--no-ablation] [--cam-summary FILE]
+//                    [--rounds 3] [--steps 1] [--warmup 1] [--quick]
+//
+// MCIS on voc-mini with MobileNetV2, by bench:cam's protocol (bench/cam.ts, bench/seeds.ts): per training seed, train
+// on train_aug (the CAM baseline's crops, schedule and rates; 8 pairs a batch, each pair 2 images and 3 self-pair
+// views), make the localisation maps of train and val (co-attention with 3 partners per class and the self-pair
+// views, test.py's aggregation), score the seeds of train at the threshold chosen on val. The ablation (the
+// paper's): single-image only (the code's "don't use co-attention" loss, localised with the plain CAM), + co-attention,
+// + contrastive co-attention (the full method), each over the same seeds in <run-dir>/<variant>/seed-N.
+// gain_over_cam: the full method's mean against bench:cam's (<repo>/runs/bench-cam/bench-summary.json) over the
+// seeds both have. Then one training step on a pair batch is timed in weakseg and in PyTorch (bench/mcis_torch.py
+// --serve, the official loss and optimiser), each memory format in turn, interleaved; step_ratio takes each
+// engine's faster format.
+// --quick: a handful of images (24 train_aug, 8 train, 8 val in a temporary VOC root linking voc-mini's files), one
+// seed, one epoch of a few steps, batch 2 pairs at 128 px, one timing round: checks the whole path in minutes; its
+// figures mean nothing.
+// Needs ../shared; PyTorch is optional (step_ratio null without it). Ends with one JSON line.
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+import { emptyCache, getNumThreads, tensor, tidy } from '../src/engine/index.js';
+import { saveSafetensors } from '../src/engine/serialize/index.js';
+import { BatchLoader, trainTransform } from '../src/data/index.js';
+import { formatMiouTable } from '../src/eval/index.js';
+import type { McisMethod } from '../src/methods/index.js';
+import { makeOptimizer } from '../src/train/index.js';
+import { buildMethod, readSplit, resolveConfig } from '../src/pipeline/index.js';
+import { TUNED_GLIBC_ENV, TorchPeer, findTorchPython, median, round } from './common.js';
+import { SEED_OPTIONS, type SeedRun, meanSd, meansOver, runSeed, seedDirs, seedList } from './seeds.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, '..', '..');
+const shared = resolve(repo, '..', 'shared');
+const voc = join(shared, 'data', 'voc-mini');
+const weights = join(shared, 'weights', 'mobilenet_v2_imagenet.safetensors');
+
+const { values: args } = parseArgs({
+  options: {
+    epochs: { type: 'string', default: '8' },
+    'run-dir': { type: 'string' },
+    'cam-summary': { type: 'string' },
+    ...SEED_OPTIONS,
+    'no-ablation': { type: 'boolean', default: false },
+    rounds: { type: 'string', default: '3' },
+    steps: { type: 'string', default: '1' },
+    warmup: { type: 'string', default: '1' },
+    quick: { type: 'boolean', default: false },
+  },
+});
+
+if (!existsSync(voc) || !existsSync(weights)) {
+  console.log(`bench:mcis needs ${voc} and ${weights} (../shared is absent); skipped`);
+  console.log(JSON.stringify({ skipped: true }));
+  process.exit(0);
+}
+const quick = args.quick!;
+
+/** --quick's data: a VOC root whose split lists are the first few ids of voc-mini's, its files linked. */
+function quickRoot(): string {
+  const root = mkdtempSync(join(tmpdir(), 'bench-mcis-quick-'));
+  for (const f of ['JPEGImages', 'SegmentationClass', 'image_labels.json']) symlinkSync(join(voc, f), join(root, f));
+  mkdirSync(join(root, 'ImageSets', 'Segmentation'), { recursive: true });
+  for (const [split, n] of [['train_aug', 24], ['train', 8], ['val', 8]] as const) {
+    const ids = readFileSync(join(voc, 'ImageSets', 'Segmentation', `${split}.txt`), 'utf8').split('\n').filter(Boolean).slice(0, n);
+    writeFileSync(join(root, 'ImageSets', 'Segmentation', `${split}.txt`), `${ids.join('\n')}\n`);
+  }
+  return root;
+}
+const dataRoot = quick ? quickRoot() : voc;
+const runDir = resolve(args['run-dir'] ?? join(repo, 'runs', quick ? 'bench-mcis-quick' : 'bench-mcis'));
+if (quick) rmSync(runDir, { recursive: true, force: true });
+const camSummaryPath = resolve(args['cam-summary'] ?? join(repo, 'runs', 'bench-cam', 'bench-summary.json'));
+const seeds = quick ? [0] : seedList(args);
+const [batchSize, crop] = quick ? [2, 128] : [8, 224];
+
+/** The variants: the full method, and the ablation's two lesser ones. */
+const VARIANTS = {
+  full: { name: 'mcis' },
+  co: { name: 'mcis', contrastive: false },
+  single: { name: 'mcis', coAttention: false, contrastive: false, localization: 'single' },
+} as const;
+type Variant = keyof typeof VARIANTS;
+const variants: Variant[] = args['no-ablation'] ? ['full'] : ['full', 'single', 'co'];
+
+const configOf = (v: Variant) => resolveConfig({
+  runDir: join(runDir, v),
+  data: { root: dataRoot, trainSplit: 'train_aug' },
+  method: VARIANTS[v],
+  model: { backbone: 'mobilenet_v2', weights, outputStride: 8 },
+  train: {
+    epochs: quick ? 1 : Number(args.epochs), batchSize, cropSize: crop, scaleRange: [0.7, 1.3], flip: true, jitter: null,
+    lr: 0.01, headLrMult: 10, momentum: 0.9, weightDecay: 1e-4, polyPower: 0.9, seed: 0, ...(quick ? { maxSteps: 3 } : {}),
+  },
+  // MCIS localises with its own views and partners: one scale, no flip.
+  cams: { splits: ['train', 'val'], scales: [1], flip: false },
+  eval: { split: 'train', fitSplit: 'val', thresholds: { from: 0.05, to: 0.6, step: 0.01 } },
+  runtime: { logEvery: 10 },
+});
+
+console.log(`bench:mcis${quick ? ' --quick' : ''}: seeds ${seeds.join(', ')}, variants ${variants.join(', ')} in ${runDir}, ` +
+  `${getNumThreads()} engine threads`);
+const pct = (v: number | null | undefined) => (v === null || v === undefined ? null : round(100 * v, 2));
+
+// ---- per variant and seed: train (or reuse), maps for train and val, seeds scored at the t chosen on val ----
+const runs: Record<string, SeedRun[]> = {};
+for (const v of variants) {
+  const config = configOf(v);
+  const dirs = seedDirs(config.runDir, seeds, v === 'full' ? args['seed-dir'] : []);
+  runs[v] = [];
+  for (const seed of seeds) {
+    const r = await runSeed(config, seed, dirs.get(seed)!, {
+      retrain: args.retrain!, skipTrain: args['skip-train']!, skipCams: args['skip-cams']!, log: (l) => console.log(`[${v}] ${l}`),
+    });
+    runs[v].push(r);
+    console.log(`[${v}] seed ${seed}: ${pct(r.report.result.miou)} % at t ${r.report.threshold} (chosen on val); ` +
+      `best t on train ${r.report.curve.bestThreshold} -> ${pct(r.report.curve.bestMiou)} %`);
+  }
+}
+const perSeed = (v: Variant) => runs[v]!.map((r) => ({
+  seed: r.seed, run_dir: r.runDir, trained: r.train !== null,
+  seed_miou_valt: pct(r.report.result.miou), valt: r.report.threshold,
+  seed_miou_best: pct(r.report.curve.bestMiou), best_t: r.report.curve.bestThreshold,
+}));
+const headline = (v: Variant) => meansOver(perSeed(v), ['seed_miou_valt', 'seed_miou_best', 'valt', 'best_t']);
+
+// ---- per-class IoU against the CAM baseline (its summary has no per-class figures: the full method's are printed) ----
+const full = runs.full!;
+console.log(`\n==== MCIS on voc-mini (MobileNetV2, output stride 8), seeds ${seeds.join(', ')} ====`);
+for (const r of full) {
+  console.log(`\n-- seed ${r.seed} (${r.runDir}): per-class scores on train at t = ${r.report.threshold} --`);
+  console.log(formatMiouTable(r.report.result));
+}
+
+// ---- gain over the CAM baseline: means over the seeds both have ----
+type CamSummary = { per_seed?: { seed: number; seed_miou_valt: number | null }[]; seed_miou_valt: number | null };
+const camSummary = existsSync(camSummaryPath) ? (JSON.parse(readFileSync(camSummaryPath, 'utf8')) as CamSummary) : null;
+const camPerSeed = camSummary ? camSummary.per_seed ?? [{ seed: 0, seed_miou_valt: camSummary.seed_miou_valt }] : [];
+const pairs = perSeed('full').map((p) => [p.seed_miou_valt, camPerSeed.find((c) => c.seed === p.seed)?.seed_miou_valt ?? null] as const)
+  .filter((x): x is readonly [number, number] => x[0] !== null && x[1] !== null);
+const gain = pairs.length && !quick
+  ? round(meanSd(pairs.map((x) => x[0]), 6).mean! - meanSd(pairs.map((x) => x[1]), 6).mean!, 2) : null;
+console.log(gain !== null ? `gain over bench:cam (${pairs.length} common seeds): ${gain} points`
+  : `no gain_over_cam: ${quick ? '--quick' : `no bench:cam figures for these seeds at ${camSummaryPath}`}`);
+const ablation = Object.fromEntries(variants.map((v) => [v, headline(v).seed_miou_valt]));
+console.log(`ablation (seed mIoU at the val-chosen t, mean over seeds): ${variants.map((v) => `${v} ${ablation[v]}`).join(', ')}`);
+
+// ---- step time, ours vs the official loss in PyTorch, same weights and pair batch ----
+const config = configOf('full');
+const dataset = await readSplit(config, 'train_aug');
+const probe = buildMethod(config, dataset.classes.length, {}) as McisMethod;
+const loader = new BatchLoader(dataset, trainTransform({ cropSize: crop, scaleRange: [0.7, 1.3], norm: probe.backbone.inputNorm }),
+  { batchSize, seed: 0, dropLast: true, prefetch: 0, pairs: probe.pairs });
+const b = (await loader.epoch(0).next()).value!;
+const nc = dataset.classes.length;
+const x1 = tensor(b.images, { shape: b.shape });
+const x2 = tensor(b.partner!.images, { shape: b.shape });
+const l1 = tensor(b.labels, { shape: [batchSize, nc] });
+const l2 = tensor(b.partner!.labels, { shape: [batchSize, nc] });
+mkdirSync(runDir, { recursive: true });
+const batchFile = join(runDir, 'bench-batch.safetensors');
+const modelFile = join(runDir, 'bench-model.safetensors');
+saveSafetensors(batchFile, { input1: x1, input2: x2, label1: l1, label2: l2 });
+saveSafetensors(modelFile, probe.model.stateDict());
+probe.model.dispose();
+const python = findTorchPython();
+const script = join(repo, 'bench', 'mcis_torch.py');
+const optimizer = { lr: 0.01, momentum: 0.9, weightDecay: 1e-4, nesterov: true, polyPower: 0.9 };
+type Format = 'nchw' | 'cl';
+const timed: Record<Format, { ours: number[]; torch: number[] }> = { nchw: { ours: [], torch: [] }, cl: { ours: [], torch: [] } };
+for (const fmt of ['nchw', 'cl'] as const) {
+  const m = buildMethod(config, nc, {}) as McisMethod;
+  if (fmt === 'cl') m.model.to({ memoryFormat: 'channels_last' });
+  m.model.train();
+  const opt = makeOptimizer(m, optimizer);
+  const [a, p] = fmt === 'cl' ? [x1.channelsLast(), x2.channelsLast()] : [x1, x2];
+  const batch = { images: a, labels: l1, ids: b.ids, partner: { images: p, labels: l2, ids: b.partner!.ids } };
+  const ourSteps = (k: number) => Array.from({ length: k }, () => {
+    const t0 = performance.now();
+    tidy(() => {
+      const { loss } = m.loss(batch, { epoch: 2, step: 0, totalSteps: 1 });
+      opt.zeroGrad();
+      loss.backward();
+      opt.step();
+    });
+    return performance.now() - t0;
+  });
+  const peer = python ? new TorchPeer(python, script, ['--threads', String(getNumThreads()), '--serve', String(batchSize), String(crop),
+    '--weights', modelFile, '--batch-file', batchFile, ...(fmt === 'cl' ? ['--channels-last'] : [])], TUNED_GLIBC_ENV) : null;
+  ourSteps(Number(args.warmup));
+  await peer?.run(`step ${args.warmup}`);
+  for (let r = 0; r < (quick ? 1 : Number(args.rounds)); r++) {
+    timed[fmt].ours.push(...ourSteps(Number(args.steps)));
+    if (peer) timed[fmt].torch.push(...(await peer.run(`step ${args.steps}`)));
+  }
+  peer?.close();
+  opt.dispose();
+  m.model.dispose();
+  if (a !== x1) { a.dispose(); p.dispose(); }
+  emptyCache();
+}
+for (const t of [x1, x2, l1, l2]) t.dispose();
+const med = (xs: number[]) => (xs.length ? median(xs) : null);
+const ours = Math.min(med(timed.nchw.ours)!, med(timed.cl.ours)!);
+const torchBoth = [med(timed.nchw.torch), med(timed.cl.torch)].filter((x): x is number => x !== null);
+const torchMs = torchBoth.length ? Math.min(...torchBoth) : null;
+for (const f of ['nchw', 'cl'] as const) {
+  console.log(`pair step (${batchSize} pairs, ${crop} px, ${f === 'cl' ? 'channels-last' : 'NCHW'}): weakseg ${med(timed[f].ours)!.toFixed(0)} ms` +
+    (timed[f].torch.length ? `, PyTorch (official loss) ${med(timed[f].torch)!.toFixed(0)} ms` : ''));
+}
+if (quick) rmSync(dataRoot, { recursive: true, force: true });
+
+const summary = {
+  method: 'mcis',
+  quick,
+  seeds,
+  ...headline('full'),
+  gain_over_cam: gain,
+  ablation,
+  per_seed: perSeed('full'),
+  step_ratio: torchMs !== null ? round(ours / torchMs, 3) : null,
+  step_ms: round(ours, 1),
+  torch_step_ms: torchMs !== null ? round(torchMs, 1) : null,
+  epochs: config.train.epochs,
+  batch_pairs: batchSize,
+  threads: getNumThreads(),
+};
+writeFileSync(join(runDir, 'bench-summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
+console.log(JSON.stringify(summary));
