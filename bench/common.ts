@@ -35,6 +35,11 @@ export function stepTimer(method: Trainable, opt: Optimizer, batch: TrainBatch):
   });
 }
 
+/** The repository (above dist/) and what the method benchmarks read from ../shared: voc-mini and MobileNetV2's weights. */
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const VOC_MINI = join(REPO, '..', 'shared', 'data', 'voc-mini');
+export const MOBILENET_WEIGHTS = join(REPO, '..', 'shared', 'weights', 'mobilenet_v2_imagenet.safetensors');
+
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;

@@ -18,8 +18,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { type Tensor, cat, emptyCache, getNumThreads, manualSeed, noGrad, tensor, tidy } from '../src/engine/index.js';
@@ -27,13 +26,9 @@ import { loadSafetensors, saveSafetensors } from '../src/engine/serialize/index.
 import { BatchLoader, type Dataset, readVoc, trainTransform } from '../src/data/index.js';
 import { type Backbone, mobilenetV2, vgg16 } from '../src/backbones/index.js';
 import { McisMethod, selfPairViews } from '../src/methods/mcis.js';
-import { findTorchPython, relScalar, relTensor } from './common.js';
+import { MOBILENET_WEIGHTS, REPO, VOC_MINI, findTorchPython, relScalar, relTensor } from './common.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, '..', '..');
-const shared = resolve(repo, '..', 'shared');
-const voc = join(shared, 'data', 'voc-mini');
-const weights = join(shared, 'weights', 'mobilenet_v2_imagenet.safetensors');
+const [repo, voc, weights] = [REPO, VOC_MINI, MOBILENET_WEIGHTS];
 const torchScript = join(repo, 'bench', 'mcis_torch.py');
 
 const { values: args } = parseArgs({

@@ -18,8 +18,7 @@
 // Needs ../shared; PyTorch is optional (step_ratio null without it). Ends with one JSON line.
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { emptyCache, getNumThreads, tensor, tidy } from '../src/engine/index.js';
@@ -29,14 +28,10 @@ import { formatMiouTable } from '../src/eval/index.js';
 import type { McisMethod } from '../src/methods/index.js';
 import { makeOptimizer } from '../src/train/index.js';
 import { buildMethod, readSplit, resolveConfig } from '../src/pipeline/index.js';
-import { TUNED_GLIBC_ENV, TorchPeer, findTorchPython, median, round } from './common.js';
+import { MOBILENET_WEIGHTS, REPO, TUNED_GLIBC_ENV, TorchPeer, VOC_MINI, findTorchPython, median, round } from './common.js';
 import { SEED_OPTIONS, type SeedRun, meanSd, meansOver, runSeed, seedDirs, seedList } from './seeds.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, '..', '..');
-const shared = resolve(repo, '..', 'shared');
-const voc = join(shared, 'data', 'voc-mini');
-const weights = join(shared, 'weights', 'mobilenet_v2_imagenet.safetensors');
+const [repo, voc, weights] = [REPO, VOC_MINI, MOBILENET_WEIGHTS];
 
 const { values: args } = parseArgs({
   options: {

@@ -203,20 +203,9 @@ export class McisMethod implements Method {
 
   constructor(backbone: Backbone, o: McisOptions) {
     this.numClasses = o.numClasses;
-    const d = MCIS_DEFAULTS;
-    this.options = {
-      numClasses: o.numClasses,
-      headLrMult: o.headLrMult ?? d.headLrMult,
-      biasLrMult: o.biasLrMult ?? d.biasLrMult,
-      coAttention: o.coAttention ?? d.coAttention,
-      contrastive: o.contrastive ?? d.contrastive,
-      contrastiveFromEpoch: o.contrastiveFromEpoch ?? d.contrastiveFromEpoch,
-      selfPairs: o.selfPairs ?? d.selfPairs,
-      partnerShareClass: o.partnerShareClass ?? d.partnerShareClass,
-      partners: o.partners ?? d.partners,
-      inferSize: o.inferSize === undefined ? d.inferSize : o.inferSize,
-      localization: o.localization ?? d.localization,
-    };
+    const given = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<McisOptions>;
+    const { extraChannels: _channels, ...defaults } = MCIS_DEFAULTS;
+    this.options = { ...defaults, ...given, numClasses: o.numClasses };
     this.pairs = { shareClass: this.options.partnerShareClass };
     this.model = new McisNet(backbone, o.numClasses, o.extraChannels);
     if (this.options.localization === 'coattention') this.localize = (image, labels, context) => this.coLocalize(image, labels, context);
