@@ -11,7 +11,7 @@ import { assertClose } from '../helpers.js';
 import './util.js'; // test settings (threads)
 
 test('createBackbone builds each registered backbone with its options', () => {
-  assert.deepEqual(BACKBONE_NAMES, ['mobilenet_v2', 'resnet50', 'resnet101', 'resnet38', 'tinynet']);
+  assert.deepEqual(BACKBONE_NAMES, ['mobilenet_v2', 'resnet50', 'resnet101', 'resnet38', 'tinynet', 'vgg16']);
   const mnv2 = createBackbone('mobilenet_v2', { outputStride: 16, padding: 'same' });
   assert.ok(mnv2 instanceof MobileNetV2);
   assert.equal(mnv2.name, 'mobilenet_v2');
@@ -33,6 +33,9 @@ test('createBackbone builds each registered backbone with its options', () => {
   assert.equal(r38.outChannels, 4096);
   assert.deepEqual(r38.inputNorm, IMAGENET_NORM);
   r38.dispose();
+  const vgg = createBackbone('vgg16', { outputStride: 8 });
+  assert.deepEqual([vgg.name, vgg.outputStride, vgg.outChannels], ['vgg16', 8, 512]);
+  vgg.dispose();
   // Default output strides: 8 for MobileNetV2 (the reference implementation's), 16 for ResNets (IRN's).
   const d1 = createBackbone('mobilenet_v2');
   const d2 = createBackbone('resnet50');
@@ -43,7 +46,7 @@ test('createBackbone builds each registered backbone with its options', () => {
 
 test('unknown names and options are errors that list the known ones', () => {
   assert.throws(() => createBackbone('resnet18'),
-    /unknown backbone 'resnet18' \(known: mobilenet_v2, resnet50, resnet101, resnet38, tinynet\)/);
+    /unknown backbone 'resnet18' \(known: mobilenet_v2, resnet50, resnet101, resnet38, tinynet, vgg16\)/);
   assert.throws(() => createBackbone('resnet50', { outputstride: 8 }),
     /backbone 'resnet50': unknown option 'outputstride' \(options: weights, strict, outputStride, dilate/);
   assert.throws(() => createBackbone('resnet38', { padding: 'same', dilate: true }),

@@ -43,7 +43,7 @@ test('config.method: defaults per method, SEAM defaults from methods/seam.ts, un
   const seam = resolveConfig({ ...base, method: { name: 'seam', variant: 'paper' } }).method;
   assert.deepEqual(seam, { name: 'seam', ...methodDefaults('seam'), variant: 'paper' });
   assert.deepEqual(methodDefaults('seam'), { variant: 'code', transform: 'rescale', scaleFactor: 0.3, erLoss: 'l1', dropout: 0 });
-  assert.throws(() => resolveConfig({ ...base, method: { name: 'mcis' } }), /method\.name: must name a method: cam, seam/);
+  assert.throws(() => resolveConfig({ ...base, method: { name: 'nosuch' } }), /method\.name: must name a method: cam, seam/);
   assert.throws(() => resolveConfig({ ...base, method: { name: 'seam', varient: 'paper' } }), /did you mean 'method\.variant'/);
   assert.throws(() => methodDefinition('nope'), /unknown method 'nope' \(known: cam, seam/);
   // A later layer naming another method replaces the section (flags over a file), the same method merges.
