@@ -17,10 +17,11 @@ export function benchPaths(): { repo: string; shared: string; voc: string; weigh
 }
 
 /**
- * Times training steps on one batch as the trainer runs them (loss, backward, the hooks, the update), in ms each.
+ * Times training steps on one batch as the trainer runs them (loss, backward, the hooks, the update), in ms each;
+ * `epoch` for losses that change with it (MCIS's contrastive term from epoch 2).
  */
-export function stepTimer(method: Trainable, opt: Optimizer, batch: TrainBatch): (steps: number) => number[] {
-  const ctx = { epoch: 0, step: 0, totalSteps: 1 };
+export function stepTimer(method: Trainable, opt: Optimizer, batch: TrainBatch, epoch = 0): (steps: number) => number[] {
+  const ctx = { epoch, step: 0, totalSteps: 1 };
   return (steps) => Array.from({ length: steps }, () => {
     const t0 = performance.now();
     tidy(() => {
@@ -35,10 +36,6 @@ export function stepTimer(method: Trainable, opt: Optimizer, batch: TrainBatch):
   });
 }
 
-/** The repository (above dist/) and what the method benchmarks read from ../shared: voc-mini and MobileNetV2's weights. */
-export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const VOC_MINI = join(REPO, '..', 'shared', 'data', 'voc-mini');
-export const MOBILENET_WEIGHTS = join(REPO, '..', 'shared', 'weights', 'mobilenet_v2_imagenet.safetensors');
 
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

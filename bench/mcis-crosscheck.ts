@@ -26,9 +26,9 @@ import { loadSafetensors, saveSafetensors } from '../src/engine/serialize/index.
 import { BatchLoader, type Dataset, readVoc, trainTransform } from '../src/data/index.js';
 import { type Backbone, mobilenetV2, vgg16 } from '../src/backbones/index.js';
 import { McisMethod, selfPairViews } from '../src/methods/mcis.js';
-import { MOBILENET_WEIGHTS, REPO, VOC_MINI, findTorchPython, relScalar, relTensor } from './common.js';
+import { benchPaths, findTorchPython, relScalar, relTensor } from './common.js';
 
-const [repo, voc, weights] = [REPO, VOC_MINI, MOBILENET_WEIGHTS];
+const { repo, voc, weights } = benchPaths();
 const torchScript = join(repo, 'bench', 'mcis_torch.py');
 
 const { values: args } = parseArgs({

@@ -29,10 +29,10 @@ import { formatMiouTable } from '../src/eval/index.js';
 import type { McisMethod } from '../src/methods/index.js';
 import { makeOptimizer } from '../src/train/index.js';
 import { buildMethod, readSplit, resolveConfig } from '../src/pipeline/index.js';
-import { MOBILENET_WEIGHTS, REPO, TUNED_GLIBC_ENV, TorchPeer, VOC_MINI, findTorchPython, median, round } from './common.js';
-import { SEED_OPTIONS, type SeedRun, meanSd, meansOver, runSeed, seedDirs, seedList } from './seeds.js';
+import { TUNED_GLIBC_ENV, TorchPeer, benchPaths, findTorchPython, median, round, stepTimer } from './common.js';
+import { SEED_OPTIONS, type SeedRun, gainOver, meansOver, runSeed, seedDirs, seedList } from './seeds.js';
 
-const [repo, voc, weights] = [REPO, VOC_MINI, MOBILENET_WEIGHTS];
+const { repo, voc, weights } = benchPaths();
 
 const { values: args } = parseArgs({
   options: {
@@ -135,11 +135,10 @@ for (const r of full) {
 type CamSummary = { per_seed?: { seed: number; seed_miou_valt: number | null }[]; seed_miou_valt: number | null };
 const camSummary = existsSync(camSummaryPath) ? (JSON.parse(readFileSync(camSummaryPath, 'utf8')) as CamSummary) : null;
 const camPerSeed = camSummary ? camSummary.per_seed ?? [{ seed: 0, seed_miou_valt: camSummary.seed_miou_valt }] : [];
-const pairs = perSeed('full').map((p) => [p.seed_miou_valt, camPerSeed.find((c) => c.seed === p.seed)?.seed_miou_valt ?? null] as const)
-  .filter((x): x is readonly [number, number] => x[0] !== null && x[1] !== null);
-const gain = pairs.length && !quick
-  ? round(meanSd(pairs.map((x) => x[0]), 6).mean! - meanSd(pairs.map((x) => x[1]), 6).mean!, 2) : null;
-console.log(gain !== null ? `gain over bench:cam (${pairs.length} common seeds): ${gain} points`
+const gainFigures = gainOver(perSeed('full').map((p) => ({ seed: p.seed, value: p.seed_miou_valt })),
+  camPerSeed.map((c) => ({ seed: c.seed, value: c.seed_miou_valt })));
+const gain = quick ? null : gainFigures.gain ?? null;
+console.log(gain !== null ? `gain over bench:cam (seeds ${gainFigures.seeds.join(', ')}): ${gain} points (sd of the per-seed gains ${gainFigures.sd})`
   : `no gain_over_cam: ${quick ? '--quick' : `no bench:cam figures for these seeds at ${camSummaryPath}`}`);
 const ablation = Object.fromEntries(variants.map((v) => [v, headline(v).seed_miou_valt]));
 console.log(`ablation (seed mIoU at the val-chosen t, mean over seeds): ${variants.map((v) => `${v} ${ablation[v]}`).join(', ')}`);
@@ -174,16 +173,7 @@ for (const fmt of ['nchw', 'cl'] as const) {
   const opt = makeOptimizer(m, optimizer);
   const [a, p] = fmt === 'cl' ? [x1.channelsLast(), x2.channelsLast()] : [x1, x2];
   const batch = { images: a, labels: l1, ids: b.ids, partner: { images: p, labels: l2, ids: b.partner!.ids } };
-  const ourSteps = (k: number) => Array.from({ length: k }, () => {
-    const t0 = performance.now();
-    tidy(() => {
-      const { loss } = m.loss(batch, { epoch: 2, step: 0, totalSteps: 1 });
-      opt.zeroGrad();
-      loss.backward();
-      opt.step();
-    });
-    return performance.now() - t0;
-  });
+  const ourSteps = stepTimer(m, opt, batch, 2);
   const peer = python ? new TorchPeer(python, script, ['--threads', String(getNumThreads()), '--serve', String(batchSize), String(crop),
     '--weights', modelFile, '--batch-file', batchFile, ...(fmt === 'cl' ? ['--channels-last'] : [])], TUNED_GLIBC_ENV) : null;
   ourSteps(Number(args.warmup));
@@ -215,6 +205,8 @@ const summary = {
   seeds,
   ...headline('full'),
   gain_over_cam: gain,
+  gain_over_cam_sd: quick ? null : gainFigures.sd ?? null,
+  gain_seeds: gainFigures.seeds,
   ablation,
   per_seed: perSeed('full'),
   step_ratio: torchMs !== null ? round(ours / torchMs, 3) : null,
