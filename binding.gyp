@@ -6,6 +6,9 @@
     "torch_lib%": "/usr/lib/x86_64-linux-gnu",
     "cxx11_abi%": "1",
     "with_cuda%": "0",
+    "with_gloo%": "0",
+    "with_nccl%": "0",
+    "cuda_inc%": "",
     "alloc_const%": "1",
     "alloc_copy_data%": "0"
   },
@@ -18,7 +21,8 @@
         "native/nn_ops.cc",
         "native/optim.cc",
         "native/alloc.cc",
-        "native/lattice.cc"
+        "native/lattice.cc",
+        "native/dist.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
@@ -51,6 +55,13 @@
         "-lc10"
       ],
       "conditions": [
+        ["with_gloo==1", {
+          "defines": ["WS_WITH_GLOO", "USE_C10D_GLOO"]
+        }],
+        ["with_nccl==1", {
+          "defines": ["WS_WITH_NCCL", "USE_C10D_NCCL"],
+          "include_dirs": ["<(cuda_inc)"]
+        }],
         ["with_cuda==1", {
           "libraries": ["-Wl,--no-as-needed", "-ltorch_cuda", "-lc10_cuda", "-Wl,--as-needed"]
         }]

@@ -466,6 +466,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   weakseg::register_optim(exports);
   weakseg::register_allocator(exports);
   weakseg::register_lattice(exports);
+  weakseg::register_dist(exports);
   return exports;
 }
 

@@ -127,5 +127,6 @@ void register_nn_ops(Napi::Object exports);      // nn_ops.cc
 void register_optim(Napi::Object exports);       // optim.cc
 void register_allocator(Napi::Object exports);   // alloc.cc
 void register_lattice(Napi::Object exports);     // lattice.cc
+void register_dist(Napi::Object exports);        // dist.cc
 
 }  // namespace weakseg

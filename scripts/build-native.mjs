@@ -81,13 +81,25 @@ const allocatorHeader = readFileSync(join(torch.inc, 'c10', 'core', 'Allocator.h
 const allocConst = /virtual\s+DataPtr\s+allocate\(\s*size_t\s+\w*\s*\)\s*const\s*=\s*0/.test(allocatorHeader) ? 1 : 0;
 const allocCopyData = /virtual\s+void\s+copy_data\([^)]*\)\s*const\s*=\s*0/.test(allocatorHeader) ? 1 : 0;
 
-const config = { ...torch, allocConst, allocCopyData };
+// Collectives (native/dist.cc): c10d's Gloo group needs Gloo's headers (Debian: libgloo-dev; pip torch ships
+// them in its include/), its NCCL group a CUDA libtorch and CUDA's runtime headers (a CUDA toolkit, or pip's
+// nvidia-cuda-runtime wheel). Without them the engine builds without that backend and says so when asked for it.
+const c10dHeader = (name) => existsSync(join(torch.inc, 'torch', 'csrc', 'distributed', 'c10d', name));
+const withGloo = c10dHeader('ProcessGroupGloo.hpp') &&
+  [torch.inc, '/usr/include', '/usr/local/include'].some((d) => existsSync(join(d, 'gloo', 'config.h'))) ? 1 : 0;
+const cudaInc = [process.env.CUDA_HOME && join(process.env.CUDA_HOME, 'include'), '/usr/local/cuda/include',
+  join(torch.inc, '..', '..', 'nvidia', 'cuda_runtime', 'include')]
+  .find((d) => d && existsSync(join(d, 'cuda_runtime_api.h'))) ?? '';
+const withNccl = torch.cuda && c10dHeader('ProcessGroupNCCL.hpp') && cudaInc ? 1 : 0;
+if (!withGloo) console.warn('weakseg: no Gloo headers found (apt-get install libgloo-dev): building without distributed training on CPU');
+
+const config = { ...torch, allocConst, allocCopyData, withGloo, withNccl, cudaInc };
 const buildDir = join(root, 'build');
 const configPath = join(buildDir, 'weakseg-libtorch.json');
 const previous = existsSync(configPath) ? readFileSync(configPath, 'utf8') : '';
 const configJson = JSON.stringify(config, null, 2);
 console.log(`weakseg: building the native engine against ${torch.source}` +
-            ` (C++ ABI ${torch.abi}, CUDA ${torch.cuda ? 'yes' : 'no'})`);
+            ` (C++ ABI ${torch.abi}, CUDA ${torch.cuda ? 'yes' : 'no'}, collectives: ${[withGloo && 'gloo', withNccl && 'nccl'].filter(Boolean).join(', ') || 'none'})`);
 
 const nodeGyp = [process.env.npm_config_node_gyp,
   join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js')]
@@ -106,7 +118,8 @@ function gyp(args) {
 if (force || previous !== configJson || !existsSync(join(buildDir, 'Makefile'))) {
   gyp(['configure', '--',
     `-Dtorch_inc=${torch.inc}`, `-Dtorch_lib=${torch.lib}`, `-Dcxx11_abi=${torch.abi}`,
-    `-Dwith_cuda=${torch.cuda ? 1 : 0}`, `-Dalloc_const=${allocConst}`, `-Dalloc_copy_data=${allocCopyData}`]);
+    `-Dwith_cuda=${torch.cuda ? 1 : 0}`, `-Dalloc_const=${allocConst}`, `-Dalloc_copy_data=${allocCopyData}`,
+    `-Dwith_gloo=${withGloo}`, `-Dwith_nccl=${withNccl}`, `-Dcuda_inc=${cudaInc}`]);
 }
 gyp(['build', `-j${Math.max(1, Math.min(cpus().length, 8))}`]);
 mkdirSync(buildDir, { recursive: true });

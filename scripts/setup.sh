@@ -11,6 +11,9 @@ need=()
 if [ -z "${LIBTORCH:-}" ]; then
   [ -f /usr/include/ATen/ATen.h ] || need+=(libtorch-dev)
   dpkg -s libopenblas0-pthread >/dev/null 2>&1 || need+=(libopenblas0-pthread)
+  # Gloo's headers, which c10d's ProcessGroupGloo.hpp includes (distributed training on CPU; the library itself
+  # comes with libtorch).
+  [ -f /usr/include/gloo/config.h ] || need+=(libgloo-dev)
   # PyTorch and torchvision for the tests that compare the backbones' forwards with theirs (and the benchmarks'
   # PyTorch timings); Debian's python3-torch is built on the same libtorch as libtorch-dev.
   /usr/bin/python3 -c 'import torch, torchvision' >/dev/null 2>&1 || need+=(python3-torch python3-torchvision)

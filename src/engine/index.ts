@@ -7,3 +7,4 @@ export * from './runtime.js';
 export { tidy, keep, dispose } from './scope.js';
 export * as F from './functional.js';
 export * from './lattice.js';
+export * from './distributed.js';
