@@ -70,6 +70,12 @@ export interface LoaderOptions extends BadFileOptions {
   dropLast?: boolean;
   /** Give every item a partner image (methods trained on pairs); none by default. */
   pairs?: PairOptions;
+  /**
+   * Data-parallel training: this process is `rank` of `worldSize`, and `batchSize` is its share of a global batch
+   * of batchSize x worldSize. Every rank shuffles the same global order and takes its slice of each global batch,
+   * so the ranks together see exactly the batches one process with the global batch size would. Needs dropLast.
+   */
+  shard?: { rank: number; worldSize: number };
 }
 
 /** Time the consumer spent blocked waiting for batches. */
@@ -112,6 +118,13 @@ export class BatchLoader {
     this.prefetch = prefetch;
     this.seed = seed;
     this.badFiles = options.badFiles ?? new BadFileLog();
+    if (options.shard) {
+      const { rank, worldSize } = options.shard;
+      if (!Number.isInteger(worldSize) || worldSize < 1 || !Number.isInteger(rank) || rank < 0 || rank >= worldSize) {
+        throw new RangeError(`shard: rank ${rank} of world size ${worldSize} is not a rank (0..worldSize-1)`);
+      }
+      if (!options.dropLast) throw new RangeError('shard needs dropLast: every rank must have the same number of batches');
+    }
     if (options.pairs) {
       const p = options.pairs.shareClass;
       if (!(p >= 0 && p <= 1)) throw new RangeError(`pairs.shareClass must be a probability in [0, 1], got ${p}`);
@@ -143,7 +156,8 @@ export class BatchLoader {
   /** Batches per epoch if no item is skipped. */
   get batchesPerEpoch(): number {
     const n = this.dataset.items.length;
-    return this.options.dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
+    const global = this.batchSize * (this.options.shard?.worldSize ?? 1);
+    return this.options.dropLast ? Math.floor(n / global) : Math.ceil(n / global);
   }
 
   get stats(): WaitStats {
@@ -170,8 +184,9 @@ export class BatchLoader {
    */
   async *epoch(epoch: number, options: { skipBatches?: number } = {}): AsyncGenerator<Batch, void, undefined> {
     const items = this.dataset.items;
-    const order = items.map((_, i) => i);
+    let order = items.map((_, i) => i);
     if (this.options.shuffle ?? true) new Rng(this.seed, epoch).shuffle(order);
+    if (this.options.shard) order = this.shardOf(order);
     const policy = this.options.onBadFile ?? 'fail';
     const window = (this.prefetch + 1) * this.batchSize;
     const pending: Promise<Outcome>[] = [];
@@ -210,6 +225,15 @@ export class BatchLoader {
       }
     }
     if (batch.length > 0 && !this.options.dropLast) yield emit();
+  }
+
+  /** This rank's slice of every whole global batch of `order`, in order. */
+  private shardOf(order: number[]): number[] {
+    const { rank, worldSize } = this.options.shard!;
+    const b = this.batchSize;
+    const out: number[] = [];
+    for (let g = 0; g + b * worldSize <= order.length; g += b * worldSize) out.push(...order.slice(g + rank * b, g + (rank + 1) * b));
+    return out;
   }
 
   private async load(index: number, epoch: number): Promise<Outcome> {

@@ -9,6 +9,7 @@ import { type Method, type MethodContext, methodDefinition } from '../methods/in
 import { loadModelWeights } from '../train/checkpoint.js';
 import type { WeaksegConfig } from './config.js';
 import { runPaths } from './paths.js';
+import { isMainProcess } from './distributed.js';
 import { writeFileAtomic, writingTo } from '../io/files.js';
 
 export interface StageHooks {
@@ -68,6 +69,7 @@ export function prepareRun(config: WeaksegConfig): ReturnType<typeof runPaths> {
 
 /** Merges one stage's results into metrics.json ({ train, cams, eval, ... }). */
 export function recordMetrics(config: WeaksegConfig, stage: string, value: unknown): void {
+  if (!isMainProcess()) return; // rank 0 writes the run's records
   let all: Record<string, unknown> = {};
   try {
     all = readMetrics(config);

@@ -12,6 +12,8 @@ import { TrainReporter } from '../train/reporter.js';
 import { type ScheduleSettings, type TrainResult, train } from '../train/trainer.js';
 import type { FitSettings, WeaksegConfig } from './config.js';
 import { type StageHooks, skippedFilesLog } from './common.js';
+import { perRankBatch, rankDevice, worldGroup } from './distributed.js';
+import { DataParallel } from '../train/data-parallel.js';
 
 /** Throws unless the checkpoint folder is empty or the stage resumes. */
 export function refuseExistingCheckpoints(dir: string, hooks: StageHooks): void {
@@ -99,16 +101,21 @@ export function fitFigures(fit: FitSummary) {
 /** Trains `spec.net` with the shared trainer, saves it to `files.model` and disposes of it. */
 export async function fitAndSave(config: WeaksegConfig, hooks: StageHooks, spec: FitSpec): Promise<FitSummary> {
   const { net, settings: s, files } = spec;
-  const reporter = new TrainReporter({
+  // Distributed: one shard of each global batch per rank; rank 0 alone logs and writes files.
+  const group = worldGroup(config);
+  const dp = group ? new DataParallel(group, net) : undefined;
+  const main = dp?.isMain ?? true;
+  const reporter = new TrainReporter(main ? {
     textLog: files.trainLog, jsonLog: files.trainJsonLog, progress: hooks.progress ?? 'auto', logEvery: config.runtime.logEvery,
     write: hooks.log,
-  });
+  } : { console: false });
   reporter.line(spec.headline);
   // Bits depend on the thread count too (the split of parallel reductions), so it is recorded with the weights.
   const threads = getNumThreads();
   const deterministic = config.runtime.deterministic ?? config.runtime.device === 'cpu';
   const engine = { seed: String(s.seed), threads: String(threads), deterministic: String(deterministic) };
-  reporter.line(`seed ${s.seed}, ${threads} engine threads, deterministic algorithms ${deterministic ? 'on' : 'off'}`);
+  reporter.line(`seed ${s.seed}, ${threads} engine threads${dp ? ` per rank, ${dp.worldSize} ranks (${group!.backend})` : ''}, ` +
+    `deterministic algorithms ${deterministic ? 'on' : 'off'}`);
   const resumed = hooks.resume ? latestCheckpoint(files.checkpoints) : null;
   const before = resumed ? readSafetensorsHeader(resumed).metadata.threads : undefined;
   if (before !== undefined && before !== engine.threads) {
@@ -116,15 +123,16 @@ export async function fitAndSave(config: WeaksegConfig, hooks: StageHooks, spec:
       'the resumed run is not bit-identical to an uninterrupted one');
   }
   const loader = new BatchLoader(spec.dataset, spec.transform, {
-    batchSize: s.batchSize, shuffle: true, seed: s.seed, prefetch: config.runtime.prefetch, dropLast: true,
+    batchSize: dp ? perRankBatch(s.batchSize, dp.worldSize, 'batchSize') : s.batchSize, shuffle: true, seed: s.seed, prefetch: config.runtime.prefetch, dropLast: true,
     onBadFile: config.data.onBadFile, badFiles: skippedFilesLog(config, spec.split, spec.dataset.items.length),
     ...(spec.pairs ? { pairs: spec.pairs } : {}),
+    ...(dp ? { shard: { rank: dp.rank, worldSize: dp.worldSize } } : {}),
   });
   let result: TrainResult;
   const wasDeterministic = setDeterministic(deterministic);
   try {
     result = await train({
-      method: net, loader, epochs: s.epochs, seed: s.seed, device: config.runtime.device, channelsLast: config.runtime.channelsLast,
+      method: net, loader, epochs: s.epochs, seed: s.seed, device: rankDevice(config), channelsLast: config.runtime.channelsLast,
       optimizer: {
         type: s.optimizer.type, lr: s.lr, momentum: s.momentum, weightDecay: s.weightDecay, nesterov: s.nesterov,
         betas: s.optimizer.betas, eps: s.optimizer.eps,
@@ -133,6 +141,7 @@ export async function fitAndSave(config: WeaksegConfig, hooks: StageHooks, spec:
       checkpointDir: files.checkpoints, resume: hooks.resume ?? false, keepCheckpoints: config.runtime.keepCheckpoints,
       checkpointEverySteps: config.runtime.checkpointEverySteps, maxSteps: s.maxSteps, onEvent: reporter.onEvent,
       signal: hooks.signal, checkpointMetadata: { ...spec.checkpointMetadata, ...engine },
+      ...(dp ? { distributed: dp } : {}),
     });
   } catch (e) {
     if (/deterministic implementation/.test((e as Error).message ?? '')) {
@@ -143,9 +152,12 @@ export async function fitAndSave(config: WeaksegConfig, hooks: StageHooks, spec:
     setDeterministic(wasDeterministic);
     reporter.close();
   }
-  mkdirSync(dirname(files.model), { recursive: true });
-  saveSafetensors(files.model, net.model.stateDict(), { ...spec.modelMetadata(result), ...engine });
-  reporter.line(`model saved to ${files.model}`);
+  if (main) {
+    mkdirSync(dirname(files.model), { recursive: true });
+    saveSafetensors(files.model, net.model.stateDict(), { ...spec.modelMetadata(result), ...engine });
+    reporter.line(`model saved to ${files.model}`);
+  }
+  group?.barrier(); // the other ranks go on once the model is on disk
   net.model.dispose();
   emptyCache(); // the cached activation blocks of training are of no use to later stages
   const epochsRun = result.epochLosses.length;

@@ -10,6 +10,7 @@ import { AdamW, type LrFactor, LrScheduler, type Optimizer, SGD, cosine, poly, s
 import { type Batch, type BatchLoader, Rng } from '../data/index.js';
 import type { StepContext, StepHooks, TrainBatch, Trainable } from './contract.js';
 import { latestCheckpoint, loadCheckpoint, midEpochCheckpointPath, pruneCheckpoints, saveCheckpoint } from './checkpoint.js';
+import type { DataParallel } from './data-parallel.js';
 
 export interface OptimizerSettings {
   /** 'sgd' (default; momentum, nesterov) or 'adamw' (betas, eps; weight decay applied to the weights directly). */
@@ -80,6 +81,11 @@ export interface TrainerOptions {
   /** Strings stored in each checkpoint's metadata (backbone, config...). */
   checkpointMetadata?: Record<string, string>;
   signal?: AbortSignal;
+  /**
+   * Data-parallel training (the loader sharded to match): gradients averaged across ranks after backward, rank 0's
+   * model broadcast at the start, the logged loss averaged over ranks, checkpoints written by rank 0 only.
+   */
+  distributed?: DataParallel;
 }
 
 export interface TrainResult {
@@ -158,7 +164,10 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
   const optimizer = makeOptimizer(method, options.optimizer);
   const scheduler = new LrScheduler(optimizer,
     makeSchedule(options.schedule ?? { type: 'poly', power: options.optimizer.polyPower ?? 0.9 }, totalSteps, stepsPerEpoch));
-  const hooks: StepHooks[] = [method, options.hooks ?? {}];
+  const dp = options.distributed;
+  // Gradients are averaged first, so the method's own hooks see what every rank sees.
+  const hooks: StepHooks[] = [dp ?? {}, method, options.hooks ?? {}];
+  const writes = dp?.isMain ?? true;
 
   let startEpoch = 0;
   let step = 0;
@@ -183,6 +192,7 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
     }
   }
 
+  dp?.start(method.model, step);
   emit({
     type: 'start', epochs, stepsPerEpoch, totalSteps, startEpoch, startStep: step,
     groups: optimizer.groups.map((g) => ({ name: g.name, params: g.params.length, lr: g.initialLr })),
@@ -213,7 +223,7 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
     for await (const batch of loader.epoch(epoch, { skipBatches })) {
       options.signal?.throwIfAborted();
       // Seeded per step (dropout, random init inside losses), so a resumed run repeats the same numbers.
-      manualSeed(new Rng(seed, step).nextUint32());
+      manualSeed((dp?.rank ? new Rng(seed, step, 2, dp.rank) : new Rng(seed, step)).nextUint32());
       const waitMs = performance.now() - lastEnd;
       const context: StepContext = { epoch, step, totalSteps, rng: new Rng(seed, step, 1) };
       const lr = optimizer.groups[0]?.lr ?? 0;
@@ -223,7 +233,11 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
         const out = method.loss(tb, context);
         optimizer.zeroGrad();
         out.loss.backward();
-        const value = out.loss.item();
+        const named: Record<string, number> = {};
+        for (const [k, t] of Object.entries(out.parts ?? {})) named[k] = t.item();
+        // Averaged over ranks (the global batch's loss), before the check: every rank stops together.
+        const [value = NaN, ...partValues] = dp ? dp.mean([out.loss.item(), ...Object.values(named)]) : [out.loss.item()];
+        if (dp) Object.keys(named).forEach((k, i) => { named[k] = partValues[i]!; });
         if (!Number.isFinite(value)) {
           throw new Error(`training diverged: loss is ${value} at epoch ${epoch + 1}, step ${step + 1} ` +
             '(lower the learning rate, or check the inputs)');
@@ -231,8 +245,6 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
         for (const h of hooks) h.afterBackward?.(context);
         optimizer.step();
         for (const h of hooks) h.afterStep?.(context);
-        const named: Record<string, number> = {};
-        for (const [k, t] of Object.entries(out.parts ?? {})) named[k] = t.item();
         return { loss: value, parts: named };
       });
       const stepMs = performance.now() - s0;
@@ -253,7 +265,7 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
         imagesPerSec: batch.ids.length / ((now - lastEnd) / 1000),
         etaSec: (perStep * (Math.min(totalSteps, maxSteps) - step)) / 1000,
       });
-      if (options.checkpointDir && everySteps > 0 && step % everySteps === 0 && stepInEpoch < stepsPerEpoch) {
+      if (options.checkpointDir && writes && everySteps > 0 && step % everySteps === 0 && stepInEpoch < stepsPerEpoch) {
         saveCheckpoint(options.checkpointDir, method.model, optimizer, {
           epoch, step, totalSteps, seed, method: method.name, extra: options.checkpointMetadata,
         }, midEpochCheckpointPath(options.checkpointDir));
@@ -275,7 +287,7 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
     let checkpoint: string | null = null;
     if (finished) {
       epochsCompleted = epoch + 1;
-      if (options.checkpointDir) {
+      if (options.checkpointDir && writes) {
         checkpoint = saveCheckpoint(options.checkpointDir, method.model, optimizer, {
           epoch: epoch + 1, step, totalSteps, seed, method: method.name, extra: options.checkpointMetadata,
         });
