@@ -14,6 +14,7 @@ import {
 } from '../pipeline/config.js';
 import { type OptionGroup, type Stage, stageNamed, stageNames, stages } from '../pipeline/stages.js';
 import { addUseCommands } from './use-commands.js';
+import { LaunchFailed, launch, launchOptions, wantsLaunch } from './launch.js';
 import { methodDefinitions, methodNames } from '../methods/index.js';
 
 type Flags = Record<string, unknown>;
@@ -287,11 +288,15 @@ Examples:
     model: modelOptions, train: trainOptions, cams: camOptions, eval: evalOptions, refine: refineOptions, seg: segOptions,
     resume: resumeOption,
   };
+  // Stages that split their work over ranks take the launcher's flags (--nproc-per-node ...), and so does `run`.
   for (const stage of stages()) {
-    add(stage.name, `${stage.description} (settings: ${stage.section})`, stage.options.map((g) => groups[g]), (f) => runStage(stage, f));
+    add(stage.name, `${stage.description} (settings: ${stage.section})`,
+      [...stage.options.map((g) => groups[g]), ...(stage.distributed ? [launchOptions] : [])],
+      (f) => (wantsLaunch(f) ? launch(f) : runStage(stage, f)));
   }
   add('run', 'every stage above in order from one config; finished stages are skipped and an interrupted one resumes',
-    [modelOptions, trainOptions, camOptions, evalOptions, refineOptions, segOptions, runOptions], (f) => runAll(f));
+    [modelOptions, trainOptions, camOptions, evalOptions, refineOptions, segOptions, runOptions, launchOptions],
+    (f) => (wantsLaunch(f) ? launch(f) : runAll(f)));
   add('config', 'validate and print the resolved configuration (defaults filled in)',
     [modelOptions, trainOptions, camOptions, evalOptions, refineOptions, segOptions, runOptions], async (f) => {
       process.stdout.write(`${JSON.stringify(configFromFlags(f), null, 2)}\n`);
@@ -319,6 +324,7 @@ export async function main(argv: string[] = process.argv): Promise<number> {
     await program.parseAsync(argv);
     return 0;
   } catch (e) {
+    if (e instanceof LaunchFailed) return e.status;
     if (e instanceof ConfigError) {
       process.stderr.write(`weakseg: ${e.message}\n`);
       return 2;

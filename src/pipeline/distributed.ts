@@ -1,9 +1,29 @@
 // The process group of a distributed run, joined once per process from torchrun's environment (RANK, WORLD_SIZE,
 // MASTER_ADDR, MASTER_PORT; `weakseg ... --nproc-per-node` sets them), and which rank writes the run's files.
-import { type DistBackend, ProcessGroup, distEnvFrom } from '../engine/index.js';
+import { type DistBackend, ProcessGroup, distEnvFrom, tensor, tidy } from '../engine/index.js';
 import type { WeaksegConfig } from './config.js';
 
 let group: ProcessGroup | null | undefined;
+let solo = 0;
+
+/** Runs a stage on this rank alone (the others wait): inside it, worldGroup() is null. */
+export async function alone<T>(fn: () => Promise<T>): Promise<T> {
+  solo++;
+  try {
+    return await fn();
+  } finally {
+    solo--;
+  }
+}
+
+/** Rank 0's numbers, on every rank (what the pipeline decided to do next). */
+export function fromMain(group: ProcessGroup, values: number[]): number[] {
+  return tidy(() => {
+    const t = tensor(new Float64Array(values));
+    group.broadcast([t], 0);
+    return Array.from(t.dataSync() as Float64Array);
+  });
+}
 
 /** Rank 0, or a single process: the one that writes logs, metrics, stage records and the report. */
 export function isMainProcess(): boolean {
@@ -16,6 +36,7 @@ export function isMainProcess(): boolean {
  * bounds rendezvous and every collective.
  */
 export function worldGroup(config: WeaksegConfig): ProcessGroup | null {
+  if (solo) return null;
   if (group !== undefined) return group;
   const env = distEnvFrom();
   if (!env || env.worldSize === 1) return (group = null);

@@ -15,6 +15,11 @@ import { runPaths } from './paths.js';
 import { stageNamed, stages } from './stages.js';
 import { type Manifest, readManifest, recordStageOutputs, removeStageOutputs } from './manifest.js';
 import { dataFingerprints } from './fingerprint.js';
+import { alone, fromMain, worldGroup } from './distributed.js';
+
+// How long the other ranks wait for rank 0 to finish a stage it runs alone (a lost rank 0 fails them at once).
+const STAGE_WAIT_MS = 7 * 24 * 3600 * 1000;
+const ACTIONS = ['skipped', 'ran', 'resumed'] as const;
 
 interface StageRecord {
   fingerprint: string;
@@ -64,6 +69,10 @@ export interface RunSummary {
 /** Runs config.run.stages in order, skipping the ones that are up to date; see the header comment. */
 export async function runPipeline(config: WeaksegConfig, options: RunOptions = {}): Promise<RunSummary> {
   const paths = prepareRun(config);
+  // Distributed: rank 0 decides and records; the ranks run a distributed stage together, any other on rank 0 alone.
+  const group = worldGroup(config);
+  if (group && group.rank !== 0) return followMain(config, options, group);
+  const decide = (action: (typeof ACTIONS)[number]) => { if (group) fromMain(group, [ACTIONS.indexOf(action)]); };
   const log = logger(options);
   const records = readRecords(config);
   const summary: RunSummary = { runDir: paths.root, stages: [] };
@@ -84,6 +93,7 @@ export async function runPipeline(config: WeaksegConfig, options: RunOptions = {
     const stale = def.always && summary.stages.some((s) => s.action !== 'skipped');
     if (sameInputs && previous.state === 'done' && !stale && !forced) {
       log(`== ${stage}: up to date, skipped`);
+      decide('skipped');
       summary.stages.push({ stage, action: 'skipped', seconds: 0 });
       continue;
     }
@@ -98,12 +108,33 @@ export async function runPipeline(config: WeaksegConfig, options: RunOptions = {
     records[stage] = { fingerprint: fp, state: 'running', startedAt: new Date().toISOString() };
     writeJsonAtomic(stagesPath(config), records);
     const t0 = performance.now();
-    await def.run(config, { ...options, resume });
+    decide(resume ? 'resumed' : 'ran');
+    if (!group || def.distributed) await def.run(config, { ...options, resume });
+    else await alone(() => def.run(config, { ...options, resume }));
+    group?.barrier(STAGE_WAIT_MS);
     const seconds = (performance.now() - t0) / 1000;
     recordStageOutputs(paths.root, stage, def.outputs(config));
     records[stage] = { ...records[stage]!, state: 'done', finishedAt: new Date().toISOString(), seconds };
     writeJsonAtomic(stagesPath(config), records);
     summary.stages.push({ stage, action: resume ? 'resumed' : 'ran', seconds });
+  }
+  return summary;
+}
+
+/** A rank other than 0 in a distributed run: the stages rank 0 runs, joined where they are distributed. */
+async function followMain(config: WeaksegConfig, options: RunOptions, group: NonNullable<ReturnType<typeof worldGroup>>): Promise<RunSummary> {
+  const summary: RunSummary = { runDir: runPaths(config).root, stages: [] };
+  const quiet = { ...options, log: () => {}, progress: false as const };
+  for (const def of stages().filter((s) => config.run.stages.includes(s.name))) {
+    const action = ACTIONS[fromMain(group, [0])[0]!]!;
+    if (action !== 'skipped') {
+      const t0 = performance.now();
+      if (def.distributed) await def.run(config, { ...quiet, resume: action === 'resumed' });
+      group.barrier(STAGE_WAIT_MS);
+      summary.stages.push({ stage: def.name, action, seconds: (performance.now() - t0) / 1000 });
+    } else {
+      summary.stages.push({ stage: def.name, action, seconds: 0 });
+    }
   }
   return summary;
 }

@@ -43,6 +43,11 @@ export interface Stage {
   run: (config: WeaksegConfig, hooks: StageHooks) => Promise<unknown>;
   /** Rerun whenever another stage ran (cheap, and it summarises everything else). */
   always?: boolean;
+  /**
+   * It splits its work over the ranks of a distributed run (data-parallel training, per-image inference); the
+   * other stages run on rank 0 while the others wait.
+   */
+  distributed?: boolean;
 }
 
 function omit<T extends object>(o: T, keys: (keyof T)[]): Partial<T> {
@@ -70,6 +75,7 @@ const STAGES: Stage[] = [
     outputs: (c) => [runPaths(c).checkpoints, runPaths(c).model, runPaths(c).trainLog, runPaths(c).trainJsonLog],
     trainLog: (c) => runPaths(c).trainJsonLog,
     run: async (c, h) => (await import('./train.js')).trainClassifier(c, h),
+    distributed: true,
   },
   {
     name: 'cams', title: 'CAMs', section: 'cams', options: ['model', 'cams', 'resume'],
@@ -166,6 +172,7 @@ const STAGES: Stage[] = [
     outputs: (c) => [runPaths(c).seg.checkpoints, runPaths(c).seg.model, runPaths(c).seg.trainLog, runPaths(c).seg.trainJsonLog],
     trainLog: (c) => runPaths(c).seg.trainJsonLog,
     run: async (c, h) => (await import('./segment.js')).trainSegmenter(c, h),
+    distributed: true,
   },
   {
     name: 'seg-eval', title: 'Segmentation net', section: 'seg', options: ['seg', 'resume'],
