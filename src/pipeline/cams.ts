@@ -9,6 +9,7 @@ import type { CamNormalization } from '../methods/method.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, buildMethod, logger, prepareRun, readSplit, recordMetrics, skippedFilesLog } from './common.js';
 import { runPaths } from './paths.js';
+import { worldGroup } from './distributed.js';
 import { StageOutputs, deviceImage, inferenceModel, progress, workingShape } from './per-image.js';
 
 export interface CamSplitSummary {
@@ -32,8 +33,12 @@ export function camWeightsPath(config: WeaksegConfig): string {
   return path;
 }
 
-export async function makeCams(config: WeaksegConfig, hooks: StageHooks = {}): Promise<CamsSummary> {
+export async function makeCams(config: WeaksegConfig, hooksIn: StageHooks = {}): Promise<CamsSummary> {
   const paths = prepareRun(config);
+  // Distributed: rank r makes the CAMs of every world-th image from the r-th on; rank 0 logs and writes the indexes.
+  const group = worldGroup(config);
+  const [rank, world] = group ? [group.rank, group.worldSize] : [0, 1];
+  const hooks = rank === 0 ? hooksIn : { ...hooksIn, log: () => {}, progress: false as const };
   const log = logger(hooks);
   const weights = camWeightsPath(config);
   // Blocks cached for training's activation shapes would fill the allocator's cache and make every new image
@@ -56,10 +61,11 @@ export async function makeCams(config: WeaksegConfig, hooks: StageHooks = {}): P
       }
       const m = method;
       const dir = paths.cams(split);
-      const written = new Set(dataset.items.filter((i) => outputs.existing(i.id, camPath(dir, i.id))).map((i) => i.id));
-      const todo = written.size ? { ...dataset, items: dataset.items.filter((i) => !written.has(i.id)) } : dataset;
+      const mine = world > 1 ? dataset.items.filter((_, k) => k % world === rank) : dataset.items;
+      const written = new Set(mine.filter((i) => outputs.existing(i.id, camPath(dir, i.id))).map((i) => i.id));
+      const todo = { ...dataset, items: mine.filter((i) => !written.has(i.id)) };
       if (written.size) log(`CAMs ${split}: ${written.size} of ${dataset.items.length} already made (${hooks.resume ? 'resumed or ' : ''}shared with an earlier split)`);
-      const bar = progress(hooks, `CAMs ${split}`, dataset.items.length, written.size);
+      const bar = progress(hooks, `CAMs ${split}`, mine.length, written.size);
       let made = 0;
       const transform = evalTransform({ norm: m.backbone.inputNorm, withMask: false });
       const loader = new BatchLoader(todo, transform, {
@@ -94,11 +100,19 @@ export async function makeCams(config: WeaksegConfig, hooks: StageHooks = {}): P
         await new Promise<void>((r) => setImmediate(r));
       }
       const seconds = bar.stop();
+      if (group) {
+        // Every rank's files are written: all of them can be linked into later splits, and counted in the index.
+        group.barrier();
+        for (const i of dataset.items) if (!written.has(i.id) && existsSync(camPath(dir, i.id))) written.add(i.id);
+        for (const id of written) outputs.add(id, camPath(dir, id));
+      }
       const ids = dataset.items.map((i) => i.id).filter((id) => written.has(id));
-      writeCamIndex(dir, {
-        format: 'weakseg-cams/1', split, classes: dataset.classes, scales: [...c.scales], flip: c.flip, count: ids.length,
-        ids, checkpoint: weights, method: m.name, backbone: m.backbone.name,
-      });
+      if (rank === 0) {
+        writeCamIndex(dir, {
+          format: 'weakseg-cams/1', split, classes: dataset.classes, scales: [...c.scales], flip: c.flip, count: ids.length,
+          ids, checkpoint: weights, method: m.name, backbone: m.backbone.name,
+        });
+      }
       summaries.push({ split, dir, images: ids.length, seconds, msPerImage: made ? (1000 * seconds) / made : 0 });
       log(`CAMs ${split}: ${ids.length} images in ${seconds.toFixed(1)} s -> ${dir}`);
     }

@@ -85,6 +85,7 @@ const STAGES: Stage[] = [
     settings: (c) => ({ ...omit(c.cams, ['splits']), splits: camSplits(c) }),
     outputs: (c) => [join(runPaths(c).root, 'cams')],
     run: async (c, h) => (await import('./cams.js')).makeCams({ ...c, cams: { ...c.cams, splits: camSplits(c) } }, h),
+    distributed: true,
   },
   {
     name: 'eval', title: 'Seeds', section: 'eval', options: ['eval'],

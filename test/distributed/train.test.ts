@@ -1,9 +1,9 @@
 // Data-parallel training over loopback: 2 processes x batch 4 reproduce 1 process x batch 8 (same seed, same global
 // data order): the same loss curve, and parameters equal to float32 reduction-order tolerance. Rank 0 alone writes
 // the run's files. Then a resume on the other world size: a run stopped at step 2 by 2 ranks goes on in 1 process
-// from its checkpoint and ends where the uninterrupted run did.
+// from its checkpoint and ends where the uninterrupted run did. CAMs made by 2 ranks are the files 1 process makes.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { distBackends, tidy } from '../../src/engine/index.js';
@@ -62,4 +62,23 @@ test('2 ranks x batch 4 == 1 process x batch 8: loss curve and parameters; a res
   losses(resumed!).forEach((l, i) => assert.ok(Math.abs(l - curve[i + 2]!) <= 1e-5 * Math.abs(curve[i + 2]!), `resumed step ${i + 2}: ${l} vs ${curve[i + 2]}`));
   const resumedDiff = maxRelDiff(join(dir, 'resumed', 'model.safetensors'), join(dir, 'one', 'model.safetensors'));
   assert.ok(resumedDiff < 1e-6, `resumed: max parameter relative difference ${resumedDiff}`);
+
+  // CAMs of one model, by 1 process and by 2 ranks (each 1 thread): the same files, byte for byte.
+  const weights = join(dir, 'one', 'model.safetensors');
+  const [camsOne, camsTwo] = await Promise.all([
+    runWorkers('train-worker.js', 1, { args: [data, join(dir, 'one'), '8', 'cams', weights] }),
+    runWorkers('train-worker.js', 2, { args: [data, join(dir, 'two'), '8', 'cams', weights] }),
+  ]);
+  for (const w of [...camsOne, ...camsTwo]) assert.equal(w.code, 0, `cams rank ${w.rank}: ${w.out}${w.err}`);
+  let files = 0;
+  for (const split of readdirSync(join(dir, 'one', 'cams'))) {
+    const a = join(dir, 'one', 'cams', split);
+    const b = join(dir, 'two', 'cams', split);
+    assert.deepEqual(readdirSync(b).sort(), readdirSync(a).sort(), split);
+    for (const f of readdirSync(a)) {
+      assert.ok(readFileSync(join(a, f)).equals(readFileSync(join(b, f))), `${split}/${f} differs`);
+      files++;
+    }
+  }
+  assert.ok(files >= 10, `${files} files compared`); // 4 + 4 images and an index per split
 });
