@@ -1,0 +1,137 @@
+// npm run bench:ddp [-- --quick] [--steps 20] [--warmup 3]
+//
+// Data-parallel training on this machine: the same global batch trained by 1 process x 2 threads and by
+// 2 processes x 1 thread (Gloo over loopback), each from the same seed. Step time (median after the warm-up steps,
+// from the trainer's log: forward, backward, gradient all-reduce and update) and images/s of each; their ratio
+// (throughput_ratio = 2x1 over 1x2; the target is >= 0.9 on 2 cores); max_param_rel_diff, the largest
+// ||w_2x1 - w_1x2|| / ||w_1x2|| over the parameters after the last step (the equivalence check: float32 reduction
+// order only); and allreduce_gbps, the algorithm bandwidth of one all-reduce of a 64 MiB float32 buffer between
+// 2 processes (bytes / seconds, median of 5).
+// Full: SEAM on MobileNetV2 (ImageNet weights) on voc-mini, batch 16, crop 224 (needs ../shared; the lead's run).
+// --quick: SEAM on a randomly initialised MobileNetV2 on a few synthetic images, batch 4, crop 96, 4 steps, 16 MiB.
+// Ends with one JSON line.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { tidy } from '../src/engine/index.js';
+import { loadSafetensors } from '../src/engine/serialize/index.js';
+import { makeSyntheticDataset } from '../src/data/index.js';
+import { median, round } from './common.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const shared = resolve(here, '..', '..', '..', 'shared');
+const voc = join(shared, 'data', 'voc-mini');
+const weights = join(shared, 'weights', 'mobilenet_v2_imagenet.safetensors');
+
+const { values: args } = parseArgs({
+  options: { quick: { type: 'boolean', default: false }, steps: { type: 'string' }, warmup: { type: 'string' } },
+});
+const quick = args.quick;
+const steps = Number(args.steps ?? (quick ? 4 : 20));
+const warmup = Number(args.warmup ?? (quick ? 1 : 3));
+if (!quick && (!existsSync(voc) || !existsSync(weights))) {
+  console.log(`bench:ddp needs ${voc} and ${weights} (../shared is absent; --quick runs on synthetic data); skipped`);
+  console.log(JSON.stringify({ skipped: true }));
+  process.exit(0);
+}
+
+const work = mkdtempSync(join(tmpdir(), 'weakseg-bench-ddp-'));
+process.on('exit', () => rmSync(work, { recursive: true, force: true }));
+let dataRoot = voc;
+if (quick) {
+  dataRoot = join(work, 'data');
+  await makeSyntheticDataset({ root: dataRoot, seed: 0, train: 16, scored: 2, val: 2, size: 96 });
+}
+const batch = quick ? 4 : 16;
+
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+/** Runs ddp-worker.js in `world` processes of `threads` threads; resolves with each one's last JSON line. */
+async function workers(world: number, threads: number, workerArgs: string[]): Promise<Record<string, unknown>[]> {
+  const port = await freePort();
+  return Promise.all(Array.from({ length: world }, (_, rank) => new Promise<Record<string, unknown>>((res, rej) => {
+    const dist = world > 1 ? { RANK: String(rank), WORLD_SIZE: String(world), LOCAL_RANK: String(rank), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) } : {};
+    const child = spawn(process.execPath, ['--single-threaded-gc', join(here, 'ddp-worker.js'), ...workerArgs], {
+      env: { ...process.env, WEAKSEG_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads), ...dist },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.on('close', (code) => {
+      if (code !== 0) return rej(new Error(`ddp-worker ${workerArgs[0]} rank ${rank} exited with ${code}`));
+      res(JSON.parse(out.trim().split('\n').pop()!));
+    });
+  })));
+}
+
+function configFor(name: string, threads: number): string {
+  const config = {
+    runDir: join(work, name),
+    data: { root: dataRoot, trainSplit: 'train_aug', ...(quick ? { classes: ['redcap', 'greencap', 'bluecap', 'goldcap'] } : {}) },
+    method: { name: 'seam', pcmTaps: ['features.6', 'features.13'] },
+    model: { backbone: 'mobilenet_v2', ...(quick ? {} : { weights }), outputStride: 8 },
+    train: {
+      epochs: 1, maxSteps: steps, batchSize: batch, cropSize: quick ? 96 : 224, scaleRange: [0.7, 1.3], flip: true, jitter: null,
+      lr: 0.01, headLrMult: 10, momentum: 0.9, weightDecay: 1e-4, polyPower: 0.9, seed: 0,
+    },
+    runtime: { threads, logEvery: 1 },
+  };
+  const path = join(work, `${name}.json`);
+  writeFileSync(path, JSON.stringify(config));
+  return path;
+}
+
+/** Median step time (ms) after the warm-up, from the run's JSON-lines log. */
+function stepMs(name: string): number {
+  const events = readFileSync(join(work, name, 'train.log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  return median(events.filter((e) => e.type === 'step').slice(warmup).map((e) => e.stepMs as number));
+}
+
+function maxRelDiff(a: string, b: string): number {
+  return tidy(() => {
+    const ta = loadSafetensors(a).tensors;
+    const tb = loadSafetensors(b).tensors;
+    let worst = 0;
+    for (const [k, x] of ta) {
+      const y = tb.get(k);
+      if (!y || x.dtype !== 'float32') continue;
+      worst = Math.max(worst, x.sub(y).norm().item() / Math.max(y.norm().item(), 1e-12));
+    }
+    return worst;
+  });
+}
+
+console.log(`bench:ddp${quick ? ' --quick' : ''}: SEAM on MobileNetV2, global batch ${batch}, ${steps} steps (${warmup} warm-up)`);
+const [one] = await workers(1, 2, ['train', configFor('1x2', 2)]);
+const ms1 = stepMs('1x2');
+console.log(`1 process x 2 threads: ${ms1.toFixed(0)} ms/step, ${(batch / (ms1 / 1000)).toFixed(2)} images/s`);
+const [two] = await workers(2, 1, ['train', configFor('2x1', 1)]);
+const ms2 = stepMs('2x1');
+console.log(`2 processes x 1 thread: ${ms2.toFixed(0)} ms/step, ${(batch / (ms2 / 1000)).toFixed(2)} images/s`);
+const diff = maxRelDiff(String(two!.model), String(one!.model));
+console.log(`max parameter relative difference after ${steps} steps: ${diff.toExponential(2)}`);
+const mib = quick ? 16 : 64;
+const ar = await workers(2, 1, ['allreduce', String(mib), '5']);
+const seconds = Math.max(...ar.map((r) => Number(r.seconds)));
+const gbps = (mib * 2 ** 20) / seconds / 1e9;
+console.log(`all-reduce of ${mib} MiB over 2 processes (Gloo, loopback): ${(seconds * 1000).toFixed(1)} ms, ${gbps.toFixed(2)} GB/s`);
+
+console.log(JSON.stringify({
+  quick, steps, global_batch: batch,
+  step_ms_1x2: round(ms1, 1), step_ms_2x1: round(ms2, 1),
+  images_per_s_1x2: round(batch / (ms1 / 1000), 2), images_per_s_2x1: round(batch / (ms2 / 1000), 2),
+  throughput_ratio: round(ms1 / ms2, 3), max_param_rel_diff: Number(diff.toExponential(3)), allreduce_gbps: round(gbps, 3),
+}));
