@@ -12,12 +12,11 @@
 // Ends with one JSON line.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { tidy } from '../src/engine/index.js';
+import { freeLoopbackPort, tidy } from '../src/engine/index.js';
 import { loadSafetensors } from '../src/engine/serialize/index.js';
 import { makeSyntheticDataset } from '../src/data/index.js';
 import { median, round } from './common.js';
@@ -48,20 +47,9 @@ if (quick) {
 }
 const batch = quick ? 4 : 16;
 
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
-
 /** Runs ddp-worker.js in `world` processes of `threads` threads; resolves with each one's last JSON line. */
 async function workers(world: number, threads: number, workerArgs: string[]): Promise<Record<string, unknown>[]> {
-  const port = await freePort();
+  const port = await freeLoopbackPort();
   return Promise.all(Array.from({ length: world }, (_, rank) => new Promise<Record<string, unknown>>((res, rej) => {
     const dist = world > 1 ? { RANK: String(rank), WORLD_SIZE: String(world), LOCAL_RANK: String(rank), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) } : {};
     const child = spawn(process.execPath, ['--single-threaded-gc', join(here, 'ddp-worker.js'), ...workerArgs], {

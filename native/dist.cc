@@ -199,6 +199,25 @@ void checkTensors(const Group& g, const std::vector<at::Tensor>& ts, const char*
   }
 }
 
+// Flattens the tensors into buckets, starts `start` on every bucket, then waits for each in turn, applies `done` to
+// its buffer and copies the buffer back into the tensors.
+template <class Start, class Done>
+void inBuckets(Group& g, const std::vector<at::Tensor>& ts, int64_t cap, ms timeout, Start&& start, Done&& done) {
+  auto bs = buckets(ts, cap);
+  std::vector<at::Tensor> flats;
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  for (auto& b : bs) {
+    std::vector<at::Tensor> one{flatten(b)};
+    works.push_back(start(one));
+    flats.push_back(one[0]);
+  }
+  for (size_t i = 0; i < bs.size(); ++i) {
+    waitFor(g, works[i], timeout);
+    done(flats[i]);
+    unflatten(flats[i], bs[i]);
+  }
+}
+
 c10d::ReduceOp reduceOp(const std::string& name) {
   if (name == "sum" || name == "avg") return c10d::ReduceOp::SUM;  // Gloo has no AVG: sum, then divide
   if (name == "max") return c10d::ReduceOp::MAX;
@@ -350,22 +369,12 @@ void register_dist(Napi::Object e) {
     auto timeout = timeoutArg(a, 4, g);
     checkTensors(g, ts, "allreduce");
     collective(g, "allreduce", [&] {
-      auto bs = buckets(ts, cap);
-      std::vector<at::Tensor> flats;
-      std::vector<c10::intrusive_ptr<c10d::Work>> works;
-      for (auto& b : bs) {
-        std::vector<at::Tensor> one{flatten(b)};
+      inBuckets(g, ts, cap, timeout, [&](std::vector<at::Tensor>& one) {
         c10d::AllreduceOptions o;
         o.reduceOp = op;
         o.timeout = timeout;
-        works.push_back(g.pg->allreduce(one, o));
-        flats.push_back(one[0]);
-      }
-      for (size_t i = 0; i < bs.size(); ++i) {
-        waitFor(g, works[i], timeout);
-        if (opName == "avg") flats[i].div_(g.size);
-        unflatten(flats[i], bs[i]);
-      }
+        return g.pg->allreduce(one, o);
+      }, [&](at::Tensor& flat) { if (opName == "avg") flat.div_(g.size); });
     });
     return env.Undefined();
   });
@@ -380,21 +389,12 @@ void register_dist(Napi::Object e) {
     if (root < 0 || root >= g.size) throw std::invalid_argument("root rank " + std::to_string(root) + " is outside the group");
     checkTensors(g, ts, "broadcast");
     collective(g, "broadcast", [&] {
-      auto bs = buckets(ts, cap);
-      std::vector<at::Tensor> flats;
-      std::vector<c10::intrusive_ptr<c10d::Work>> works;
-      for (auto& b : bs) {
-        std::vector<at::Tensor> one{flatten(b)};
+      inBuckets(g, ts, cap, timeout, [&](std::vector<at::Tensor>& one) {
         c10d::BroadcastOptions o;
         o.rootRank = root;
         o.timeout = timeout;
-        works.push_back(g.pg->broadcast(one, o));
-        flats.push_back(one[0]);
-      }
-      for (size_t i = 0; i < bs.size(); ++i) {
-        waitFor(g, works[i], timeout);
-        unflatten(flats[i], bs[i]);
-      }
+        return g.pg->broadcast(one, o);
+      }, [](at::Tensor&) {});
     });
     return env.Undefined();
   });

@@ -5,6 +5,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { Command, InvalidArgumentError } from 'commander';
+import { freeLoopbackPort } from '../engine/distributed.js';
 
 /** A launch whose workers failed; their errors are already on stderr. */
 export class LaunchFailed extends Error {
@@ -30,7 +31,7 @@ export function launchOptions(cmd: Command): Command {
     .option('--nnodes <m>', 'machines taking part (default 1); start the same command on each, with its --node-rank', positiveInt('--nnodes'))
     .option('--node-rank <r>', 'this machine\'s index, 0..nnodes-1 (default 0)', positiveInt('--node-rank', 0))
     .option('--master-addr <host>', 'address of node 0, where rank 0 hosts the rendezvous store (default 127.0.0.1)')
-    .option('--master-port <port>', 'port of the rendezvous store on node 0 (default 29500)', positiveInt('--master-port', 1, 65535))
+    .option('--master-port <port>', 'port of the rendezvous store on node 0 (default: a free one with --nnodes 1, else 29500)', positiveInt('--master-port', 1, 65535))
     .option('--dist-timeout <s>', 'seconds rendezvous and each collective may wait before failing (default 300)', positiveInt('--dist-timeout'));
 }
 
@@ -51,14 +52,16 @@ export async function launch(f: Record<string, unknown>, argv: string[] = proces
   if (status !== 0) throw new LaunchFailed(status, `a worker failed (status ${status})`);
 }
 
-function runWorkers(f: Record<string, unknown>, argv: string[]): Promise<number> {
+async function runWorkers(f: Record<string, unknown>, argv: string[]): Promise<number> {
   const nproc = f.nprocPerNode as number;
   const nnodes = (f.nnodes as number | undefined) ?? 1;
   const nodeRank = (f.nodeRank as number | undefined) ?? 0;
   if (nodeRank >= nnodes) throw new InvalidArgumentError(`--node-rank ${nodeRank} is outside 0..${nnodes - 1} (--nnodes ${nnodes})`);
   const worldSize = nproc * nnodes;
   const masterAddr = (f.masterAddr as string | undefined) ?? process.env.MASTER_ADDR ?? '127.0.0.1';
-  const masterPort = (f.masterPort as number | undefined) ?? Number(process.env.MASTER_PORT ?? 29500);
+  // One machine and no port given: any free one (torchrun --standalone); several machines agree on 29500 by default.
+  const masterPort = (f.masterPort as number | undefined) ?? (process.env.MASTER_PORT ? Number(process.env.MASTER_PORT)
+    : nnodes === 1 ? await freeLoopbackPort() : 29500);
   // Each worker gets its share of the cores unless --threads says otherwise (it applies per worker).
   const threads = String(Math.max(1, Math.floor(availableParallelism() / nproc)));
   const say = (line: string) => process.stderr.write(`weakseg launch: ${line}\n`);

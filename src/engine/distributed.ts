@@ -1,5 +1,6 @@
 // Process groups over c10d (native/dist.cc): Gloo on CPU, NCCL on CUDA where the engine was built with it.
 // Rendezvous is c10d's TCPStore at MASTER_ADDR:MASTER_PORT, hosted by rank 0, as with torch.distributed's env://.
+import { createServer } from 'node:net';
 import { N } from './native.js';
 import type { Tensor } from './tensor.js';
 import { wrapAll } from './tensor.js';
@@ -66,6 +67,18 @@ export function distEnvFrom(env: NodeJS.ProcessEnv = process.env): DistEnv | nul
     localRank: int('LOCAL_RANK', 0, rank),
     localWorldSize: int('LOCAL_WORLD_SIZE', 1, worldSize),
   };
+}
+
+/** A loopback port nothing listens on right now (the OS picks it): a rendezvous port for a run on one machine. */
+export function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
 }
 
 export interface CollectiveOptions {

@@ -50,5 +50,6 @@ test('a wrong MASTER_PORT or a missing rank is a clear error after the timeout, 
   assert.equal(res[1]!.code, 3, res[1]!.err);
   assert.match(r0!.error, /rendezvous \(rank 0 of 2\) at 127\.0\.0\.1:\d+ failed: rank 1 did not join within 3000 ms/);
   assert.match(r1!.error, new RegExp(`rendezvous \\(rank 1 of 2\\) at 127\\.0\\.0\\.1:${wrong} failed: .*MASTER_ADDR/MASTER_PORT`));
-  for (const w of res) assert.ok(w.seconds < 20, `rank ${w.rank} took ${w.seconds} s`);
+  // Process start-up (loading libtorch) is most of it on a loaded machine; a hang would run into the runner.
+  for (const w of res) assert.ok(w.seconds < 45, `rank ${w.rank} took ${w.seconds} s`);
 });

@@ -1,23 +1,13 @@
 // Spawning a few worker processes over loopback, torchrun-style (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), for
 // the distributed tests. Each worker is a script under dist/test/distributed/ that prints one JSON line on success.
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
+import { freeLoopbackPort } from '../../src/engine/index.js';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const here = dirname(fileURLToPath(import.meta.url));
 
-/** A port nothing listens on right now (the OS picks it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freeLoopbackPort as freePort } from '../../src/engine/index.js';
 
 export interface WorkerResult {
   rank: number;
@@ -34,7 +24,7 @@ export interface WorkerResult {
 export async function runWorkers(
   script: string, worldSize: number, opts: { args?: string[]; env?: (rank: number) => NodeJS.ProcessEnv; timeoutMs?: number; port?: number } = {},
 ): Promise<WorkerResult[]> {
-  const port = opts.port ?? await freePort();
+  const port = opts.port ?? await freeLoopbackPort();
   const t0 = Date.now();
   return Promise.all(Array.from({ length: worldSize }, (_, rank) => new Promise<WorkerResult>((resolve) => {
     const child = spawn(process.execPath, ['--single-threaded-gc', join(here, script), ...(opts.args ?? [])], {
