@@ -253,7 +253,8 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
       stepInEpoch++;
       stepsRun++;
       count++;
-      images += batch.ids.length;
+      const stepImages = batch.ids.length * (dp?.worldSize ?? 1); // the global batch
+      images += stepImages;
       lossSum += loss;
       stepLosses.push(loss);
       stepMsEpoch += stepMs;
@@ -262,7 +263,7 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
       const perStep = (now - t0) / stepsRun;
       emit({
         type: 'step', epoch, step, totalSteps, stepInEpoch, stepsPerEpoch, loss, parts, lr, stepMs, waitMs,
-        imagesPerSec: batch.ids.length / ((now - lastEnd) / 1000),
+        imagesPerSec: stepImages / ((now - lastEnd) / 1000),
         etaSec: (perStep * (Math.min(totalSteps, maxSteps) - step)) / 1000,
       });
       if (options.checkpointDir && writes && everySteps > 0 && step % everySteps === 0 && stepInEpoch < stepsPerEpoch) {

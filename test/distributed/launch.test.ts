@@ -47,8 +47,10 @@ test('launcher: kill -9 one worker, the run stops naming it; the same command wi
     if (killed !== null) return;
     const pid = /worker rank 1 of 2 \(local 1\): pid (\d+)/.exec(stderrSoFar)?.[1];
     if (pid && steps() >= 2) {
+      // Stopped first, so that it dies mid-training however fast the steps are (rank 0 waits for it meanwhile).
       killed = Number(pid);
-      process.kill(killed, 'SIGKILL');
+      process.kill(killed, 'SIGSTOP');
+      setTimeout(() => process.kill(killed!, 'SIGKILL'), 300);
     }
   }, 50);
   let stderrSoFar = '';
