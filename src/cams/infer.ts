@@ -12,7 +12,7 @@
 // floor: SEAM's PCM output is a weighted average over similar pixels, so every pixel keeps part of the peak.
 import { F, type Tensor, noGrad, tensor, tidy } from '../engine/index.js';
 import { sumOverScalesAndFlips } from '../nn/test-time.js';
-import type { CamNormalization, Method } from '../methods/method.js';
+import type { CamNormalization, CamSource, Method } from '../methods/method.js';
 
 export const DEFAULT_CAM_SCALES: readonly number[] = Object.freeze([0.5, 1, 1.5, 2]);
 
@@ -40,11 +40,19 @@ export function multiScaleCam(method: Method, image: Tensor, labels: readonly nu
   for (const l of labels) {
     if (!Number.isInteger(l) || l < 0 || l >= C) throw new RangeError(`multiScaleCam: label ${l} outside 0..${C - 1}`);
   }
-  return noGrad(() => tidy(() => {
-    const sum = sumOverScalesAndFlips(image, { scales, flip, resize: 'bicubic', channelsLast: options.channelsLast }, (batch, size) =>
-      F.interpolate(method.cams(batch).relu().contiguous(), { size, mode: 'bilinear', alignCorners: false }), 'multiScaleCam');
-    return normalizeCams(sum, labels, options.normalization ?? method.camNormalization ?? 'max');
-  }));
+  return noGrad(() => tidy(() => normalizeCams(
+    sourceMap(image, { cams: (batch) => method.cams(batch) }, { scales, flip, channelsLast: options.channelsLast }),
+    labels, options.normalization ?? method.camNormalization ?? 'max')));
+}
+
+/**
+ * sum over scales and flips of a CAM source's non-negative maps (ReLU(cams), or its own `maps`), each upsampled
+ * bilinearly to the image's H x W: C x H x W, not masked or normalised.
+ */
+export function sourceMap(image: Tensor, source: CamSource, o: { scales: readonly number[]; flip: boolean; channelsLast?: boolean }): Tensor {
+  return noGrad(() => sumOverScalesAndFlips(image, { scales: o.scales, flip: o.flip, resize: 'bicubic', channelsLast: o.channelsLast }, (batch, size) =>
+    F.interpolate((source.maps ? source.maps(batch).maps : source.cams(batch).relu()).contiguous(), { size, mode: 'bilinear', alignCorners: false }),
+  'multiScaleCam'));
 }
 
 /** Label masking and per-class normalisation of a C x H x W map (see the header). */

@@ -5,7 +5,7 @@
 import { type Device, type Tensor, enableGrad, noGrad, setGradEnabled, tensor, tidy } from '../engine/index.js';
 import { type Dataset, type DatasetItem, type ItemTransform, Rng } from '../data/index.js';
 import type { CamBranch, CamNormalization, LocalizeContext, Method } from '../methods/method.js';
-import { type CamInferenceOptions, DEFAULT_CAM_SCALES, multiScaleCam, normalizeCams } from './infer.js';
+import { type CamInferenceOptions, DEFAULT_CAM_SCALES, multiScaleCam, normalizeCams, sourceMap } from './infer.js';
 
 /** Weighted sum of branches, each masked to the image's labels and normalised on its own. */
 export function fuseBranches(branches: readonly CamBranch[], labels: readonly number[], normalization: CamNormalization): Tensor {
@@ -62,6 +62,7 @@ export function localizeContexts(
     scales: o.scales ?? DEFAULT_CAM_SCALES,
     flip: o.flip ?? true,
     channelsLast: o.channelsLast ?? false,
+    camMap: (image, source) => sourceMap(image, source, { scales: o.scales ?? DEFAULT_CAM_SCALES, flip: o.flip ?? true, channelsLast: o.channelsLast ?? false }),
     enableGrad,
   });
 }

@@ -6,6 +6,7 @@ import { cam } from './cam.js';
 import { seam } from './seam.js';
 import { pixelSs } from './pixelss.js';
 import { mcis } from './mcis.js';
+import { amr } from './amr.js';
 
 export * from './method.js';
 export * from './blocks.js';
@@ -13,6 +14,7 @@ export * from './cam.js';
 export * from './seam.js';
 export * from './pixelss.js';
 export * from './mcis.js';
+export * from './amr.js';
 
 const REGISTRY = new Map<string, MethodDefinition>();
 
@@ -44,6 +46,7 @@ registerMethod(cam);
 registerMethod(seam);
 registerMethod(pixelSs);
 registerMethod(mcis);
+registerMethod(amr);
 
 /** The registered methods' names, in registration order. */
 export function methodNames(): string[] {

@@ -24,6 +24,17 @@ export interface CamBranch {
   normalization?: CamNormalization;
 }
 
+/**
+ * Something that maps a batch of images to class activation maps: a method's `cams`, or one branch of a two-branch
+ * model. The CAM stage sums its maps over scales and flips, or climbs them adversarially (AdvCAM, src/cams).
+ */
+export interface CamSource {
+  /** Raw CAMs, N x numClasses x h x w, before any ReLU (with an autograd graph when recording is on). */
+  cams(images: Tensor): Tensor;
+  /** Optional: non-negative class maps to use instead of ReLU(cams) (e.g. Grad-CAM), from one forward with the CAMs. */
+  maps?(images: Tensor): { cams: Tensor; maps: Tensor };
+}
+
 /** What `localize` may use besides the image: the split, the test-time settings and a gradient scope. */
 export interface LocalizeContext {
   /** The image's dataset item (its id seeds `partners`). */
@@ -41,6 +52,12 @@ export interface LocalizeContext {
   scales: readonly number[];
   flip: boolean;
   channelsLast: boolean;
+  /**
+   * The stage's map of one CAM source for an image (1 x 3 x H x W): numClasses x H x W, the sum over the stage's scales and flips of
+   * its non-negative maps at the image's size, or AdvCAM's accumulated maps when the stage climbs (cams.advcam).
+   * Not normalised; the caller disposes of it.
+   */
+  camMap(image: Tensor, source: CamSource): Tensor;
   /** Runs fn with autograd on (the CAM stage runs without it), for gradient-based maps (Grad-CAM, AdvCAM). */
   enableGrad<T>(fn: () => T): T;
 }
