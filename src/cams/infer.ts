@@ -12,6 +12,7 @@
 // floor: SEAM's PCM output is a weighted average over similar pixels, so every pixel keeps part of the peak.
 import { F, type Tensor, noGrad, tensor, tidy } from '../engine/index.js';
 import { sumOverScalesAndFlips } from '../nn/test-time.js';
+import { type AdvCamOptions, advCamMap } from './advcam.js';
 import type { CamNormalization, CamSource, Method } from '../methods/method.js';
 
 export const DEFAULT_CAM_SCALES: readonly number[] = Object.freeze([0.5, 1, 1.5, 2]);
@@ -25,6 +26,8 @@ export interface CamInferenceOptions {
   channelsLast?: boolean;
   /** Per-class normalisation of the fused map (default: the method's own, else 'max'). */
   normalization?: CamNormalization;
+  /** Climb each class adversarially (AdvCAM, src/cams/advcam.ts) instead of one pass per scale and flip. */
+  advcam?: AdvCamOptions | null;
 }
 
 /**
@@ -40,8 +43,10 @@ export function multiScaleCam(method: Method, image: Tensor, labels: readonly nu
   for (const l of labels) {
     if (!Number.isInteger(l) || l < 0 || l >= C) throw new RangeError(`multiScaleCam: label ${l} outside 0..${C - 1}`);
   }
+  const source = { cams: (batch: Tensor) => method.cams(batch) };
+  const o = { scales, flip, channelsLast: options.channelsLast, numClasses: C };
   return noGrad(() => tidy(() => normalizeCams(
-    sourceMap(image, { cams: (batch) => method.cams(batch) }, { scales, flip, channelsLast: options.channelsLast }),
+    options.advcam ? advCamMap(image, labels, source, { ...options.advcam, ...o }) : sourceMap(image, source, o),
     labels, options.normalization ?? method.camNormalization ?? 'max')));
 }
 

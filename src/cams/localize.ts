@@ -5,6 +5,7 @@
 import { type Device, type Tensor, enableGrad, noGrad, setGradEnabled, tensor, tidy } from '../engine/index.js';
 import { type Dataset, type DatasetItem, type ItemTransform, Rng } from '../data/index.js';
 import type { CamBranch, CamNormalization, LocalizeContext, Method } from '../methods/method.js';
+import { type AdvCamOptions, advCamMap, withoutParameterGrads } from './advcam.js';
 import { type CamInferenceOptions, DEFAULT_CAM_SCALES, multiScaleCam, normalizeCams, sourceMap } from './infer.js';
 
 /** Weighted sum of branches, each masked to the image's labels and normalised on its own. */
@@ -40,7 +41,7 @@ function hashId(id: string): number {
  */
 export function localizeContexts(
   dataset: Dataset, transform: ItemTransform,
-  o: { device?: Device; scales?: readonly number[]; flip?: boolean; channelsLast?: boolean } = {},
+  o: { device?: Device; scales?: readonly number[]; flip?: boolean; channelsLast?: boolean; advcam?: AdvCamOptions | null } = {},
 ): (item: DatasetItem) => LocalizeContext {
   const byClass = dataset.classes.map((): DatasetItem[] => []);
   for (const item of dataset.items) for (const c of item.labels) byClass[c]?.push(item);
@@ -62,7 +63,10 @@ export function localizeContexts(
     scales: o.scales ?? DEFAULT_CAM_SCALES,
     flip: o.flip ?? true,
     channelsLast: o.channelsLast ?? false,
-    camMap: (image, source) => sourceMap(image, source, { scales: o.scales ?? DEFAULT_CAM_SCALES, flip: o.flip ?? true, channelsLast: o.channelsLast ?? false }),
+    camMap: (image, source) => {
+      const m = { scales: o.scales ?? DEFAULT_CAM_SCALES, flip: o.flip ?? true, channelsLast: o.channelsLast ?? false, numClasses: dataset.classes.length };
+      return o.advcam ? advCamMap(image, item.labels, source, { ...o.advcam, ...m }) : sourceMap(image, source, m);
+    },
     enableGrad,
   });
 }
@@ -76,7 +80,20 @@ export async function imageCams(
   method: Method, image: Tensor, labels: readonly number[],
   options: CamInferenceOptions & { context?: LocalizeContext },
 ): Promise<Tensor> {
-  if (!method.localize) return multiScaleCam(method, image, labels, options);
+  if (options.advcam) {
+    // AdvCAM needs the input's gradient only: the parameters' would be computed and accumulated for nothing.
+    const { advcam, ...rest } = options;
+    return withoutParameterGrads(method.model.parameters(), () => localizedCams(method, image, labels, rest, advcam));
+  }
+  return localizedCams(method, image, labels, options, null);
+}
+
+/** imageCams with AdvCAM's settings for methods without `localize` (their context carries them otherwise). */
+async function localizedCams(
+  method: Method, image: Tensor, labels: readonly number[], options: CamInferenceOptions & { context?: LocalizeContext },
+  advcam: AdvCamOptions | null,
+): Promise<Tensor> {
+  if (!method.localize) return multiScaleCam(method, image, labels, { ...options, advcam });
   if (!options.context) throw new Error(`method '${method.name}' localises with a context: pass one (localizeContexts)`);
   const previous = setGradEnabled(false);
   let branches: CamBranch[] = [];

@@ -33,6 +33,9 @@ export function camWeightsPath(config: WeaksegConfig): string {
   return path;
 }
 
+/** AdvCAM's cost note: a two-branch method climbs each branch. */
+const perBranch = (m: { localize?: unknown }) => (m.localize ? ', per branch' : '');
+
 export async function makeCams(config: WeaksegConfig, hooksIn: StageHooks = {}): Promise<CamsSummary> {
   const paths = prepareRun(config);
   // Distributed: rank r makes the CAMs of every world-th image from the r-th on; rank 0 logs and writes the indexes.
@@ -57,7 +60,8 @@ export async function makeCams(config: WeaksegConfig, hooksIn: StageHooks = {}):
         method = buildMethod(config, dataset.classes.length, hooks);
         inferenceModel(method.model, weights, config);
         normalization = c.normalization === 'auto' ? method.camNormalization ?? 'max' : c.normalization;
-        log(`CAMs with ${weights}: scales ${c.scales.join('/')}${c.flip ? ' + flips' : ''}, ${normalization} normalisation`);
+        log(`CAMs with ${weights}: scales ${c.scales.join('/')}${c.flip ? ' + flips' : ''}, ${normalization} normalisation` +
+          (c.advcam ? `, AdvCAM ${c.advcam.iterations} iterations (a forward and backward pass each, per class and scale${perBranch(method)})` : ''));
       }
       const m = method;
       const dir = paths.cams(split);
@@ -72,7 +76,7 @@ export async function makeCams(config: WeaksegConfig, hooksIn: StageHooks = {}):
         batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile,
         badFiles: skippedFilesLog(config, split, todo.items.length),
       });
-      const inference = { scales: c.scales, flip: c.flip, channelsLast: config.runtime.channelsLast, normalization };
+      const inference = { scales: c.scales, flip: c.flip, channelsLast: config.runtime.channelsLast, normalization, advcam: c.advcam };
       const contexts = m.localize ? localizeContexts(dataset, transform, { device: config.runtime.device, ...inference }) : null;
       for await (const batch of loader.epoch(0)) {
         hooks.signal?.throwIfAborted();

@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { methodConfigSchema, methodDefinitions, methodNames } from '../methods/index.js';
+import { ADVCAM_DEFAULTS } from '../cams/advcam.js';
 
 import { type Stage, findStage, kebabCase, stageNames } from './stages.js';
 
@@ -202,6 +203,18 @@ const CamsSchema = z.object({
    * upscaled back (memory grows with the pixels times the largest scale squared). null: always full size.
    */
   workingSize: z.number().int().positive().nullable().default(1024),
+  /**
+   * AdvCAM (anti-adversarial climbing, src/cams/advcam.ts) for any method: {} for the defaults of AMR's released
+   * inference. Slow: a forward and backward pass per iteration, class and scale. null: plain CAMs.
+   */
+  advcam: z.object({
+    iterations: z.number().int().positive().default(ADVCAM_DEFAULTS.iterations),
+    stepSize: z.number().positive().default(ADVCAM_DEFAULTS.stepSize),
+    heldThreshold: fraction.default(ADVCAM_DEFAULTS.heldThreshold),
+    heldWeight: z.number().min(0).default(ADVCAM_DEFAULTS.heldWeight),
+    halfScale: z.number().positive().nullable().default(ADVCAM_DEFAULTS.halfScale),
+    multiplierQuirk: z.boolean().default(ADVCAM_DEFAULTS.multiplierQuirk),
+  }).strict().nullable().default(null),
 }).strict();
 
 /** Thresholds swept from `from` to `to` (section 1.3: 0.05 to 0.60); a CRF per threshold calls for a coarser step. */

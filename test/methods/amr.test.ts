@@ -16,10 +16,12 @@ import {
 } from '../../src/methods/amr.js';
 import { CamNet } from '../../src/methods/cam.js';
 import { methodNames } from '../../src/methods/index.js';
-import type { MethodContext } from '../../src/methods/method.js';
+import type { Method, MethodContext } from '../../src/methods/method.js';
 import { loadModelWeights } from '../../src/train/checkpoint.js';
 import { assertClose, vals } from '../helpers.js';
-import { TinyBackbone } from './tiny.js';
+import { TinyBackbone, synthDataset, synthTransform } from './tiny.js';
+import { imageCams, localizeContexts } from '../../src/cams/localize.js';
+import { multiScaleCam } from '../../src/cams/infer.js';
 
 const SQRT_2PI = Math.sqrt(2 * Math.PI);
 const gauss = (x: number, m: number, s: number) => Math.exp(-((x - m) ** 2) / (2 * s * s)) / (SQRT_2PI * s);
@@ -224,3 +226,28 @@ test('the builder loads the spotlight from a CAM model file and demands one; Ima
   assert.ok(missing.includes('layer4.2.amm.SpatialAMM.spatial.conv.weight') && missing.includes('layer1.0.amm.ChannelAMM.mlp.3.bias'));
   hooked.dispose();
 }));
+
+test('AMR inference: each branch normalised on its own, fused with its weight (0.5 / 0.5 by default, as settings)', async () => {
+  const m = new AmrMethod(new TinyBackbone({ channels: 6 }), new TinyBackbone({ channels: 6 }),
+    { numClasses: 3, frozenStem: [], spotlightWeight: 0.3, compensationWeight: 0.7 });
+  m.model.eval();
+  const data = synthDataset(4);
+  const contexts = localizeContexts(data, synthTransform(16), { scales: [1, 0.5], flip: true });
+  const item = data.items[0]!;
+  const ctx = contexts(item);
+  const image = await ctx.loadImage(item);
+  const fused = await imageCams(m, image, item.labels, { context: ctx });
+  const branchCam = (net: CamNet) => multiScaleCam({ numClasses: 3, cams: (x: Tensor) => net.classifier.cams(net.backbone.forward(x).features) } as unknown as Method,
+    image, item.labels, { scales: [1, 0.5], flip: true, normalization: 'max' });
+  const s = branchCam(m.model.spotlight);
+  const c = branchCam(m.model.compensation);
+  assertClose(fused, vals(s.mul(0.3).add(c.mul(0.7))), { rtol: 1e-5, atol: 1e-6 });
+  // Grad-CAM per branch: the maps come from gradCamMaps instead of ReLU(CAM)
+  const g = new AmrMethod(new TinyBackbone({ channels: 6 }), new TinyBackbone({ channels: 6 }), { numClasses: 3, frozenStem: [], branchMap: 'gradcam' });
+  const src = g.branchSource(g.model.spotlight);
+  assert.ok(src.maps);
+  const x = randn([2, 3, 16, 16]);
+  const f = g.model.spotlight.backbone.forward(x).features;
+  assertClose(src.maps(x).maps, vals(gradCamMaps(f, g.model.spotlight.classifier.weight).maps), { rtol: 1e-6 });
+  for (const t of [fused, s, c, image, x, f]) t.dispose();
+});
