@@ -30,5 +30,12 @@ test('every preset in configs/ validates, with the method and settings its name 
       assert.deepEqual([c.model.backbone, c.train.cropSize, c.train.batchSize, c.train.epochs, c.train.lr, c.train.nesterov,
         c.train.schedule.type, c.train.schedule.epochs], ['vgg16', 256, 5, 15, 0.001, true, 'step', [5, 10]]);
     }
+    if (f === 'amr-resnet50-voc.json') {
+      // the official AMR code's setting: ResNet-50 OS 16, crop 512, batch 16, 8 epochs, lr 0.01 (compensation 10x),
+      // AdvCAM over Grad-CAM branches and seeds at a fixed background 0.20
+      assert.deepEqual([c.model.backbone, c.model.outputStride, c.train.cropSize, c.train.batchSize, c.train.epochs, c.train.lr,
+        c.method.variant, c.method.compensationLrMult, c.method.branchMap, c.cams.advcam?.iterations, c.eval.threshold],
+      ['resnet50', 16, 512, 16, 8, 0.01, 'code', 10, 'gradcam', 27, 0.2]);
+    }
   }
 });
