@@ -1,6 +1,11 @@
 // npm run bench:cam  [-- --seeds 3] [--seed-list 0,1,2] [--epochs 8] [--run-dir runs/bench-cam] [--seed-dir 1=runs/cam-seed1]
 //                    [--retrain] [--skip-train] [--skip-cams] [--rounds 4] [--steps 2] [--cam-summary FILE]
 // npm run bench:seam [-- same options]   (this file with --method seam)
+// npm run bench:amr  [-- same options] [--spotlight-run-dir runs/bench-cam] [--variant code|paper]
+//                    [--advcam-images 20] [--advcam-iterations 27]   (this file with --method amr)
+// --quick: a smoke run of the whole protocol on a copy of voc-mini cut to 8 train_aug, 4 train and 4 val images,
+// one epoch of batch 4, one timing round; in runs/bench-<method>-quick (bench:amr --quick takes its spotlights
+// from bench:cam --quick's run). Its figures say that the protocol runs, nothing about the method.
 //
 // A method (the CAM baseline, or SEAM) end to end on voc-mini, once per training seed (--seeds N: seeds 0..N-1,
 // default 3; --seeds 1 for a quick run): train on train_aug with the MobileNetV2 ImageNet weights (the reference
@@ -13,6 +18,9 @@
 // of the means over the seeds both benchmarks have (bench:cam writes its per-seed figures to
 // <run-dir>/bench-summary.json, which bench:seam reads). Then the training step is timed once in weakseg and in
 // PyTorch (bench/cam_torch.py: the same model, built by hand) on the same batch, interleaved.
+// AMR (bench/amr-extras.ts): each seed's spotlight is bench:cam's model of that seed; each branch is scored on its own
+// too (spotlight_miou_valt, compensation_miou_valt), and AdvCAM on the first --advcam-images train images of the
+// first seed (plain vs AdvCAM at that seed's val-chosen t, with AdvCAM's images/s).
 // Needs ../shared (data and weights); PyTorch is optional (step_ratio is null without it).
 // Ends with one JSON line.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -28,6 +36,7 @@ import { type MiouResult, formatMiouTable } from '../src/eval/index.js';
 import { buildMethod, readSplit, resolveConfig } from '../src/pipeline/index.js';
 import { TUNED_GLIBC_ENV, TorchPeer, benchPaths, findTorchPython, median, round, stepTimer } from './common.js';
 import { SEED_OPTIONS, type SeedRun, gainOver, meanSd, meansOver, runSeed, seedDirs, seedList } from './seeds.js';
+import { advcamSubset, amrSeedConfig, branchFigures, quickVocRoot } from './amr-extras.js';
 
 const { repo, voc, weights } = benchPaths();
 
@@ -42,11 +51,17 @@ const { values: args } = parseArgs({
     steps: { type: 'string', default: '2' },
     warmup: { type: 'string', default: '2' },
     momentum: { type: 'string', default: '0.9' },
+    quick: { type: 'boolean', default: false },
+    'spotlight-run-dir': { type: 'string' },
+    variant: { type: 'string', default: 'code' },
+    'advcam-images': { type: 'string' },
+    'advcam-iterations': { type: 'string' },
   },
 });
 
-const method = args.method as 'cam' | 'seam';
-if (method !== 'cam' && method !== 'seam') throw new Error(`--method must be cam or seam, got '${args.method}'`);
+const method = args.method as 'cam' | 'seam' | 'amr';
+if (method !== 'cam' && method !== 'seam' && method !== 'amr') throw new Error(`--method must be cam, seam or amr, got '${args.method}'`);
+const quick = args.quick!;
 const tag = `bench:${method}`;
 if (!existsSync(voc) || !existsSync(weights)) {
   console.log(`${tag} needs ${voc} and ${weights} (../shared is absent); skipped`);
@@ -54,18 +69,21 @@ if (!existsSync(voc) || !existsSync(weights)) {
   process.exit(0);
 }
 
-const runDir = resolve(args['run-dir'] ?? join(repo, 'runs', `bench-${method}`));
-const camSummaryPath = resolve(args['cam-summary'] ?? join(repo, 'runs', 'bench-cam', 'bench-summary.json'));
-const seeds = seedList(args);
+const suffix = quick ? '-quick' : '';
+const runDir = resolve(args['run-dir'] ?? join(repo, 'runs', `bench-${method}${suffix}`));
+const camSummaryPath = resolve(args['cam-summary'] ?? join(repo, 'runs', `bench-cam${suffix}`, 'bench-summary.json'));
+const spotlightRunDir = resolve(args['spotlight-run-dir'] ?? join(repo, 'runs', `bench-cam${suffix}`));
+const seeds = quick && args['seed-list'] === undefined && args.seeds === '3' ? [0] : seedList(args);
 const dirs = seedDirs(runDir, seeds, args['seed-dir']);
 // SEAM's taps and settings: those of the reference PyTorch SEAM (PCM after features.6 and features.13).
 const config = resolveConfig({
   runDir,
-  data: { root: voc, trainSplit: 'train_aug' },
-  method: method === 'seam' ? { name: 'seam', pcmTaps: ['features.6', 'features.13'] } : { name: 'cam' },
+  data: { root: quick ? quickVocRoot(voc, { train_aug: 8, train: 4, val: 4 }) : voc, trainSplit: 'train_aug' },
+  method: method === 'seam' ? { name: 'seam', pcmTaps: ['features.6', 'features.13'] }
+    : method === 'amr' ? { name: 'amr', variant: args.variant } : { name: 'cam' },
   model: { backbone: 'mobilenet_v2', weights, outputStride: 8 },
   train: {
-    epochs: Number(args.epochs), batchSize: 16, cropSize: 224, scaleRange: [0.7, 1.3], flip: true, jitter: null,
+    epochs: quick ? 1 : Number(args.epochs), batchSize: quick ? 4 : 16, cropSize: 224, scaleRange: [0.7, 1.3], flip: true, jitter: null,
     lr: 0.01, headLrMult: 10, momentum: Number(args.momentum), weightDecay: 1e-4, polyPower: 0.9, seed: 0,
   },
   cams: { splits: ['train', 'val'], scales: [0.5, 1, 1.5, 2], flip: true },
@@ -83,8 +101,9 @@ const frequentMiou = (r: MiouResult) => {
   return f.every((c) => c.iou !== null) ? f.reduce((s, c) => s + c.iou!, 0) / f.length : null;
 };
 const runs: SeedRun[] = [];
+const seedConfig = (seed: number) => (method === 'amr' ? amrSeedConfig(config, spotlightRunDir, seed) : config);
 for (const seed of seeds) {
-  const r = await runSeed(config, seed, dirs.get(seed)!, {
+  const r = await runSeed(seedConfig(seed), seed, dirs.get(seed)!, {
     retrain: args.retrain!, skipTrain: args['skip-train']!, skipCams: args['skip-cams']!, log: (l) => console.log(l),
   });
   runs.push(r);
@@ -97,26 +116,27 @@ for (const seed of seeds) {
 // one format at a time so that only one PyTorch process holds its memory. step_ratio compares each engine in its
 // faster format; the same-format ratios are reported too.
 const dataset = await readSplit(config, 'train_aug');
-const makeBench = (): Method => buildMethod(config, dataset.classes.length, {});
+const timeBatch = quick ? 4 : 16;
+const makeBench = (): Method => buildMethod(seedConfig(seeds[0]!), dataset.classes.length, {});
 const norm = mobilenetV2({ weights, outputStride: 8 }).inputNorm;
 // prefetch 0: nothing is decoded in the background while steps are timed.
 const loader = new BatchLoader(dataset, trainTransform({ cropSize: 224, scaleRange: [0.7, 1.3], norm }),
-  { batchSize: 16, seed: 0, dropLast: true, prefetch: 0 });
+  { batchSize: timeBatch, seed: 0, dropLast: true, prefetch: 0 });
 const batch = (await loader.epoch(0).next()).value!;
 const batchFile = join(runDir, 'bench-batch.f32');
 mkdirSync(runDir, { recursive: true });
 writeFileSync(batchFile, Buffer.concat([Buffer.from(batch.images.buffer, batch.images.byteOffset, batch.images.byteLength),
   Buffer.from(batch.labels.buffer, batch.labels.byteOffset, batch.labels.byteLength)]));
 const x0 = tensor(batch.images, { shape: batch.shape });
-const y = tensor(batch.labels, { shape: [16, dataset.classes.length] });
+const y = tensor(batch.labels, { shape: [timeBatch, dataset.classes.length] });
 
 const torchScript = join(repo, 'bench', `${method}_torch.py`);
 const python = existsSync(torchScript) ? findTorchPython() : null;
-const torchArgs = [String(getNumThreads()), '16', '224', '--batch-file', batchFile];
+const torchArgs = [String(getNumThreads()), String(timeBatch), '224', '--batch-file', batchFile];
 console.log(python ? `PyTorch peer: ${python}` : 'PyTorch peer: none found (set WEAKSEG_TORCH_PYTHON); step_ratio skipped');
-const warmup = Number(args.warmup);
-const rounds = Number(args.rounds);
-const steps = Number(args.steps);
+const warmup = quick ? 1 : Number(args.warmup);
+const rounds = quick ? 1 : Number(args.rounds);
+const steps = quick ? 1 : Number(args.steps);
 type Format = 'nchw' | 'cl';
 /** Per format: our steps, PyTorch's with glibc keeping freed memory ("tuned"), PyTorch as installed (NCHW only). */
 const timed: Record<Format, { ours: number[]; tuned: number[]; plain: number[] }> = {
@@ -175,7 +195,7 @@ const perSeed = runs.map((r) => ({
   best_t: r.report.curve.bestThreshold,
   seed_miou_frequent7: pct(frequentMiou(r.report.result)),
 }));
-const title = method === 'seam' ? 'SEAM (from the PCM output)' : 'CAM baseline';
+const title = method === 'seam' ? 'SEAM (from the PCM output)' : method === 'amr' ? `AMR (variant '${args.variant}', fused 0.5/0.5, no AdvCAM)` : 'CAM baseline';
 console.log(`\n==== ${title} on voc-mini (MobileNetV2, output stride 8), training seeds ${seeds.join(', ')} ====`);
 for (const r of runs) {
   const rep = r.report;
@@ -212,7 +232,7 @@ console.log(`\nmean over seeds ${seeds.join(', ')}: seed mIoU ${withSd('seed_mio
   `best t ${withSd('seed_miou_best')}; frequent-7 ${withSd('seed_miou_frequent7')}`);
 for (const f of ['nchw', 'cl'] as const) {
   const tm = torchFmtMs[f];
-  console.log(`training step (batch 16, 224 px, ${fmtName(f)}), median of ${timed[f].ours.length}: weakseg ${oursMs[f].toFixed(0)} ms` +
+  console.log(`training step (batch ${timeBatch}, 224 px, ${fmtName(f)}), median of ${timed[f].ours.length}: weakseg ${oursMs[f].toFixed(0)} ms` +
     (tm !== null ? `, PyTorch ${tm.toFixed(0)} ms (glibc keeping freed memory), ratio ${(oursMs[f] / tm).toFixed(3)}` : ''));
 }
 if (torchMs !== null && torchBest) {
@@ -225,14 +245,14 @@ if (torchMs !== null && torchBest) {
 // summary, without per_seed, was seed 0's).
 type CamSummary = { per_seed?: { seed: number; seed_miou_valt: number | null; seed_miou_frequent7: number | null }[];
   seed_miou_valt: number | null; seed_miou_frequent7: number | null };
-const camSummary = method === 'seam' && existsSync(camSummaryPath) ? (JSON.parse(readFileSync(camSummaryPath, 'utf8')) as CamSummary) : null;
+const camSummary = method !== 'cam' && existsSync(camSummaryPath) ? (JSON.parse(readFileSync(camSummaryPath, 'utf8')) as CamSummary) : null;
 const camPerSeed = camSummary ? camSummary.per_seed ?? [{ seed: 0, seed_miou_valt: camSummary.seed_miou_valt, seed_miou_frequent7: camSummary.seed_miou_frequent7 }] : [];
 const common = perSeed.filter((p) => camPerSeed.some((c) => c.seed === p.seed));
 const gainOf = (key: 'seed_miou_valt' | 'seed_miou_frequent7') =>
   gainOver(common.map((p) => ({ seed: p.seed, value: p[key] })), camPerSeed.map((c) => ({ seed: c.seed, value: c[key] })));
 const gain = gainOf('seed_miou_valt');
 const gainFrequent = gainOf('seed_miou_frequent7');
-if (method === 'seam') {
+if (method !== 'cam') {
   console.log(common.length
     ? `baseline (bench:cam, same data, backbone and schedule), seeds ${common.map((p) => p.seed).join(', ')}: ` +
       `${meanSd(common.map((p) => camPerSeed.find((c) => c.seed === p.seed)!.seed_miou_valt!)).mean} % at its val-chosen t; ` +
@@ -249,10 +269,10 @@ const summary = {
   gain_over_cam_sd: gain.sd,
   gain_over_cam_frequent7: gainFrequent.gain,
   gain_over_cam_frequent7_sd: gainFrequent.sd,
-  gain_seeds: method === 'seam' ? common.map((p) => p.seed) : undefined,
+  gain_seeds: method !== 'cam' ? common.map((p) => p.seed) : undefined,
   per_seed: perSeed.map((p) => ({
     ...p,
-    ...(method === 'seam' && camPerSeed.some((c) => c.seed === p.seed) && p.seed_miou_valt !== null
+    ...(method !== 'cam' && camPerSeed.some((c) => c.seed === p.seed) && p.seed_miou_valt !== null
       ? { gain_over_cam: round(p.seed_miou_valt - camPerSeed.find((c) => c.seed === p.seed)!.seed_miou_valt!, 2) } : {}),
   })),
   step_ratio: torchMs !== null ? round(stepMs / torchMs, 3) : null,
@@ -277,6 +297,48 @@ const summary = {
     camRuns.reduce((s, r) => s + r.camImages, 0), 1) : null,
   threads: getNumThreads(),
   momentum: config.train.momentum,
+  quick,
+  ...(method === 'amr' ? await amrFigures() : {}),
 };
+/** AMR: each branch on its own (means over the seeds, per class too), and AdvCAM on a subset of the first seed's train. */
+async function amrFigures() {
+  const branches: Record<string, (number | null)[]> = { spotlight: [], compensation: [] };
+  const perClass: Record<string, Record<string, (number | null)[]>> = { spotlight: {}, compensation: {} };
+  for (const r of runs) {
+    for (const b of ['spotlight', 'compensation'] as const) {
+      const rep = await branchFigures(seedConfig(r.seed), r.runDir, b, (l) => console.log(l));
+      branches[b]!.push(pct(rep.result.miou));
+      for (const c of rep.result.classes) (perClass[b]![c.name] ??= []).push(pct(c.iou));
+      console.log(`seed ${r.seed}, ${b} branch alone: ${pct(rep.result.miou)} % at t ${rep.threshold} (chosen on val)`);
+    }
+  }
+  console.log('\nper-class IoU (%) on train, mean over seeds: fused / spotlight alone / compensation alone / CAM baseline not stored per class');
+  for (const [i, name] of classNames.entries()) {
+    const mean = (xs: (number | null)[]) => meanSd(xs.filter((v): v is number => v !== null), 1).mean;
+    const fused = mean(runs.map((r) => pct(r.report.result.classes[i]!.iou)));
+    console.log(`${name.padEnd(12)}${[fused, mean(perClass.spotlight![name] ?? []), mean(perClass.compensation![name] ?? [])].map((v) => String(v ?? '-').padStart(8)).join('')}`);
+  }
+  const first = runs[0]!;
+  const images = Number(args['advcam-images'] ?? (quick ? 2 : 20));
+  const adv = await advcamSubset(seedConfig(first.seed), first.runDir, {
+    split: 'train', images, threshold: first.report.threshold ?? 0.2,
+    ...(args['advcam-iterations'] ?? quick ? { iterations: Number(args['advcam-iterations'] ?? 2) } : {}),
+  });
+  console.log(`\nAdvCAM (${adv.iterations} iterations, the code's quirk on) on the first ${adv.images} train images of seed ${first.seed} at t ${adv.threshold}: ` +
+    `${pct(adv.advcam.miou)} % vs ${pct(adv.plain.miou)} % without; ${adv.advcamImagesPerSecond.toFixed(3)} images/s with AdvCAM`);
+  const m = (xs: (number | null)[]) => meanSd(xs.filter((v): v is number => v !== null), 2);
+  return {
+    variant: args.variant,
+    spotlight_miou_valt: m(branches.spotlight!).mean, spotlight_miou_valt_sd: m(branches.spotlight!).sd,
+    compensation_miou_valt: m(branches.compensation!).mean, compensation_miou_valt_sd: m(branches.compensation!).sd,
+    spotlight_run_dir: spotlightRunDir,
+    advcam: {
+      split: adv.split, images: adv.images, seed: first.seed, threshold: adv.threshold, iterations: adv.iterations,
+      miou: pct(adv.advcam.miou), miou_plain: pct(adv.plain.miou), images_per_s: round(adv.advcamImagesPerSecond, 4),
+      per_class: Object.fromEntries(adv.advcam.classes.map((c, i) => [c.name, [pct(c.iou), pct(adv.plain.classes[i]!.iou)]])),
+    },
+  };
+}
+
 writeFileSync(join(runDir, 'bench-summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
 console.log(JSON.stringify(summary));

@@ -334,8 +334,10 @@ export class AmrMethod implements Method {
     const { spotlight, compensation } = this.model;
     const branches: CamBranch[] = [];
     try {
-      branches.push({ name: 'spotlight', cams: context.camMap(image, this.branchSource(spotlight)), weight: o.spotlightWeight, normalization: 'max' });
-      branches.push({ name: 'compensation', cams: context.camMap(image, this.branchSource(compensation)), weight: o.compensationWeight, normalization: 'max' });
+      // a branch weighted 0 is not computed (the benchmark scores each branch alone this way)
+      for (const [name, net, weight] of [['spotlight', spotlight, o.spotlightWeight], ['compensation', compensation, o.compensationWeight]] as const) {
+        if (weight !== 0) branches.push({ name, cams: context.camMap(image, this.branchSource(net)), weight, normalization: 'max' });
+      }
       return branches;
     } catch (e) {
       for (const b of branches) b.cams.dispose();
