@@ -2,8 +2,7 @@
 // branch's own seed mIoU (the fused CAM with the other branch's weight 0, from the same trained model), AdvCAM's
 // figures on a stated subset of train (plain and AdvCAM maps of the same images at the seed's val-chosen t, with
 // AdvCAM's images/s), and --quick's small copy of voc-mini (symlinks, a handful of images per split).
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { tensor } from '../src/engine/index.js';
@@ -82,9 +81,13 @@ export async function advcamSubset(seedConfig: WeaksegConfig, seedDir: string, o
   };
 }
 
-/** A small copy of a VOC root for --quick: the folders symlinked, each split cut to its first `n` ids. */
-export function quickVocRoot(root: string, counts: Record<string, number>): string {
-  const dir = mkdtempSync(join(tmpdir(), 'bench-quick-voc-'));
+/**
+ * A small copy of a VOC root for --quick in `dir` (remade each time, at a fixed path so that quick runs compare
+ * equal): the folders symlinked, each split cut to its first `n` ids.
+ */
+export function quickVocRoot(root: string, dir: string, counts: Record<string, number>): string {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
   for (const name of ['JPEGImages', 'SegmentationClass', 'SegmentationClassAug', 'image_labels.json']) {
     if (existsSync(join(root, name))) symlinkSync(join(root, name), join(dir, name));
   }

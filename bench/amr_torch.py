@@ -378,27 +378,28 @@ def amr_loss(model, img, label):
 # ------------------------------------------------------------------------------------------------------- driver
 
 
-def weakseg_to_code(name):
-    """weakseg's AmrNet key -> the code's Net key."""
-    for ours, code in (('spotlight.backbone.', 'resnet50.'), ('compensation.backbone.', 'resnet50_2.')):
-        if name.startswith(ours):
-            return code + name[len(ours):]
-    return {'spotlight.classifier.conv.weight': 'classifier.weight',
-            'compensation.classifier.conv.weight': 'classifier2.weight'}.get(name)
+# weakseg's AmrNet keys and the code's Net keys: backbone prefixes, then the two classifiers
+KEY_PREFIXES = (('spotlight.backbone.', 'resnet50.'), ('compensation.backbone.', 'resnet50_2.'))
+KEY_NAMES = (('spotlight.classifier.conv.weight', 'classifier.weight'), ('compensation.classifier.conv.weight', 'classifier2.weight'))
 
 
-def code_to_weakseg(name):
-    for code, ours in (('resnet50_2.', 'compensation.backbone.'), ('resnet50.', 'spotlight.backbone.')):
-        if name.startswith(code):
-            return ours + name[len(code):]
-    return {'classifier.weight': 'spotlight.classifier.conv.weight', 'classifier2.weight': 'compensation.classifier.conv.weight'}[name]
+def rename(name, to_code):
+    """weakseg -> code (to_code) or code -> weakseg; None when the key has no counterpart."""
+    for ours, code in KEY_NAMES:
+        if name == (ours if to_code else code):
+            return code if to_code else ours
+    for ours, code in KEY_PREFIXES:
+        src, dst = (ours, code) if to_code else (code, ours)
+        if name.startswith(src):
+            return dst + name[len(src):]
+    return None
 
 
 def load_ours(net, path):
     sd, _ = read_safetensors(path)
     mapped = {}
     for k, v in sd.items():
-        code = weakseg_to_code(k)
+        code = rename(k, True)
         if code is None:
             raise SystemExit(f'{path}: no code key for {k}')
         mapped[code] = v.float() if v.is_floating_point() else v
@@ -431,7 +432,7 @@ def crosscheck(folder):
         if p.grad is None:
             continue
         prefix = 'bn_grad' if id(p) in bn else 'grad'
-        out[f'{prefix}.{code_to_weakseg(name)}'] = p.grad
+        out[f'{prefix}.{rename(name, False)}'] = p.grad
     write_safetensors(os.path.join(folder, 'torch.safetensors'), out)
     print(json.dumps({k: float(v) for k, v in parts.items()}), flush=True)
 

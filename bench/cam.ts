@@ -4,7 +4,7 @@
 // npm run bench:amr  [-- same options] [--spotlight-run-dir runs/bench-cam] [--variant code|paper]
 //                    [--advcam-images 20] [--advcam-iterations 27]   (this file with --method amr)
 // --quick: a smoke run of the whole protocol on a copy of voc-mini cut to 8 train_aug, 4 train and 4 val images,
-// one epoch of batch 4, one timing round; in runs/bench-<method>-quick (bench:amr --quick takes its spotlights
+// one epoch of batch 4, CAMs at scale 1 only, one timing round (AdvCAM: 1 image, 1 iteration); in runs/bench-<method>-quick (bench:amr --quick takes its spotlights
 // from bench:cam --quick's run). Its figures say that the protocol runs, nothing about the method.
 //
 // A method (the CAM baseline, or SEAM) end to end on voc-mini, once per training seed (--seeds N: seeds 0..N-1,
@@ -78,7 +78,7 @@ const dirs = seedDirs(runDir, seeds, args['seed-dir']);
 // SEAM's taps and settings: those of the reference PyTorch SEAM (PCM after features.6 and features.13).
 const config = resolveConfig({
   runDir,
-  data: { root: quick ? quickVocRoot(voc, { train_aug: 8, train: 4, val: 4 }) : voc, trainSplit: 'train_aug' },
+  data: { root: quick ? quickVocRoot(voc, join(repo, 'runs', 'voc-mini-quick'), { train_aug: 8, train: 4, val: 4 }) : voc, trainSplit: 'train_aug' },
   method: method === 'seam' ? { name: 'seam', pcmTaps: ['features.6', 'features.13'] }
     : method === 'amr' ? { name: 'amr', variant: args.variant } : { name: 'cam' },
   model: { backbone: 'mobilenet_v2', weights, outputStride: 8 },
@@ -86,7 +86,7 @@ const config = resolveConfig({
     epochs: quick ? 1 : Number(args.epochs), batchSize: quick ? 4 : 16, cropSize: 224, scaleRange: [0.7, 1.3], flip: true, jitter: null,
     lr: 0.01, headLrMult: 10, momentum: Number(args.momentum), weightDecay: 1e-4, polyPower: 0.9, seed: 0,
   },
-  cams: { splits: ['train', 'val'], scales: [0.5, 1, 1.5, 2], flip: true },
+  cams: { splits: ['train', 'val'], scales: quick ? [1] : [0.5, 1, 1.5, 2], flip: true },
   eval: { split: 'train', fitSplit: 'val', thresholds: { from: 0.05, to: 0.6, step: 0.01 } },
   runtime: { logEvery: 10 },
 });
@@ -319,10 +319,10 @@ async function amrFigures() {
     console.log(`${name.padEnd(12)}${[fused, mean(perClass.spotlight![name] ?? []), mean(perClass.compensation![name] ?? [])].map((v) => String(v ?? '-').padStart(8)).join('')}`);
   }
   const first = runs[0]!;
-  const images = Number(args['advcam-images'] ?? (quick ? 2 : 20));
+  const images = Number(args['advcam-images'] ?? (quick ? 1 : 20));
   const adv = await advcamSubset(seedConfig(first.seed), first.runDir, {
     split: 'train', images, threshold: first.report.threshold ?? 0.2,
-    ...(args['advcam-iterations'] ?? quick ? { iterations: Number(args['advcam-iterations'] ?? 2) } : {}),
+    ...(args['advcam-iterations'] ?? quick ? { iterations: Number(args['advcam-iterations'] ?? 1) } : {}),
   });
   console.log(`\nAdvCAM (${adv.iterations} iterations, the code's quirk on) on the first ${adv.images} train images of seed ${first.seed} at t ${adv.threshold}: ` +
     `${pct(adv.advcam.miou)} % vs ${pct(adv.plain.miou)} % without; ${adv.advcamImagesPerSecond.toFixed(3)} images/s with AdvCAM`);

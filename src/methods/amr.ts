@@ -248,19 +248,8 @@ export class AmrMethod implements Method {
    */
   constructor(spotlight: Backbone, compensation: Backbone, o: AmrOptions) {
     this.numClasses = o.numClasses;
-    this.options = {
-      numClasses: o.numClasses,
-      variant: o.variant ?? AMR_DEFAULTS.variant,
-      spotlightClsWeight: o.spotlightClsWeight ?? AMR_DEFAULTS.spotlightClsWeight,
-      compensationClsWeight: o.compensationClsWeight ?? AMR_DEFAULTS.compensationClsWeight,
-      cpsWeight: o.cpsWeight ?? AMR_DEFAULTS.cpsWeight,
-      compensationLrMult: o.compensationLrMult ?? AMR_DEFAULTS.compensationLrMult,
-      classifierLrMult: o.classifierLrMult ?? AMR_DEFAULTS.classifierLrMult,
-      frozenStem: o.frozenStem ?? defaultFrozenStem(compensation),
-      spotlightWeight: o.spotlightWeight ?? AMR_DEFAULTS.spotlightWeight,
-      compensationWeight: o.compensationWeight ?? AMR_DEFAULTS.compensationWeight,
-      branchMap: o.branchMap ?? AMR_DEFAULTS.branchMap,
-    };
+    const given = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<AmrOptions>;
+    this.options = { ...AMR_DEFAULTS, frozenStem: o.frozenStem ?? defaultFrozenStem(compensation), ...given, numClasses: o.numClasses };
     this.model = new AmrNet(spotlight, compensation, o.numClasses);
     freezePaths(compensation, this.options.frozenStem, 'the compensation backbone');
     // The code detaches the whole spotlight backbone; the paper trains it (its stem frozen like the compensation's).
