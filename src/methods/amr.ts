@@ -250,6 +250,9 @@ export class AmrMethod implements Method {
     this.numClasses = o.numClasses;
     const given = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<AmrOptions>;
     this.options = { ...AMR_DEFAULTS, frozenStem: o.frozenStem ?? defaultFrozenStem(compensation), ...given, numClasses: o.numClasses };
+    if (this.options.spotlightWeight + this.options.compensationWeight <= 0) {
+      throw new RangeError('AMR: method.spotlightWeight and method.compensationWeight are both 0: the fused CAM would be empty');
+    }
     this.model = new AmrNet(spotlight, compensation, o.numClasses);
     freezePaths(compensation, this.options.frozenStem, 'the compensation backbone');
     // The code detaches the whole spotlight backbone; the paper trains it (its stem frozen like the compensation's).
