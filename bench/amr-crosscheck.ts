@@ -18,8 +18,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { type Tensor, getNumThreads, manualSeed, noGrad, rand, randn, tidy } from '../src/engine/index.js';
@@ -27,11 +26,9 @@ import { loadSafetensors, saveSafetensors } from '../src/engine/serialize/index.
 import { BatchNorm2d, Conv2d } from '../src/nn/index.js';
 import { type Backbone, mobilenetV2, resnet50 } from '../src/backbones/index.js';
 import { type Amm, AmrMethod, ammBlocks, flipCombine } from '../src/methods/amr.js';
-import { findTorchPython } from './common.js';
+import { benchPaths, findTorchPython } from './common.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, '..', '..');
-const weights = join(resolve(repo, '..', 'shared'), 'weights', 'mobilenet_v2_imagenet.safetensors');
+const { repo, weights } = benchPaths();
 const torchScript = join(repo, 'bench', 'amr_torch.py');
 
 const { values: args } = parseArgs({
