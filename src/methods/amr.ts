@@ -342,7 +342,7 @@ const AmrSettings = z.object({
   variant: z.enum(['code', 'paper']).default('code')
     .describe("'code' (the released training: spotlight detached, CPS on the flip-combine of batch items 0 and 1) or 'paper' (mutual CPS, per-image L1)"),
   spotlight: z.string().min(1).nullable().default(null)
-    .describe('the spotlight initialisation: a trained CAM run directory or model file (method cam); required to train'),
+    .describe('the spotlight initialisation: a trained CAM run directory or model file (method cam); required (the CAM stage then loads the trained AMR model over it)'),
   spotlightClsWeight: z.number().min(0).default(AMR_DEFAULTS.spotlightClsWeight),
   compensationClsWeight: z.number().min(0).default(AMR_DEFAULTS.compensationClsWeight),
   cpsWeight: z.number().min(0).default(AMR_DEFAULTS.cpsWeight).describe('weight of the cross pseudo supervision L1'),
