@@ -12,6 +12,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include <atomic>
@@ -225,6 +226,46 @@ c10d::ReduceOp reduceOp(const std::string& name) {
   throw std::invalid_argument("unknown reduction '" + name + "' (expected sum, avg, max or min)");
 }
 
+// A sum over the ranks that autograd records (torch.distributed.nn.functional.all_reduce): its backward is the sum
+// over the ranks of the incoming gradients, since every rank's loss depends on every rank's input. SyncBatchNorm
+// needs it (each rank's loss depends on all ranks' activations through the shared mean and variance). Native
+// because a custom backward can only be written as a C++ autograd Function; this one op covers every cross-rank
+// quantity a model can compute, so no layer-specific native code is needed. Each rank's backward must reach these
+// nodes in the same order, which identical graphs give (the engine orders ready nodes by creation).
+void allreduceSumInPlace(Group& g, at::Tensor& t, ms timeout, const char* op) {
+  collective(g, op, [&] {
+    std::vector<at::Tensor> one{t};
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    o.timeout = timeout;
+    waitFor(g, g.pg->allreduce(one, o), timeout);
+  });
+}
+
+struct AllreduceSumFn : public torch::autograd::Function<AllreduceSumFn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t id, int64_t timeoutMs) {
+    ctx->saved_data["group"] = id;
+    ctx->saved_data["timeout"] = timeoutMs;
+    ctx->saved_data["sizes"] = x.sizes();
+    ctx->saved_data["like"] = at::empty({0}, x.options());
+    auto out = x.detach().clone(at::MemoryFormat::Contiguous);
+    allreduceSumInPlace(*groups().at(id), out, ms(timeoutMs), "allreduce (autograd)");
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto id = ctx->saved_data["group"].toInt();
+    auto it = groups().find(id);
+    if (it == groups().end()) throw std::runtime_error("allreduce backward: the process group was destroyed before backward");
+    // An unused output still takes part (with zeros): every rank must join the collective.
+    auto g = grads[0].defined() ? grads[0].detach().clone(at::MemoryFormat::Contiguous)
+                                : at::zeros(ctx->saved_data["sizes"].toIntVector(), ctx->saved_data["like"].toTensor().options());
+    allreduceSumInPlace(*it->second, g, ms(ctx->saved_data["timeout"].toInt()), "allreduce backward (autograd)");
+    return {g, at::Tensor(), at::Tensor()};
+  }
+};
+
 bool isLoopback(const std::string& host) { return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1"; }
 
 }  // namespace
@@ -414,6 +455,16 @@ void register_dist(Napi::Object e) {
       waitFor(g, g.pg->allgather(out, in, o), timeout);
     });
     return wrap_list(env, out[0]);
+  });
+
+  // distAllreduceSumGrad(group, tensor, timeoutMs?) -> a new tensor, the sum over ranks, recorded by autograd
+  // (AllreduceSumFn above).
+  WS_OP(e, distAllreduceSumGrad, {
+    auto& g = groupOf(a, 0);
+    const auto& t = a.t(1);
+    auto timeout = timeoutArg(a, 2, g);
+    checkTensors(g, {t}, "allreduce (autograd)");
+    return wrap(env, AllreduceSumFn::apply(t, a.i64(0), int64_t(timeout.count())));
   });
 
   WS_OP(e, distBarrier, {

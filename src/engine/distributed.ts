@@ -3,7 +3,7 @@
 import { createServer } from 'node:net';
 import { N } from './native.js';
 import type { Tensor } from './tensor.js';
-import { wrapAll } from './tensor.js';
+import { wrap, wrapAll } from './tensor.js';
 
 export type DistBackend = 'gloo' | 'nccl';
 export type ReduceOp = 'sum' | 'avg' | 'max' | 'min';
@@ -123,6 +123,15 @@ export class ProcessGroup {
   allReduce(tensors: Tensor[], op: ReduceOp = 'sum', o: CollectiveOptions = {}): void {
     if (tensors.length === 0) return;
     N.distAllreduce(this.id, tensors.map((t) => t.handle), op, o.bucketBytes ?? DEFAULT_BUCKET, o.timeoutMs ?? null);
+  }
+
+  /**
+   * The sum of `t` over the ranks as a new tensor that autograd records: its backward sums the incoming gradients
+   * over the ranks (torch.distributed.nn.functional.all_reduce). For quantities every rank's loss depends on, such
+   * as SyncBatchNorm's statistics; every rank must run the same such ops, forward and backward, in the same order.
+   */
+  allReduceWithGrad(t: Tensor, timeoutMs?: number): Tensor {
+    return wrap(N.distAllreduceSumGrad(this.id, t.handle, timeoutMs ?? null));
   }
 
   /** Overwrites every rank's tensors with root's, in place (parameters included: no autograd history is made). */

@@ -1,6 +1,6 @@
 // The standard layers. Parameters are read through getters so that load/move (which may replace
 // tensors) never leaves a layer holding a stale one.
-import { F, type Tensor, empty, ones, zeros, tensor } from '../engine/index.js';
+import { F, type ProcessGroup, type Tensor, cat, empty, noGrad, ones, tensor, tidy, zeros } from '../engine/index.js';
 import { kaimingUniform_, uniform_, fans } from './init.js';
 import { Module } from './module.js';
 
@@ -98,9 +98,16 @@ export class BatchNorm2d extends Layer {
     if (o.frozen) this.setFrozen(true);
   }
 
+  /**
+   * With a process group of several ranks, training normalises with the statistics of the whole global batch, over
+   * all ranks (torch.nn.SyncBatchNorm; see syncBatchNorm below). null: this process's batch alone.
+   */
+  syncGroup: ProcessGroup | null = null;
+
   forward(x: Tensor): Tensor {
     const training = this.training && !this.frozen;
     if (training) this.buffer('num_batches_tracked').add_(1);
+    if (training && this.syncGroup && this.syncGroup.worldSize > 1) return this.#synchronised(x, this.syncGroup);
     return F.batchNorm(x, this.buffer('running_mean'), this.buffer('running_var'), {
       weight: this.affine ? this.param('weight') : null,
       bias: this.affine ? this.param('bias') : null,
@@ -109,6 +116,45 @@ export class BatchNorm2d extends Layer {
       eps: this.eps,
     });
   }
+
+  /**
+   * Batch statistics over every rank's batch. Two sums over the ranks, each recorded by autograd (its backward sums
+   * the gradients over the ranks, which is what makes each rank's gradient include the other ranks' losses through
+   * the shared statistics): the channel sums with the pixel count, then the squared deviations from the global
+   * mean. Two passes rather than sum and sum of squares in one: E[x^2] - E[x]^2 cancels badly in float32 when the
+   * mean is large next to the spread. The ranks' batches may differ in size (a last partial batch).
+   */
+  #synchronised(x: Tensor, group: ProcessGroup): Tensor {
+    if (x.ndim !== 4) throw new RangeError(`BatchNorm2d: expected N x C x H x W input, got [${x.shape}]`);
+    const C = this.numFeatures;
+    return tidy(() => {
+      const dims = [0, 2, 3];
+      const count = x.size(0) * x.size(2) * x.size(3);
+      const sums = group.allReduceWithGrad(cat([x.sum(dims), tensor(new Float32Array([count])).to({ dtype: x.dtype, device: x.device })]));
+      const n = sums.narrow(0, C, 1).detach();
+      const mean = sums.narrow(0, 0, C).div(n);
+      const centred = x.sub(mean.view([1, C, 1, 1]));
+      const variance = group.allReduceWithGrad(centred.square().sum(dims)).div(n);
+      noGrad(() => {
+        // torch's update: the running variance takes the unbiased estimate.
+        const m = this.momentum;
+        this.buffer('running_mean').mul_(1 - m).add_(mean.mul(m));
+        this.buffer('running_var').mul_(1 - m).add_(variance.mul(n.div(n.sub(1).clampMin(1))).mul(m));
+      });
+      let y = centred.mul(variance.add(this.eps).rsqrt().view([1, C, 1, 1]));
+      if (this.affine) y = y.mul(this.param('weight').view([1, C, 1, 1])).add(this.param('bias').view([1, C, 1, 1]));
+      return y;
+    });
+  }
+}
+
+/**
+ * Makes every BatchNorm2d under `module` normalise over the group's global batch in training
+ * (torch.nn.SyncBatchNorm.convert_sync_batchnorm); null undoes it. Frozen layers use their running statistics
+ * either way.
+ */
+export function syncBatchNorm(module: Module, group: ProcessGroup | null): void {
+  for (const [, sub] of module.namedModules()) if (sub instanceof BatchNorm2d) sub.syncGroup = group;
 }
 
 /** GroupNorm (torch.nn.GroupNorm): per-sample statistics over groups of channels, affine per channel. */
