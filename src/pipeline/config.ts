@@ -348,6 +348,12 @@ const SegSchema = fitSchema({
   dropout: fraction.default(0.5),
   /** LargeFOV's classifier start: N(0, 0.01) ('normal', DeepLab-v1's) or the SEAM codebase's Kaiming ('kaiming'). */
   classifierInit: z.enum(['normal', 'kaiming']).default('normal'),
+  /**
+   * How the trained BatchNorm layers (LargeFOV's head; the backbone's stay frozen) normalise in a distributed run:
+   * 'sync' with the statistics of the whole global batch over all ranks (SyncBatchNorm: the same as one process
+   * with the whole batch), 'batch' with each rank's own share. One process: the same either way.
+   */
+  batchNorm: z.enum(['sync', 'batch']).default('sync'),
   /** Split scored after training (its ground truth is used only for scoring). */
   evalSplit: z.string().min(1).default('val'),
   /** Test-time scales and flip; probabilities are averaged over the passes. */

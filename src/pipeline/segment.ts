@@ -12,6 +12,7 @@ import type { Backbone } from '../backbones/backbone.js';
 import { createBackbone } from '../backbones/index.js';
 import { type MiouResult, formatMiouTable } from '../eval/index.js';
 import { DeepLab } from '../segmentation/deeplab.js';
+import { syncBatchNorm } from '../nn/index.js';
 import { predictMask } from '../segmentation/infer.js';
 import { crfParams } from '../refine/crf-presets.js';
 import { latestCheckpoint } from '../train/checkpoint.js';
@@ -19,6 +20,7 @@ import { GROUND_TRUTH, type WeaksegConfig } from './config.js';
 import { type StageHooks, imageCount, logger, prepareRun, readSplit, recordMetrics, skippedFilesLog } from './common.js';
 import { runPaths } from './paths.js';
 import { stageNamed } from './stages.js';
+import { worldGroup } from './distributed.js';
 import { type FitSummary, fitAndSave, fitFigures, fitTransform, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
 import { SplitScore, StageOutputs, deviceImage, inferenceModel, pct, progress, workingShape } from './per-image.js';
 
@@ -116,6 +118,7 @@ export async function trainSegmenter(config: WeaksegConfig, hooks: StageHooks = 
   requireOneBatch(dataset, split, s.batchSize, 'seg.batchSize');
   manualSeed(s.seed); // the head's initialisation is part of the run's determinism
   const net = buildSegmenter(config, dataset.classes.length, hooks);
+  if (s.batchNorm === 'sync') syncBatchNorm(net.model, worldGroup(config));
   const fit = await fitAndSave(config, hooks, {
     net,
     dataset,
@@ -126,7 +129,7 @@ export async function trainSegmenter(config: WeaksegConfig, hooks: StageHooks = 
     headline: `segmenter ${paths.root}: DeepLab ${net.headName} on ${net.backbone.name} (output stride ` +
       `${net.backbone.outputStride}, weights ${s.weights ?? config.model.weights ?? 'none: random init'}), ${net.numLabels} labels; ` +
       `${imageCount(config, split, { items: dataset.items, skipped: read.skipped })} with ${s.pseudoMasks === GROUND_TRUTH ? 'their ground-truth masks (the supervised ceiling)' : `'${s.pseudoMasks}' pseudo-masks`}; crop ${s.cropSize}, batch ${s.batchSize}, ` +
-      `lr ${s.lr} (head x${s.headLrMult}), momentum ${s.momentum}`,
+      `lr ${s.lr} (head x${s.headLrMult}), momentum ${s.momentum}${worldGroup(config) ? `, ${s.batchNorm === 'sync' ? 'synchronised' : 'per-rank'} BatchNorm` : ''}`,
     checkpointMetadata: { backbone: net.backbone.name, head: net.headName, config: JSON.stringify(config) },
     modelMetadata: (result) => ({
       format: SEGMENTER_FORMAT, method: net.name, head: net.headName, backbone: net.backbone.name,
