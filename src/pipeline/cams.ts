@@ -9,8 +9,7 @@ import type { CamNormalization } from '../methods/method.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, buildMethod, logger, prepareRun, readSplit, recordMetrics, skippedFilesLog } from './common.js';
 import { runPaths } from './paths.js';
-import { worldGroup } from './distributed.js';
-import { StageOutputs, deviceImage, inferenceModel, progress, workingShape } from './per-image.js';
+import { ImageShare, StageOutputs, deviceImage, inferenceModel, progress, workingShape } from './per-image.js';
 
 export interface CamSplitSummary {
   split: string;
@@ -38,10 +37,9 @@ const perBranch = (m: { localize?: unknown }) => (m.localize ? ', per branch' : 
 
 export async function makeCams(config: WeaksegConfig, hooksIn: StageHooks = {}): Promise<CamsSummary> {
   const paths = prepareRun(config);
-  // Distributed: rank r makes the CAMs of every world-th image from the r-th on; rank 0 logs and writes the indexes.
-  const group = worldGroup(config);
-  const [rank, world] = group ? [group.rank, group.worldSize] : [0, 1];
-  const hooks = rank === 0 ? hooksIn : { ...hooksIn, log: () => {}, progress: false as const };
+  // Distributed: each rank makes the CAMs of its share of every split (ImageShare); rank 0 writes the indexes.
+  const share = ImageShare.of(config, hooksIn);
+  const hooks = share.hooks;
   const log = logger(hooks);
   const weights = camWeightsPath(config);
   // Blocks cached for training's activation shapes would fill the allocator's cache and make every new image
@@ -65,7 +63,7 @@ export async function makeCams(config: WeaksegConfig, hooksIn: StageHooks = {}):
       }
       const m = method;
       const dir = paths.cams(split);
-      const mine = world > 1 ? dataset.items.filter((_, k) => k % world === rank) : dataset.items;
+      const mine = share.mine(dataset.items);
       const written = new Set(mine.filter((i) => outputs.existing(i.id, camPath(dir, i.id))).map((i) => i.id));
       const todo = { ...dataset, items: mine.filter((i) => !written.has(i.id)) };
       if (written.size) log(`CAMs ${split}: ${written.size} of ${dataset.items.length} already made (${hooks.resume ? 'resumed or ' : ''}shared with an earlier split)`);
@@ -104,14 +102,9 @@ export async function makeCams(config: WeaksegConfig, hooksIn: StageHooks = {}):
         await new Promise<void>((r) => setImmediate(r));
       }
       const seconds = bar.stop();
-      if (group) {
-        // Every rank's files are written: all of them can be linked into later splits, and counted in the index.
-        group.barrier();
-        for (const i of dataset.items) if (!written.has(i.id) && existsSync(camPath(dir, i.id))) written.add(i.id);
-        for (const id of written) outputs.add(id, camPath(dir, id));
-      }
-      const ids = dataset.items.map((i) => i.id).filter((id) => written.has(id));
-      if (rank === 0) {
+      // Every rank's files are written: all of them can be linked into later splits, and counted in the index.
+      const ids = share.joinSplit(outputs, dataset.items, (i) => camPath(dir, i.id)).map((i) => i.id);
+      if (share.isMain) {
         writeCamIndex(dir, {
           format: 'weakseg-cams/1', split, classes: dataset.classes, scales: [...c.scales], flip: c.flip, count: ids.length,
           ids, checkpoint: weights, method: m.name, backbone: m.backbone.name,

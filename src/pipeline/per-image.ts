@@ -1,11 +1,11 @@
 // What the per-image stages (cams, crf, affinity labels, random-walk, seg-eval) share: a progress bar, the resume
-// of per-image files, CAM-file lookup, images onto the device, the model for inference, scoring a split, and
-// sweeping candidate settings on the fit split.
+// of per-image files, their split over the ranks of a distributed run, CAM-file lookup, images onto the device, the
+// model for inference, scoring a split, and sweeping candidate settings on the fit split.
 import { existsSync, linkSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import cliProgress from 'cli-progress';
-import { F, type Tensor, tensor } from '../engine/index.js';
+import { F, type ProcessGroup, type Tensor, tensor, tidy } from '../engine/index.js';
 import type { Module } from '../nn/index.js';
 import { type Batch, type Dataset, type DatasetItem, type LabelMap, readMask, writeMask } from '../data/index.js';
 import { LabelShareCounter, type LabelShares } from '../refine/affinity-labels.js';
@@ -15,6 +15,7 @@ import { loadModelWeights } from '../train/checkpoint.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, logger, readSplit } from './common.js';
 import { runPaths } from './paths.js';
+import { worldGroup } from './distributed.js';
 
 export const pct = (v: number | null) => (v === null ? '-' : (100 * v).toFixed(2));
 
@@ -96,7 +97,66 @@ export class StageOutputs {
   }
 }
 
-/** A loader batch of one image as a [1, C, H, W] tensor on the run's device (to dispose of, or inside tidy). */
+/**
+ * A per-image stage's images split over the ranks of a distributed run (a single process is a world of one): rank r
+ * takes every world-th image from the r-th on and writes their files; counts (confusion matrices, pixel shares) are
+ * summed over the ranks, so that every rank holds the whole split's and makes the same choices one process would
+ * (the counts are integers: exact in float64, whatever the order of the sum); rank 0 logs and writes what covers
+ * the whole split (indexes, info files, metrics). Every rank must make the same calls in the same order.
+ */
+export class ImageShare {
+  readonly rank: number;
+  readonly world: number;
+  /** The stage's hooks on rank 0; on the others, the same without logs and progress bars. */
+  readonly hooks: StageHooks;
+
+  constructor(readonly group: ProcessGroup | null, hooks: StageHooks) {
+    this.rank = group?.rank ?? 0;
+    this.world = group?.worldSize ?? 1;
+    this.hooks = this.rank === 0 ? hooks : { ...hooks, log: () => {}, progress: false };
+  }
+
+  /** The run's group (see worldGroup). */
+  static of(config: WeaksegConfig, hooks: StageHooks): ImageShare {
+    return new ImageShare(worldGroup(config), hooks);
+  }
+
+  get isMain(): boolean { return this.rank === 0; }
+
+  /** This rank's items. */
+  mine<T>(items: readonly T[]): T[] {
+    return this.world > 1 ? items.filter((_, k) => k % this.world === this.rank) : [...items];
+  }
+
+  /** Sums the arrays over the ranks, in place. */
+  sum(...arrays: Float64Array[]): void {
+    if (!this.group || arrays.length === 0) return;
+    tidy(() => {
+      const ts = arrays.map((a) => tensor(a));
+      this.group!.allReduce(ts, 'sum');
+      ts.forEach((t, i) => arrays[i]!.set(t.dataSync() as Float64Array));
+    });
+  }
+
+  /** The numbers summed over the ranks. */
+  total(...values: number[]): number[] {
+    const a = new Float64Array(values);
+    this.sum(a);
+    return [...a];
+  }
+
+  /**
+   * Waits until every rank has written its files of a split, then records all of them in `outputs` (so that a later
+   * split sharing an image links it, whichever rank made it). Returns the items whose file exists.
+   */
+  joinSplit<T extends { id: string }>(outputs: StageOutputs, items: readonly T[], pathOf: (item: T) => string): T[] {
+    this.group?.barrier();
+    const made = items.filter((item) => existsSync(pathOf(item)));
+    for (const item of made) outputs.add(item.id, pathOf(item));
+    return made;
+  }
+}
+
 /**
  * A loaded image as a 1 x C x H x W tensor on the run's device; with `work` ([h, w], see workingShape) downscaled
  * to it (area: averages, no aliasing).
@@ -204,6 +264,14 @@ export class SplitScore {
   result(): MiouResult | null {
     return this.scored ? this.cm.score(withBackground(this.dataset.classes)) : null;
   }
+
+  /** Adds the other ranks' scores: every rank then holds the whole split's. */
+  sumOver(share: ImageShare): this {
+    const scored = new Float64Array([this.scored]);
+    share.sum(this.cm.counts, scored);
+    this.scored = scored[0]!;
+    return this;
+  }
 }
 
 /** One confusion matrix per candidate setting (a threshold, an exponent), to keep the one with the best mIoU. */
@@ -216,6 +284,12 @@ export class CandidateSweep {
 
   add(candidate: number, pred: Uint8Array, gt: Uint8Array, id: string): void {
     this.#matrices[candidate]!.add(pred, gt, id);
+  }
+
+  /** Adds the other ranks' counts: every rank then holds the whole split's. */
+  sumOver(share: ImageShare): this {
+    share.sum(...this.#matrices.map((cm) => cm.counts));
+    return this;
   }
 
   /** mIoU per candidate and the first best one. */

@@ -211,25 +211,23 @@ export interface LabelShares {
 }
 
 export class LabelShareCounter {
-  #pixels = 0;
-  #uncertain = 0;
-  #background = 0;
+  /** Pixels, uncertain pixels, background pixels (one array, so that counts of several processes can be summed). */
+  readonly counts = new Float64Array(3);
 
   add(labels: Uint8Array): void {
-    this.#pixels += labels.length;
+    let uncertain = 0;
+    let background = 0;
     for (const v of labels) {
-      if (v === UNCERTAIN) this.#uncertain++;
-      else if (v === 0) this.#background++;
+      if (v === UNCERTAIN) uncertain++;
+      else if (v === 0) background++;
     }
+    const c = this.counts;
+    c.set([c[0]! + labels.length, c[1]! + uncertain, c[2]! + background]);
   }
 
   get shares(): LabelShares {
-    const n = this.#pixels || 1;
-    return {
-      pixels: this.#pixels,
-      uncertain: this.#uncertain / n,
-      background: this.#background / n,
-      foreground: (this.#pixels - this.#uncertain - this.#background) / n,
-    };
+    const [pixels = 0, uncertain = 0, background = 0] = this.counts;
+    const n = pixels || 1;
+    return { pixels, uncertain: uncertain / n, background: background / n, foreground: (pixels - uncertain - background) / n };
   }
 }
