@@ -14,7 +14,7 @@ import { type WeaksegConfig, thresholdList } from './config.js';
 import { type StageHooks, logger, prepareRun, readMetrics, readSplit, recordMetrics, writeJsonAtomic } from './common.js';
 import { runPaths } from './paths.js';
 import {
-  CandidateSweep, type RefineSplitSummary, SplitScore, StageOutputs, camFile, fitItems, fitSplitOf, pct, progress, unique,
+  CandidateSweep, ImageShare, type RefineSplitSummary, SplitScore, StageOutputs, camFile, fitItems, fitSplitOf, pct, progress, unique,
 } from './per-image.js';
 
 export interface ChosenThreshold {
@@ -85,7 +85,8 @@ export function crfSettings(config: WeaksegConfig): CrfParams {
  * The CRF'd seeds' threshold chosen by sweeping refine.crf.thresholds through the CRF on eval.fitSplit (leak-free)
  * or, without one, on eval.split (oracle). The sweep is kept in crf/fit.json and reused on resume.
  */
-async function fitCrfThreshold(config: WeaksegConfig, crf: CrfParams, hooks: StageHooks): Promise<{ chosen: ChosenThreshold; curve: CrfFitCurve }> {
+async function fitCrfThreshold(config: WeaksegConfig, crf: CrfParams, share: ImageShare): Promise<{ chosen: ChosenThreshold; curve: CrfFitCurve }> {
+  const hooks = share.hooks;
   const log = logger(hooks);
   const { split, mode } = fitSplitOf(config);
   const thresholds = thresholdList(config.refine.crf.thresholds);
@@ -101,10 +102,11 @@ async function fitCrfThreshold(config: WeaksegConfig, crf: CrfParams, hooks: Sta
   const { dataset, scored } = await fitItems(config, split, "refine.crf.threshold 'fit'");
   log(`CRF threshold: sweeping ${thresholds.length} thresholds (${thresholds[0]} to ${thresholds.at(-1)}) through the CRF ` +
     `on '${split}' (${scored.length} images with masks, ${mode})`);
-  const camPaths = scored.map((item) => camFile(config, split, item));
+  const mine = share.mine(scored);
+  const camPaths = mine.map((item) => camFile(config, split, item));
   const sweep = new CandidateSweep(thresholds.length, dataset.classes);
-  const bar = progress(hooks, `CRF threshold sweep ${split}`, scored.length);
-  for (const [i, item] of scored.entries()) {
+  const bar = progress(hooks, `CRF threshold sweep ${split}`, mine.length);
+  for (const [i, item] of mine.entries()) {
     hooks.signal?.throwIfAborted();
     const record = readCam(camPaths[i]!);
     const image = await decodeImage(item.imagePath);
@@ -113,20 +115,25 @@ async function fitCrfThreshold(config: WeaksegConfig, crf: CrfParams, hooks: Sta
     bar.tick();
   }
   bar.stop();
-  const { miou, bestIndex } = sweep.result();
+  const { miou, bestIndex } = sweep.sumOver(share).result();
   const curve: CrfFitCurve = { split, thresholds, miou, best: { threshold: thresholds[bestIndex]!, miou: miou[bestIndex] ?? null } };
-  mkdirSync(dirname(file), { recursive: true });
-  writeJsonAtomic(file, { key, curve });
+  if (share.isMain) {
+    mkdirSync(dirname(file), { recursive: true });
+    writeJsonAtomic(file, { key, curve });
+  }
   log(`CRF threshold on '${split}' (t: mIoU %): ${thresholds.map((t, k) => `${t}: ${pct(miou[k] ?? null)}`).join(', ')}`);
   return { chosen: { threshold: curve.best.threshold, mode, thresholdChosenOn: split }, curve };
 }
 
-export async function crfSeeds(config: WeaksegConfig, hooks: StageHooks = {}): Promise<CrfSummary> {
+export async function crfSeeds(config: WeaksegConfig, hooksIn: StageHooks = {}): Promise<CrfSummary> {
   const paths = prepareRun(config);
+  // Distributed: each rank refines its share of every split (ImageShare).
+  const share = ImageShare.of(config, hooksIn);
+  const hooks = share.hooks;
   const log = logger(hooks);
   const crf = crfSettings(config);
   const rule = config.refine.crf.threshold;
-  const fitted = rule === 'fit' ? await fitCrfThreshold(config, crf, hooks) : null;
+  const fitted = rule === 'fit' ? await fitCrfThreshold(config, crf, share) : null;
   const chosen = fitted?.chosen ?? chosenThreshold(config);
   const scoredSplit = config.eval.split;
   const trainSplit = config.data.trainSplit;
@@ -139,13 +146,14 @@ export async function crfSeeds(config: WeaksegConfig, hooks: StageHooks = {}): P
   let result: MiouResult | null = null;
   for (const split of splits) {
     const dataset = await readSplit(config, split);
-    const camPaths = dataset.items.map((item) => camFile(config, split, item));
+    const mine = share.mine(dataset.items);
+    const camPaths = mine.map((item) => camFile(config, split, item));
     const dir = paths.crf(split);
     const score = split === scoredSplit ? new SplitScore(dataset) : null;
-    const bar = progress(hooks, `CRF ${split}`, dataset.items.length);
+    const bar = progress(hooks, `CRF ${split}`, mine.length);
     let computed = 0;
     let computeMs = 0;
-    for (const [i, item] of dataset.items.entries()) {
+    for (const [i, item] of mine.entries()) {
       hooks.signal?.throwIfAborted();
       const out = join(dir, `${item.id}.png`);
       let mask: LabelMap;
@@ -164,8 +172,13 @@ export async function crfSeeds(config: WeaksegConfig, hooks: StageHooks = {}): P
       bar.tick();
     }
     const seconds = bar.stop();
-    writeFileSync(join(dir, 'info.json'), `${JSON.stringify({ split, ...chosen, crf,
-      format: 'VOC palette PNG: 0 background, class index + 1 for objects' }, null, 2)}\n`);
+    share.joinSplit(outputs, dataset.items, (item) => join(dir, `${item.id}.png`));
+    score?.sumOver(share);
+    [computed, computeMs] = share.total(computed, computeMs) as [number, number];
+    if (share.isMain) {
+      writeFileSync(join(dir, 'info.json'), `${JSON.stringify({ split, ...chosen, crf,
+        format: 'VOC palette PNG: 0 background, class index + 1 for objects' }, null, 2)}\n`);
+    }
     summaries.push({ split, dir, images: dataset.items.length, computed, seconds, msPerImage: computed ? computeMs / computed : 0 });
     log(`CRF ${split}: ${dataset.items.length} images (${computed} computed) in ${seconds.toFixed(1)} s -> ${dir}`);
     if (score) {

@@ -18,7 +18,7 @@ import { type StageHooks, imageCount, logger, prepareRun, readSplit, recordMetri
 import { runPaths } from './paths.js';
 import { type FitSummary, fitAndSave, fitFigures, fitTransform, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
 import {
-  CandidateSweep, type LabelMapsSummary, type RefineSplitSummary, SplitScore, StageOutputs, camFile, fitItems, fitSplitOf, inferenceModel, paddedDeviceImage, pct, progress, unique, writeLabelMaps,
+  CandidateSweep, ImageShare, type LabelMapsSummary, type RefineSplitSummary, SplitScore, StageOutputs, camFile, fitItems, fitSplitOf, inferenceModel, paddedDeviceImage, pct, progress, unique, writeLabelMaps,
 } from './per-image.js';
 
 /** The IR-label CRF (IRN's crf_inference_label), its widths scaled as the other refinement CRFs (refine.crf.referenceSize). */
@@ -117,23 +117,25 @@ export interface IrnBgFitCurve {
 }
 
 /** The background score chosen by trying every refine.irn.walk.bgThresholds on the fit split (one walk per image). */
-async function fitBgThreshold(config: WeaksegConfig, net: IrNet, hooks: StageHooks): Promise<IrnBgFitCurve> {
+async function fitBgThreshold(config: WeaksegConfig, net: IrNet, share: ImageShare): Promise<IrnBgFitCurve> {
+  const hooks = share.hooks;
   const log = logger(hooks);
   const { split, mode } = fitSplitOf(config);
   const { dataset, scored } = await fitItems(config, split, "refine.irn.walk.bgThreshold 'fit'");
   const bgThresholds = [...config.refine.irn.walk.bgThresholds];
   log(`IRN walk: choosing the background score among ${bgThresholds.join(', ')} on '${split}' (${scored.length} images with masks, ${mode})`);
   const sweep = new CandidateSweep(bgThresholds.length, dataset.classes);
-  const bar = progress(hooks, `IRN background sweep ${split}`, scored.length);
-  for await (const batch of loaderOf(config, net, dataset, scored, split).epoch(0)) {
+  const mine = share.mine(scored);
+  const bar = progress(hooks, `IRN background sweep ${split}`, mine.length);
+  for await (const batch of loaderOf(config, net, dataset, mine, split).epoch(0)) {
     hooks.signal?.throwIfAborted();
-    const item = scored[batch.indices[0]!]!;
+    const item = mine[batch.indices[0]!]!;
     const gt = await readMask(item.maskPath!);
     walkedMasks(config, net, batch, camFile(config, split, item), bgThresholds).forEach((m, k) => sweep.add(k, m.data, gt.data, item.id));
     bar.tick();
   }
   bar.stop();
-  const { miou, bestIndex } = sweep.result();
+  const { miou, bestIndex } = sweep.sumOver(share).result();
   log(`IRN walk on '${split}' (background score: mIoU %): ${bgThresholds.map((t, k) => `${t}: ${pct(miou[k] ?? null)}`).join(', ')}`);
   return { split, mode, bgThresholds, miou, best: { bgThreshold: bgThresholds[bestIndex]!, miou: miou[bestIndex] ?? null } };
 }
@@ -150,8 +152,11 @@ export interface IrnWalkSummary {
 }
 
 /** Stage 'irn-walk': pseudo-masks of data.trainSplit and eval.split by IRN's walk; scores eval.split. */
-export async function irnWalkMasks(config: WeaksegConfig, hooks: StageHooks = {}): Promise<IrnWalkSummary> {
+export async function irnWalkMasks(config: WeaksegConfig, hooksIn: StageHooks = {}): Promise<IrnWalkSummary> {
   const paths = prepareRun(config);
+  // Distributed: each rank walks its share of every split (ImageShare).
+  const share = ImageShare.of(config, hooksIn);
+  const hooks = share.hooks;
   const log = logger(hooks);
   const w = config.refine.irn.walk;
   const modelPath = paths.irn.model;
@@ -169,7 +174,7 @@ export async function irnWalkMasks(config: WeaksegConfig, hooks: StageHooks = {}
   try {
     inferenceModel(net.model, modelPath, config, false);
     if (w.bgThreshold === 'fit') {
-      fit = await fitBgThreshold(config, net, hooks);
+      fit = await fitBgThreshold(config, net, share);
       bgThreshold = fit.best.bgThreshold;
     } else {
       bgThreshold = w.bgThreshold;
@@ -180,8 +185,9 @@ export async function irnWalkMasks(config: WeaksegConfig, hooks: StageHooks = {}
       const dir = paths.irn.pseudo(split);
       mkdirSync(dir, { recursive: true });
       const score = split === scoredSplit ? new SplitScore(dataset) : null;
-      const todo = dataset.items.filter((item) => !outputs.existing(item.id, join(dir, `${item.id}.png`)));
-      const bar = progress(hooks, `IRN walk ${split}`, dataset.items.length);
+      const mine = share.mine(dataset.items);
+      const todo = mine.filter((item) => !outputs.existing(item.id, join(dir, `${item.id}.png`)));
+      const bar = progress(hooks, `IRN walk ${split}`, mine.length);
       let ms = 0;
       for await (const batch of loaderOf(config, net, dataset, todo, split).epoch(0)) {
         hooks.signal?.throwIfAborted();
@@ -194,11 +200,14 @@ export async function irnWalkMasks(config: WeaksegConfig, hooks: StageHooks = {}
         outputs.add(item.id, out);
         bar.tick();
       }
-      for (let i = todo.length; i < dataset.items.length; i++) bar.tick();
-      if (score) for (const item of dataset.items) await score.add(item, await readMask(join(dir, `${item.id}.png`)));
+      for (let i = todo.length; i < mine.length; i++) bar.tick();
+      if (score) for (const item of mine) await score.add(item, await readMask(join(dir, `${item.id}.png`)));
       const seconds = bar.stop();
-      summaries.push({ split, dir, images: dataset.items.length, computed: todo.length, seconds, msPerImage: todo.length ? ms / todo.length : 0 });
-      log(`IRN walk ${split}: ${dataset.items.length} images (${todo.length} computed) in ${seconds.toFixed(1)} s -> ${dir}`);
+      share.joinSplit(outputs, dataset.items, (item) => join(dir, `${item.id}.png`));
+      score?.sumOver(share);
+      const [computed, msAll] = share.total(todo.length, ms) as [number, number];
+      summaries.push({ split, dir, images: dataset.items.length, computed, seconds, msPerImage: computed ? msAll / computed : 0 });
+      log(`IRN walk ${split}: ${dataset.items.length} images (${computed} computed) in ${seconds.toFixed(1)} s -> ${dir}`);
       if (score) {
         result = score.result();
         if (result) log(`${formatMiouTable(result)}\nIRN pseudo-mask mIoU on '${split}': ${pct(result.miou)} %`);

@@ -15,7 +15,7 @@ import { type WalkCrf, randomWalkMask, randomWalkMasksPerAlpha } from '../refine
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, logger, prepareRun, readSplit, recordMetrics, skippedFilesLog } from './common.js';
 import {
-  CandidateSweep, type RefineSplitSummary, SplitScore, StageOutputs, camFile, fitItems, fitSplitOf, inferenceModel, paddedDeviceImage, pct, progress, unique,
+  CandidateSweep, ImageShare, type RefineSplitSummary, SplitScore, StageOutputs, camFile, fitItems, fitSplitOf, inferenceModel, paddedDeviceImage, pct, progress, unique,
 } from './per-image.js';
 import { buildAffinityNet } from './affinity.js';
 
@@ -70,7 +70,8 @@ async function walkCrf(params: CrfParams | null, item: DatasetItem): Promise<Wal
  * The background exponent chosen by walking every refine.randomWalk.bgAlphas on eval.fitSplit (leak-free) or,
  * without one, eval.split (oracle): one walk per image carries all exponents' background planes.
  */
-async function fitBgAlpha(config: WeaksegConfig, net: AffinityNet, hooks: StageHooks): Promise<BgAlphaFitCurve> {
+async function fitBgAlpha(config: WeaksegConfig, net: AffinityNet, share: ImageShare): Promise<BgAlphaFitCurve> {
+  const hooks = share.hooks;
   const log = logger(hooks);
   const rw = config.refine.randomWalk;
   const { split, mode } = fitSplitOf(config);
@@ -78,15 +79,16 @@ async function fitBgAlpha(config: WeaksegConfig, net: AffinityNet, hooks: StageH
   const crfOfWalk = walkCrfParams(config);
   const bgAlphas = [...rw.bgAlphas];
   log(`random walk: choosing the background exponent among ${bgAlphas.join(', ')} on '${split}' (${scored.length} images with masks, ${mode})`);
-  const camPaths = new Map(scored.map((item) => [item.id, camFile(config, split, item)]));
+  const mine = share.mine(scored);
+  const camPaths = new Map(mine.map((item) => [item.id, camFile(config, split, item)]));
   const sweep = new CandidateSweep(bgAlphas.length, dataset.classes);
-  const bar = progress(hooks, `random-walk exponent sweep ${split}`, scored.length);
-  const loader = new BatchLoader({ ...dataset, items: scored }, evalTransform({ norm: net.backbone.inputNorm, withMask: false }), {
-    batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile, badFiles: skippedFilesLog(config, split, scored.length),
+  const bar = progress(hooks, `random-walk exponent sweep ${split}`, mine.length);
+  const loader = new BatchLoader({ ...dataset, items: mine }, evalTransform({ norm: net.backbone.inputNorm, withMask: false }), {
+    batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile, badFiles: skippedFilesLog(config, split, mine.length),
   });
   for await (const batch of loader.epoch(0)) {
     hooks.signal?.throwIfAborted();
-    const item = scored[batch.indices[0]!]!;
+    const item = mine[batch.indices[0]!]!;
     const masks = randomWalkMasksPerAlpha(readCam(camPaths.get(item.id)!), affinityFieldOf(net, batch, config), {
       beta: rw.beta, logt: rw.logt, bgAlphas, stride: net.stride, uncertainBelow: rw.uncertainBelow, crf: await walkCrf(crfOfWalk, item),
     });
@@ -95,14 +97,17 @@ async function fitBgAlpha(config: WeaksegConfig, net: AffinityNet, hooks: StageH
     bar.tick();
   }
   bar.stop();
-  const { miou, bestIndex } = sweep.result();
+  const { miou, bestIndex } = sweep.sumOver(share).result();
   log(`random walk on '${split}' (exponent: mIoU %): ${bgAlphas.map((a, k) => `${a}: ${pct(miou[k] ?? null)}`).join(', ')}`);
   return { split, mode, bgAlphas, miou, best: { bgAlpha: bgAlphas[bestIndex]!, miou: miou[bestIndex] ?? null } };
 }
 
 /** Pseudo-masks of data.trainSplit and eval.split by the random walk; scores eval.split. */
-export async function randomWalkMasks(config: WeaksegConfig, hooks: StageHooks = {}): Promise<RandomWalkSummary> {
+export async function randomWalkMasks(config: WeaksegConfig, hooksIn: StageHooks = {}): Promise<RandomWalkSummary> {
   const paths = prepareRun(config);
+  // Distributed: each rank walks its share of every split (ImageShare).
+  const share = ImageShare.of(config, hooksIn);
+  const hooks = share.hooks;
   const log = logger(hooks);
   const rw = config.refine.randomWalk;
   const modelPath = paths.affinity.model;
@@ -122,7 +127,7 @@ export async function randomWalkMasks(config: WeaksegConfig, hooks: StageHooks =
   try {
     inferenceModel(net.model, modelPath, config, false); // the walk's net runs in the default memory order
     if (rw.bgAlpha === 'fit') {
-      bgAlphaFit = await fitBgAlpha(config, net, hooks);
+      bgAlphaFit = await fitBgAlpha(config, net, share);
       bgAlpha = bgAlphaFit.best.bgAlpha;
     } else {
       bgAlpha = rw.bgAlpha;
@@ -134,9 +139,10 @@ export async function randomWalkMasks(config: WeaksegConfig, hooks: StageHooks =
       const dir = paths.pseudo(split);
       const score = split === scoredSplit ? new SplitScore(dataset) : null;
       const unclaimed = new LabelShareCounter();
-      const todo = dataset.items.filter((item) => !outputs.existing(item.id, join(dir, `${item.id}.png`)));
+      const mine = share.mine(dataset.items);
+      const todo = mine.filter((item) => !outputs.existing(item.id, join(dir, `${item.id}.png`)));
       const camPaths = new Map(todo.map((item) => [item.id, camFile(config, split, item)]));
-      const bar = progress(hooks, `random walk ${split}`, dataset.items.length);
+      const bar = progress(hooks, `random walk ${split}`, mine.length);
       let msNet = 0;
       let msWalk = 0;
       const masks = new Map<string, LabelMap>();
@@ -160,15 +166,22 @@ export async function randomWalkMasks(config: WeaksegConfig, hooks: StageHooks =
         masks.set(item.id, mask);
         bar.tick();
       }
-      for (let i = todo.length; i < dataset.items.length; i++) bar.tick();
-      for (const item of dataset.items) {
+      for (let i = todo.length; i < mine.length; i++) bar.tick();
+      for (const item of mine) {
         if (!score) break;
         const mask = masks.get(item.id) ?? await readMask(join(dir, `${item.id}.png`));
         await score.add(item, mask);
         if (item.maskPath) unclaimed.add(mask.data);
       }
       const seconds = bar.stop();
-      const computed = todo.length;
+      share.joinSplit(outputs, dataset.items, (item) => join(dir, `${item.id}.png`));
+      if (score) {
+        score.sumOver(share);
+        share.sum(unclaimed.counts);
+      }
+      const [computed, msNetAll, msWalkAll] = share.total(todo.length, msNet, msWalk) as [number, number, number];
+      msNet = msNetAll;
+      msWalk = msWalkAll;
       summaries.push({
         split, dir, images: dataset.items.length, computed, seconds, msPerImage: computed ? (msNet + msWalk) / computed : 0,
         msNet: computed ? msNet / computed : 0, msWalk: computed ? msWalk / computed : 0,

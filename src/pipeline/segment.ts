@@ -22,7 +22,7 @@ import { runPaths } from './paths.js';
 import { stageNamed } from './stages.js';
 import { worldGroup } from './distributed.js';
 import { type FitSummary, fitAndSave, fitFigures, fitTransform, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
-import { SplitScore, StageOutputs, deviceImage, inferenceModel, pct, progress, workingShape } from './per-image.js';
+import { ImageShare, SplitScore, StageOutputs, deviceImage, inferenceModel, pct, progress, workingShape } from './per-image.js';
 
 /** Format tag of the saved segmentation model (seg/model.safetensors). */
 export const SEGMENTER_FORMAT = 'weakseg-segmenter/1';
@@ -174,8 +174,11 @@ export function segmenterWeightsPath(config: WeaksegConfig): string {
  * Stage 'seg-eval': predicts every image of seg.evalSplit, writes palette PNGs and scores them. `hooks.resume`
  * keeps the predictions already written (and scores them).
  */
-export async function evaluateSegmenter(config: WeaksegConfig, hooks: StageHooks = {}): Promise<SegEvalReport> {
+export async function evaluateSegmenter(config: WeaksegConfig, hooksIn: StageHooks = {}): Promise<SegEvalReport> {
   const paths = prepareRun(config);
+  // Distributed: each rank predicts its share of the split (ImageShare).
+  const share = ImageShare.of(config, hooksIn);
+  const hooks = share.hooks;
   const log = logger(hooks);
   const s = config.seg;
   const split = s.evalSplit;
@@ -199,15 +202,16 @@ export async function evaluateSegmenter(config: WeaksegConfig, hooks: StageHooks
     const crfSettings = s.crf ? crfParams(s.crf, { referenceSize: config.refine.crf.referenceSize, workingSize: config.refine.crf.workingSize }) : null;
     log(`segmenter ${weights} on '${split}' (${dataset.items.length} images${hooks.resume ? ', keeping predictions already written' : ''}): scales ${s.scales.join('/')}` +
       `${s.testFlip ? ' + flips' : ''}${s.crf ? `, dense CRF '${s.crf}'` : ''} -> ${dir}`);
-    const loader = new BatchLoader(dataset, evalTransform({ norm: net.backbone.inputNorm, withMask: false }), {
+    const mine = share.mine(dataset.items);
+    const loader = new BatchLoader({ ...dataset, items: mine }, evalTransform({ norm: net.backbone.inputNorm, withMask: false }), {
       batchSize: 1, shuffle: false, prefetch: 2, onBadFile: config.data.onBadFile,
-      badFiles: skippedFilesLog(config, split, dataset.items.length),
+      badFiles: skippedFilesLog(config, split, mine.length),
     });
-    const bar = progress(hooks, `segment ${split}`, dataset.items.length);
+    const bar = progress(hooks, `segment ${split}`, mine.length);
     try {
       for await (const batch of loader.epoch(0)) {
         hooks.signal?.throwIfAborted();
-        const item = dataset.items[batch.indices[0]!]!;
+        const item = mine[batch.indices[0]!]!;
         const [, , h, w] = batch.shape;
         const out = join(dir, `${item.id}.png`);
         let pred: LabelMap;
@@ -245,6 +249,9 @@ export async function evaluateSegmenter(config: WeaksegConfig, hooks: StageHooks
     } finally {
       bar.stop();
     }
+    share.joinSplit(outputs, dataset.items, (item) => join(dir, `${item.id}.png`));
+    score.sumOver(share);
+    [done, kept, inferMs] = share.total(done, kept, inferMs) as [number, number, number];
   } finally {
     net.model.dispose();
   }

@@ -109,6 +109,7 @@ const STAGES: Stage[] = [
     outputs: (c) => [join(runPaths(c).root, 'crf')],
     pseudoMasks: { dir: (c, split) => runPaths(c).crf(split), describe: () => "the 'crf' stage's masks (dense CRF on the seeds)" },
     run: async (c, h) => (await import('./crf.js')).crfSeeds(c, h),
+    distributed: true,
   },
   {
     name: 'affinity', title: 'AffinityNet', section: 'refine.affinity', options: ['refine', 'resume'],
@@ -139,6 +140,7 @@ const STAGES: Stage[] = [
       describe: () => "the 'random-walk' stage's masks (random-walk refinement of the CAMs)",
     },
     run: async (c, h) => (await import('./random-walk.js')).randomWalkMasks(c, h),
+    distributed: true,
   },
   {
     name: 'irn', title: 'IRNet', section: 'refine.irn', options: ['refine', 'resume'],
@@ -160,6 +162,7 @@ const STAGES: Stage[] = [
     outputs: (c) => [join(runPaths(c).root, 'irn', 'pseudo')],
     pseudoMasks: { dir: (c, split) => runPaths(c).irn.pseudo(split), describe: () => "the 'irn-walk' stage's masks (IRN's random walk on the CAMs)" },
     run: async (c, h) => (await import('./irn.js')).irnWalkMasks(c, h),
+    distributed: true,
   },
   {
     name: 'seg-train', title: 'Segmentation net training', section: 'seg', options: ['seg', 'resume'],
@@ -186,6 +189,7 @@ const STAGES: Stage[] = [
     }),
     outputs: (c) => [join(runPaths(c).root, 'seg', 'pred')],
     run: async (c, h) => (await import('./segment.js')).evaluateSegmenter(c, h),
+    distributed: true,
   },
   {
     name: 'report', title: 'Report', section: 'run', options: [],
