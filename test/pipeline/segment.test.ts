@@ -308,6 +308,7 @@ test("seg candidates: backboneInit 'classifier' copies the run's classifier back
   assert.equal(metrics.repeatedImages, 8);
   assert.ok(metrics.ignoredShare > 0.5 && metrics.ignoredShare < 1);
   assert.ok(lines.some((l) => l.includes('head BatchNorm frozen') && l.includes('repeat-factor sampling (t 1: 8 images')), lines.join('\n'));
+  assert.throws(() => configFor(dir, root, { ignoreBand: [0.5, 0.2] }), /seg\.ignoreBand.*low must not exceed high/s);
   const half = resolveConfig({ ...config, runDir: join(dir, 'run2'), seg: { ...config.seg, repeatThreshold: 0.5, backboneInit: 'weights', ignoreBand: null } });
   await writePseudoMasks(half, train);
   await trainSegmenter(half, tiny);
