@@ -16,9 +16,8 @@ import { DeepLab } from '../segmentation/deeplab.js';
 import { predictMask } from '../segmentation/infer.js';
 import { ignoreUncertainBand } from '../segmentation/targets.js';
 import { readCam } from '../cams/format.js';
-import { loadModelWeights } from '../train/checkpoint.js';
 import { crfParams } from '../refine/crf-presets.js';
-import { latestCheckpoint } from '../train/checkpoint.js';
+import { latestCheckpoint, loadModelWeights } from '../train/checkpoint.js';
 import { GROUND_TRUTH, type WeaksegConfig } from './config.js';
 import { type StageHooks, buildMethod, imageCount, logger, prepareRun, readSplit, recordMetrics, skippedFilesLog } from './common.js';
 import { camWeightsPath } from './cams.js';
@@ -189,7 +188,7 @@ export async function trainSegmenter(config: WeaksegConfig, hooks: StageHooks = 
       `${imageCount(config, split, { items: dataset.items, skipped: read.skipped })} with ${s.pseudoMasks === GROUND_TRUTH ? 'their ground-truth masks (the supervised ceiling)' : `'${s.pseudoMasks}' pseudo-masks`}` +
       `${targets?.summary ? ` (${pct(targets.summary.shares.uncertain)} % of pixels ignored)` : ''}; crop ${s.cropSize}, batch ${s.batchSize}, ` +
       `lr ${s.lr} (head x${s.headLrMult}), momentum ${s.momentum}${s.headBatchNorm === 'frozen' ? ', head BatchNorm frozen' : ''}` +
-      `${factors ? `; repeat-factor sampling (t ${s.repeatThreshold}: ${repeated} images drawn more often, up to x${Math.max(...factors).toFixed(2)})` : ''}`,
+      `${factors ? `; repeat-factor sampling (t ${s.repeatThreshold}: ${repeated} images with a factor above 1, up to ${Math.max(...factors).toFixed(2)})` : ''}`,
     checkpointMetadata: { backbone: net.backbone.name, head: net.headName, config: JSON.stringify(config) },
     modelMetadata: (result) => ({
       format: SEGMENTER_FORMAT, method: net.name, head: net.headName, backbone: net.backbone.name,
