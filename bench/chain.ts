@@ -1,4 +1,4 @@
-// npm run bench:chain [-- --model-run runs/bench-seam/seed-0] [--run-dir runs/bench-chain] [--quick]
+// npm run bench:chain [-- --model-run runs/bench-seam/seed-0] [--run-dir runs/bench-chain] [--quick] [--seg-variants all|a,b]
 //
 // The pipeline after the classifier, on voc-mini with a trained model (bench:seam's by default): seeds -> CRF ->
 // random walk (PSA) -> IRN -> DeepLab, plus the supervised ceiling (the same DeepLab on the ground-truth masks of
@@ -7,6 +7,9 @@
 // score, and which refiner's masks DeepLab trains on); pseudo-masks are scored on `train`, the segmenters on `val`.
 // Settings: configs/seam-mobilenetv2-vocmini-pipeline.json with the model run's method and model. Each run
 // directory resumes like any `weakseg run`.
+// --seg-variants: the segmenter candidates of issue 20, one at a time against the weak segmenter's settings, each
+// trained (or, for the inference-only ones, evaluated) on the same pseudo-masks: a table of their val mIoU and the
+// difference to the default, and `seg_variants` in the JSON line. 'all' or a comma-separated list of SEG_VARIANTS.
 // --quick: a handful of images (a VOC root of links with shortened split lists), one epoch of each network, single
 // scale; for development only (its figures mean nothing). The full run takes about an hour of 2 cores.
 // Needs ../shared (data and weights). Ends with one JSON line.
@@ -24,6 +27,7 @@ const { values: args } = parseArgs({
     'model-run': { type: 'string' },
     'run-dir': { type: 'string' },
     quick: { type: 'boolean', default: false },
+    'seg-variants': { type: 'string' },
   },
 });
 const quick = args.quick!;
@@ -103,7 +107,7 @@ const seg = (dir: string, over: Record<string, unknown>) => {
   const c = configOf(dir, { seg: { pseudoMasks: refiner, ...over }, run: { stages: ['seg-train', 'seg-eval'] } });
   // The segmenters read the chain's pseudo-masks: they share its run directory's refinement outputs by links.
   mkdirSync(c.runDir, { recursive: true });
-  for (const d of ['pseudo', 'irn']) if (!existsSync(join(c.runDir, d)) && existsSync(join(chain.runDir, d))) symlinkSync(join(chain.runDir, d), join(c.runDir, d));
+  for (const d of ['pseudo', 'irn', 'cams']) if (!existsSync(join(c.runDir, d)) && existsSync(join(chain.runDir, d))) symlinkSync(join(chain.runDir, d), join(c.runDir, d));
   return c;
 };
 // 2. The weak segmenter, 3. the same on exactly the images with ground truth, 4. the supervised ceiling.
@@ -112,6 +116,47 @@ for (const c of Object.values(runs)) await runPipeline(c, hooks);
 const segMiou = (c: WeaksegConfig) => (readMetrics(c) as Json)['seg-eval']?.result?.miou ?? null;
 const pct = (v: number | null | undefined) => (v === null || v === undefined ? null : round(100 * v, 2));
 const ceiling = segMiou(runs.ceiling);
+
+// 5. The segmenter candidates, each one change to the weak segmenter's settings. PSA's band is put around the seed
+// threshold t chosen on val as PSA's affinity exponents 24 and 4 sit around its random walk's 6 (t 0.092 and 0.276
+// around 0.222): [0.4 t, 1.25 t].
+const t = metrics.eval?.threshold ?? 0.25;
+const SEG_VARIANTS: Record<string, { what: string; seg: Record<string, unknown>; evalOnly?: boolean }> = {
+  'schedule-2x': { what: 'twice the epochs', seg: { epochs: 2 * runs.weak.seg.epochs } },
+  'head-bn-frozen': { what: "seg.batchNorm 'frozen'", seg: { batchNorm: 'frozen' } },
+  'classifier-init': { what: "seg.backboneInit 'classifier'", seg: { backboneInit: 'classifier' } },
+  'ignore-band': { what: `seg.ignoreBand [${round(0.4 * t, 3)}, ${round(Math.min(1, 1.25 * t), 3)}]`, seg: { ignoreBand: [round(0.4 * t, 3), round(Math.min(1, 1.25 * t), 3)] } },
+  'repeat-factor': { what: "seg.sampling 'repeatFactor', t 0.1", seg: { sampling: 'repeatFactor', repeatThreshold: 0.1 } },
+  aspp: { what: "seg.head 'aspp'", seg: { head: 'aspp' } },
+  'crop-321': { what: "seg.cropSize 321 (the codebase's; voc-mini's images are about 256)", seg: { cropSize: 321 } },
+  'single-scale': { what: 'inference at scale 1, no flip', seg: { scales: [1], testFlip: false }, evalOnly: true },
+  crf: { what: "seg.crf 'psa' on the predictions", seg: { crf: 'psa' }, evalOnly: true },
+};
+const wanted = args['seg-variants'] === undefined ? [] : args['seg-variants'] === 'all' ? Object.keys(SEG_VARIANTS) : args['seg-variants'].split(',');
+const unknown = wanted.filter((v) => !(v in SEG_VARIANTS));
+if (unknown.length) throw new Error(`bench:chain: unknown --seg-variants ${unknown.join(', ')} (known: ${Object.keys(SEG_VARIANTS).join(', ')}, or all)`);
+const variants: Record<string, { what: string; miou: number | null; delta: number | null }> = {};
+for (const name of wanted) {
+  const v = SEG_VARIANTS[name]!;
+  const c = seg(`seg-${name}`, v.seg);
+  const only = v.evalOnly ? resolveConfig({ ...c, run: { ...c.run, stages: ['seg-eval'] } }, `bench:chain seg-${name}`) : c;
+  if (v.evalOnly) {
+    // Inference-only candidates score the default segmenter's model (a link; its evaluation reruns each time).
+    mkdirSync(join(only.runDir, 'seg'), { recursive: true });
+    const model = join(only.runDir, 'seg', 'model.safetensors');
+    if (!existsSync(model)) symlinkSync(join(runs.weak.runDir, 'seg', 'model.safetensors'), model);
+  }
+  await runPipeline(only, { ...hooks, ...(v.evalOnly ? { force: ['seg-eval'] } : {}) });
+  const miou = segMiou(only);
+  const base = segMiou(runs.weak);
+  variants[name] = { what: v.what, miou: pct(miou), delta: miou !== null && base !== null ? round(100 * (miou - base), 2) : null };
+}
+if (wanted.length) {
+  log(`bench:chain: segmenter candidates on the '${refiner}' masks (val mIoU %, difference to the default ${pct(segMiou(runs.weak))})`);
+  log('| candidate | setting | seg mIoU (val) | delta |');
+  log('| --- | --- | --- | --- |');
+  for (const [name, v] of Object.entries(variants)) log(`| ${name} | ${v.what} | ${v.miou ?? '-'} | ${v.delta === null ? '-' : `${v.delta >= 0 ? '+' : ''}${v.delta}`} |`);
+}
 const summary = {
   quick,
   model: modelRun,
@@ -125,6 +170,7 @@ const summary = {
   seed_miou_val: pct(metrics.eval?.fitCurve?.bestMiou),
   ceiling_miou_val: pct(ceiling),
   seg_of_ceiling: ceiling ? round(segMiou(runs.weak) / ceiling, 3) : null,
+  ...(wanted.length ? { seg_variants: variants } : {}),
   run_dir: runDir,
 };
 log(`bench:chain${quick ? ' (quick: figures of a handful of images, for development only)' : ''}: seeds ${summary.seed_miou} -> CRF ${summary.crf_miou} ` +

@@ -9,3 +9,4 @@ export * from './folder.js';
 export * from './loader.js';
 export * from './transforms.js';
 export * from './synthetic.js';
+export * from './sampling.js';

@@ -11,6 +11,7 @@ import type { Dataset, DatasetItem } from './dataset.js';
 import { BadFileLog, handleBadFile, type BadFileOptions } from './errors.js';
 import { IGNORE_INDEX } from './mask.js';
 import { Rng } from './rng.js';
+import { epochRepeats } from './sampling.js';
 
 /** A transformed item: CHW float image and optional H x W mask and validity map. */
 export interface Sample {
@@ -76,6 +77,12 @@ export interface LoaderOptions extends BadFileOptions {
    * so the ranks together see exactly the batches one process with the global batch size would. Needs dropLast.
    */
   shard?: { rank: number; worldSize: number };
+  /**
+   * Class-balanced sampling: one repeat factor per item (data/sampling.ts `repeatFactors`). Each epoch still has
+   * N items, item i about N r_i / sum r of them (`epochRepeats`), in the seeded shuffled order; an item's k-th
+   * repeat within an epoch (k > 0) gets its own augmentation generator. Needs shuffle.
+   */
+  repeatFactors?: readonly number[];
 }
 
 /** Time the consumer spent blocked waiting for batches. */
@@ -96,6 +103,8 @@ type Outcome = ({ ok: true } & Loaded) | { ok: false; index: number; error: unkn
 // Extra seed words of the pairs' generators, so an item's own augmentation stream is the same with pairs on or off.
 const PARTNER_CHOICE = 1;
 const PARTNER_TRANSFORM = 2;
+// ... and of an item's repeats within an epoch (repeatFactors), so its first occurrence is augmented as without them.
+const REPEAT_TRANSFORM = 4;
 
 export class BatchLoader {
   readonly badFiles: BadFileLog;
@@ -124,6 +133,12 @@ export class BatchLoader {
         throw new RangeError(`shard: rank ${rank} of world size ${worldSize} is not a rank (0..worldSize-1)`);
       }
       if (!options.dropLast) throw new RangeError('shard needs dropLast: every rank must have the same number of batches');
+    }
+    if (options.repeatFactors) {
+      if (options.repeatFactors.length !== dataset.items.length) {
+        throw new RangeError(`repeatFactors has ${options.repeatFactors.length} factors for ${dataset.items.length} items`);
+      }
+      if (options.shuffle === false) throw new RangeError('repeatFactors needs shuffle');
     }
     if (options.pairs) {
       const p = options.pairs.shareClass;
@@ -185,14 +200,31 @@ export class BatchLoader {
   async *epoch(epoch: number, options: { skipBatches?: number } = {}): AsyncGenerator<Batch, void, undefined> {
     const items = this.dataset.items;
     let order = items.map((_, i) => i);
+    if (this.options.repeatFactors) {
+      const counts = epochRepeats(this.options.repeatFactors, this.seed, epoch);
+      order = counts.flatMap((count, i) => new Array<number>(count).fill(i));
+    }
     if (this.options.shuffle ?? true) new Rng(this.seed, epoch).shuffle(order);
-    if (this.options.shard) order = this.shardOf(order);
+    // The k-th occurrence of an item in this epoch's (global) order: 0 unless repeated.
+    const seen = new Map<number, number>();
+    let occurrence = order.map((i) => {
+      const k = seen.get(i) ?? 0;
+      seen.set(i, k + 1);
+      return k;
+    });
+    if (this.options.shard) {
+      order = this.shardOf(order);
+      occurrence = this.shardOf(occurrence);
+    }
     const policy = this.options.onBadFile ?? 'fail';
     const window = (this.prefetch + 1) * this.batchSize;
     const pending: Promise<Outcome>[] = [];
     let next = Math.min(order.length, (options.skipBatches ?? 0) * this.batchSize);
     const refill = () => {
-      while (next < order.length && pending.length < window) pending.push(this.load(order[next++], epoch));
+      while (next < order.length && pending.length < window) {
+        pending.push(this.load(order[next]!, epoch, occurrence[next]!));
+        next++;
+      }
     };
 
     let counted = performance.now(); // elapsed time is added up to here
@@ -236,10 +268,11 @@ export class BatchLoader {
     return out;
   }
 
-  private async load(index: number, epoch: number): Promise<Outcome> {
+  private async load(index: number, epoch: number, occurrence = 0): Promise<Outcome> {
     try {
       const item = this.dataset.items[index];
-      const own = this.transform(item, { rng: new Rng(this.seed, epoch, index), epoch, index });
+      const rng = occurrence === 0 ? new Rng(this.seed, epoch, index) : new Rng(this.seed, epoch, index, REPEAT_TRANSFORM, occurrence);
+      const own = this.transform(item, { rng, epoch, index });
       if (!this.options.pairs) return { ok: true, index, sample: await own };
       const p = this.partnerOf(index, epoch);
       const [sample, partner] = await Promise.all([

@@ -344,16 +344,37 @@ const SegSchema = fitSchema({
   /** Backbone and weights: default the classifier's (model.backbone, model.weights). */
   backbone: z.string().min(1).optional(),
   weights: z.string().optional(),
+  /**
+   * Where the backbone starts: 'weights' (seg.weights, default model.weights: ImageNet) or 'classifier', the run's
+   * trained classifier's backbone (the weights the CAM stage reads: cams.checkpoint, else the run's model); it
+   * needs seg.backbone to be model.backbone.
+   */
+  backboneInit: z.enum(['weights', 'classifier']).default('weights'),
+  /**
+   * PSA's uncertain band [low, high]: pseudo-mask pixels whose highest CAM score (of the image's classes) lies in
+   * [low, high) are ignored (255) in the targets (written to seg/targets/<split>); needs the training split's CAMs.
+   * The pseudo-mask stages keep labels only, no scores, hence the CAMs. null: none (default).
+   */
+  ignoreBand: z.tuple([fraction, fraction]).refine(([lo, hi]) => lo <= hi, 'low must not exceed high').nullable().default(null),
+  /**
+   * The training images' order: 'uniform' (each once per epoch) or 'repeatFactor' (LVIS's class-balanced
+   * sampling: an image containing a class present in a share f < repeatThreshold of the images is drawn about
+   * sqrt(repeatThreshold / f) times as often; epochs keep their length). Classes from the image-level labels.
+   */
+  sampling: z.enum(['uniform', 'repeatFactor']).default('uniform'),
+  repeatThreshold: z.number().positive().max(1).default(0.1),
   outputStride: z.union([z.literal(8), z.literal(16)]).default(8),
   dropout: fraction.default(0.5),
   /** LargeFOV's classifier start: N(0, 0.01) ('normal', DeepLab-v1's) or the SEAM codebase's Kaiming ('kaiming'). */
   classifierInit: z.enum(['normal', 'kaiming']).default('normal'),
   /**
-   * How the trained BatchNorm layers (LargeFOV's head; the backbone's stay frozen) normalise in a distributed run:
-   * 'sync' with the statistics of the whole global batch over all ranks (SyncBatchNorm: the same as one process
-   * with the whole batch), 'batch' with each rank's own share. One process: the same either way.
+   * The head's BatchNorm layers (LargeFOV's; the backbone's stay frozen) in training: batch statistics, in a
+   * distributed run those of the whole global batch over all ranks ('sync', SyncBatchNorm: the same as one process
+   * with the whole batch) or of each rank's own share ('batch'; one process: the same as 'sync'); or 'frozen' at
+   * their initial state (running mean 0, variance 1, scale 1, shift 0: the identity), so that training and
+   * inference compute the same function however small the batch.
    */
-  batchNorm: z.enum(['sync', 'batch']).default('sync'),
+  batchNorm: z.enum(['sync', 'batch', 'frozen']).default('sync'),
   /** Split scored after training (its ground truth is used only for scoring). */
   evalSplit: z.string().min(1).default('val'),
   /** Test-time scales and flip; probabilities are averaged over the passes. */

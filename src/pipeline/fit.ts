@@ -65,6 +65,8 @@ export interface FitSpec {
   transform: ItemTransform;
   /** Give each image a partner (methods trained on pairs). */
   pairs?: PairOptions | undefined;
+  /** Class-balanced sampling: one repeat factor per item of `dataset` (data/sampling.ts). */
+  repeatFactors?: readonly number[] | undefined;
   settings: FitSettings;
   files: { checkpoints: string; trainLog: string; trainJsonLog: string; model: string };
   /** The first log line: what is trained on what. */
@@ -126,6 +128,7 @@ export async function fitAndSave(config: WeaksegConfig, hooks: StageHooks, spec:
     batchSize: dp ? perRankBatch(s.batchSize, dp.worldSize, 'batchSize') : s.batchSize, shuffle: true, seed: s.seed, prefetch: config.runtime.prefetch, dropLast: true,
     onBadFile: config.data.onBadFile, badFiles: skippedFilesLog(config, spec.split, spec.dataset.items.length),
     ...(spec.pairs ? { pairs: spec.pairs } : {}),
+    ...(spec.repeatFactors ? { repeatFactors: spec.repeatFactors } : {}),
     ...(dp ? { shard: { rank: dp.rank, worldSize: dp.worldSize } } : {}),
   });
   let result: TrainResult;

@@ -45,6 +45,8 @@ export const runPaths = (config: WeaksegConfig) => {
       checkpoints: join(root, 'seg', 'checkpoints'),
       trainLog: join(root, 'seg', 'train.log'),
       trainJsonLog: join(root, 'seg', 'train.log.jsonl'),
+      /** Its training targets with seg.ignoreBand's pixels set to 255 (palette PNGs). */
+      targets: (split: string) => join(root, 'seg', 'targets', split),
       predictions: (split: string) => join(root, 'seg', 'pred', split),
     },
     report: join(root, 'report', 'index.html'),

@@ -6,7 +6,8 @@ import { performance } from 'node:perf_hooks';
 import { emptyCache, manualSeed } from '../engine/index.js';
 import { readSafetensorsHeader } from '../engine/serialize/index.js';
 import {
-  BatchLoader, DataError, type Dataset, IGNORE_INDEX, type ItemTransform, type LabelMap, decodeImage, evalTransform, readMask, resizeBilinear, resizeNearest, writeMask,
+  BatchLoader, DataError, type Dataset, IGNORE_INDEX, type ItemTransform, type LabelMap, decodeImage, evalTransform, readMask, repeatFactors,
+  resizeBilinear, resizeNearest, writeMask,
 } from '../data/index.js';
 import type { Backbone } from '../backbones/backbone.js';
 import { createBackbone } from '../backbones/index.js';
@@ -14,15 +15,21 @@ import { type MiouResult, formatMiouTable } from '../eval/index.js';
 import { DeepLab } from '../segmentation/deeplab.js';
 import { syncBatchNorm } from '../nn/index.js';
 import { predictMask } from '../segmentation/infer.js';
+import { ignoreUncertainBand } from '../segmentation/targets.js';
+import { readCam } from '../cams/format.js';
 import { crfParams } from '../refine/crf-presets.js';
-import { latestCheckpoint } from '../train/checkpoint.js';
+import { latestCheckpoint, loadModelWeights } from '../train/checkpoint.js';
 import { GROUND_TRUTH, type WeaksegConfig } from './config.js';
-import { type StageHooks, imageCount, logger, prepareRun, readSplit, recordMetrics, skippedFilesLog } from './common.js';
+import { type StageHooks, buildMethod, imageCount, logger, prepareRun, readSplit, recordMetrics, skippedFilesLog } from './common.js';
+import { camWeightsPath } from './cams.js';
+import { worldGroup } from './distributed.js';
 import { runPaths } from './paths.js';
 import { stageNamed } from './stages.js';
-import { worldGroup } from './distributed.js';
 import { type FitSummary, fitAndSave, fitFigures, fitTransform, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
-import { ImageShare, SplitScore, StageOutputs, deviceImage, inferenceModel, pct, progress, workingShape } from './per-image.js';
+import {
+  ImageShare, type LabelMapsSummary, SplitScore, StageOutputs, camFile, deviceImage, inferenceModel, pct, progress, workingShape,
+  writeLabelMaps,
+} from './per-image.js';
 
 /** Format tag of the saved segmentation model (seg/model.safetensors). */
 export const SEGMENTER_FORMAT = 'weakseg-segmenter/1';
@@ -97,7 +104,49 @@ export function buildSegmenter(config: WeaksegConfig, numClasses: number, hooks:
   }
   return new DeepLab(backbone, {
     numClasses, head: s.head, dropout: s.dropout, headLrMult: s.headLrMult, classifierInit: s.classifierInit,
+    headBatchNorm: s.batchNorm === 'frozen' ? 'frozen' : 'batch',
   });
+}
+
+/**
+ * seg.backboneInit 'classifier': copies the backbone of the run's trained classifier (the weights the CAM stage
+ * reads) into the segmenter's. Keys the method added to its backbone (per-block modules) are left out; a key the
+ * segmenter's backbone has and the classifier's lacks is an error. Returns the weights file.
+ */
+export function backboneFromClassifier(config: WeaksegConfig, net: DeepLab, numClasses: number, hooks: StageHooks): string {
+  const name = config.seg.backbone ?? config.model.backbone;
+  if (name !== config.model.backbone) {
+    throw new Error(`seg.backboneInit 'classifier' needs the classifier's backbone, but seg.backbone is '${name}' and model.backbone '${config.model.backbone}'`);
+  }
+  const weights = camWeightsPath(config);
+  const classifier = buildMethod(config, numClasses, hooks);
+  try {
+    loadModelWeights(weights, classifier.model);
+    const own = net.backbone.stateDict();
+    const theirs = classifier.backbone.stateDict();
+    net.backbone.loadStateDict(new Map([...theirs].filter(([k]) => own.has(k))), { source: `${weights} (the classifier's backbone)` });
+  } finally {
+    classifier.model.dispose();
+  }
+  return weights;
+}
+
+/**
+ * seg.ignoreBand: each training pseudo-mask with the pixels of PSA's uncertain band set to 255, written to
+ * seg/targets/<split> (kept on resume) by rank 0 while the other ranks wait; returns the dataset reading them (and,
+ * on rank 0, what was written). Needs the split's CAMs.
+ */
+async function bandedTargets(
+  config: WeaksegConfig, dataset: Dataset, split: string, hooks: StageHooks,
+): Promise<{ dataset: Dataset; summary: LabelMapsSummary | null }> {
+  const band = config.seg.ignoreBand!;
+  const dir = runPaths(config).seg.targets(split);
+  const group = worldGroup(config);
+  const summary = group && group.rank !== 0 ? null : await writeLabelMaps(dataset.items, split, dir, hooks, `segmenter targets (ignoring CAM scores in [${band[0]}, ${band[1]}))`,
+    async (item) => ignoreUncertainBand(await readMask(item.maskPath!), readCam(camFile(config, split, item)), band),
+    { ignoreBand: band, pseudoMasks: config.seg.pseudoMasks });
+  group?.barrier();
+  return { dataset: { classes: dataset.classes, items: dataset.items.map((i) => ({ ...i, maskPath: join(dir, `${i.id}.png`) })) }, summary };
 }
 
 export interface SegTrainSummary extends FitSummary {
@@ -114,22 +163,37 @@ export async function trainSegmenter(config: WeaksegConfig, hooks: StageHooks = 
   const s = config.seg;
   const split = config.data.trainSplit;
   const read = await readSplit(config, split);
-  const dataset = withPseudoMasks(config, read, split);
+  let dataset = withPseudoMasks(config, read, split);
   requireOneBatch(dataset, split, s.batchSize, 'seg.batchSize');
+  const targets = s.ignoreBand ? await bandedTargets(config, dataset, split, hooks) : null;
+  if (targets) dataset = targets.dataset;
+  const factors = s.sampling === 'repeatFactor' ? repeatFactors(dataset.items, dataset.classes.length, s.repeatThreshold) : undefined;
   manualSeed(s.seed); // the head's initialisation is part of the run's determinism
   const net = buildSegmenter(config, dataset.classes.length, hooks);
+  let init = s.weights ?? config.model.weights ?? 'none: random init';
+  try {
+    if (s.backboneInit === 'classifier') init = `the classifier's, ${backboneFromClassifier(config, net, dataset.classes.length, hooks)}`;
+  } catch (e) {
+    net.model.dispose();
+    throw e;
+  }
   if (s.batchNorm === 'sync') syncBatchNorm(net.model, worldGroup(config));
+  const repeated = factors ? factors.filter((r) => r > 1).length : 0;
   const fit = await fitAndSave(config, hooks, {
     net,
     dataset,
     split,
     transform: segTrainTransform(config, net.backbone, net.numLabels),
+    repeatFactors: factors,
     settings: s,
     files: seg,
     headline: `segmenter ${paths.root}: DeepLab ${net.headName} on ${net.backbone.name} (output stride ` +
-      `${net.backbone.outputStride}, weights ${s.weights ?? config.model.weights ?? 'none: random init'}), ${net.numLabels} labels; ` +
-      `${imageCount(config, split, { items: dataset.items, skipped: read.skipped })} with ${s.pseudoMasks === GROUND_TRUTH ? 'their ground-truth masks (the supervised ceiling)' : `'${s.pseudoMasks}' pseudo-masks`}; crop ${s.cropSize}, batch ${s.batchSize}, ` +
-      `lr ${s.lr} (head x${s.headLrMult}), momentum ${s.momentum}${worldGroup(config) ? `, ${s.batchNorm === 'sync' ? 'synchronised' : 'per-rank'} BatchNorm` : ''}`,
+      `${net.backbone.outputStride}, weights ${init}), ${net.numLabels} labels; ` +
+      `${imageCount(config, split, { items: dataset.items, skipped: read.skipped })} with ${s.pseudoMasks === GROUND_TRUTH ? 'their ground-truth masks (the supervised ceiling)' : `'${s.pseudoMasks}' pseudo-masks`}` +
+      `${targets?.summary ? ` (${pct(targets.summary.shares.uncertain)} % of pixels ignored)` : ''}; crop ${s.cropSize}, batch ${s.batchSize}, ` +
+      `lr ${s.lr} (head x${s.headLrMult}), momentum ${s.momentum}${s.batchNorm === 'frozen' ? ', head BatchNorm frozen' : ''}` +
+      `${worldGroup(config) && s.batchNorm !== 'frozen' ? `, ${s.batchNorm === 'sync' ? 'synchronised' : 'per-rank'} BatchNorm` : ''}` +
+      `${factors ? `; repeat-factor sampling (t ${s.repeatThreshold}: ${repeated} images with a factor above 1, up to ${Math.max(...factors).toFixed(2)})` : ''}`,
     checkpointMetadata: { backbone: net.backbone.name, head: net.headName, config: JSON.stringify(config) },
     modelMetadata: (result) => ({
       format: SEGMENTER_FORMAT, method: net.name, head: net.headName, backbone: net.backbone.name,
@@ -139,7 +203,8 @@ export async function trainSegmenter(config: WeaksegConfig, hooks: StageHooks = 
     }),
   });
   recordMetrics(config, 'seg-train', {
-    pseudoMasks: s.pseudoMasks, head: net.headName, backbone: net.backbone.name, images: dataset.items.length, ...fitFigures(fit),
+    pseudoMasks: s.pseudoMasks, head: net.headName, backbone: net.backbone.name, images: dataset.items.length, backboneInit: init,
+    ignoredShare: targets?.summary?.shares.uncertain ?? null, repeatedImages: factors ? repeated : null, ...fitFigures(fit),
   });
   return { runDir: paths.root, pseudoMasks: s.pseudoMasks, images: dataset.items.length, ...fit };
 }

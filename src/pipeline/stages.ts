@@ -60,7 +60,7 @@ function omit<T extends object>(o: T, keys: (keyof T)[]): Partial<T> {
 export function camSplits(config: WeaksegConfig): string[] {
   const stages = new Set(config.run.stages);
   const needsTrainSplit = stages.has('affinity') || stages.has('random-walk') || stages.has('irn') || stages.has('irn-walk') ||
-    (stages.has('seg-train') && !['random-walk', 'groundTruth'].includes(config.seg.pseudoMasks));
+    (stages.has('seg-train') && (!['random-walk', 'groundTruth'].includes(config.seg.pseudoMasks) || config.seg.ignoreBand !== null));
   const wanted = [...config.cams.splits, config.eval.split, config.eval.fitSplit, needsTrainSplit ? config.data.trainSplit : null];
   return [...new Set(wanted.filter((s): s is string => Boolean(s)))];
 }
@@ -167,13 +167,17 @@ const STAGES: Stage[] = [
   {
     name: 'seg-train', title: 'Segmentation net training', section: 'seg', options: ['seg', 'resume'],
     description: 'train a DeepLab segmentation network on the pseudo-masks of the training split',
-    inputs: (c) => (c.seg.pseudoMasks === 'groundTruth' ? [] : [c.seg.pseudoMasks]),
+    inputs: (c) => [
+      ...(c.seg.pseudoMasks === 'groundTruth' ? [] : [c.seg.pseudoMasks]),
+      ...(c.seg.backboneInit === 'classifier' ? ['train'] : []),
+      ...(c.seg.ignoreBand ? ['cams'] : []),
+    ],
     reads: (c) => [c.data.trainSplit],
     settings: (c) => ({
       ...omit(c.seg, ['evalSplit', 'scales', 'testFlip', 'crf', 'workingSize']), backbone: c.seg.backbone ?? c.model.backbone,
       weights: c.seg.weights ?? c.model.weights, trainSplit: c.data.trainSplit,
     }),
-    outputs: (c) => [runPaths(c).seg.checkpoints, runPaths(c).seg.model, runPaths(c).seg.trainLog, runPaths(c).seg.trainJsonLog],
+    outputs: (c) => [runPaths(c).seg.checkpoints, runPaths(c).seg.model, runPaths(c).seg.trainLog, runPaths(c).seg.trainJsonLog, join(runPaths(c).root, 'seg', 'targets')],
     trainLog: (c) => runPaths(c).seg.trainJsonLog,
     run: async (c, h) => (await import('./segment.js')).trainSegmenter(c, h),
     distributed: true,

@@ -17,6 +17,7 @@ import { F, type Tensor, isGradEnabled } from '../engine/index.js';
 import { BatchNorm2d, Conv2d, Dropout, Layer, Module, type ParamGroupSpec, backboneAndHeadGroups, init } from '../nn/index.js';
 import type { Backbone } from '../backbones/backbone.js';
 import { dilatedConv2d } from '../backbones/conv.js';
+import { setBatchNormFrozen } from '../backbones/common.js';
 import { IGNORE_INDEX } from '../data/mask.js';
 import type { LossOutput, StepContext, TrainBatch, Trainable } from '../train/contract.js';
 
@@ -175,7 +176,14 @@ export interface DeepLabOptions {
   classifierInit?: ClassifierInit;
   /** How the head's dilated convolutions run in training (default 'direct', see AtrousImpl). */
   atrousImpl?: AtrousImpl;
+  /**
+   * LargeFOV's BatchNorms in training: 'batch' statistics (default) or 'frozen' at their initial state (the
+   * identity: running mean 0, variance 1, scale 1, shift 0, none of them trained). ASPP has no BatchNorm.
+   */
+  headBatchNorm?: HeadBatchNorm;
 }
+
+export type HeadBatchNorm = 'batch' | 'frozen';
 
 /** DeepLab as a Trainable for the shared trainer; `forward` gives the logits for inference. */
 export class DeepLab implements Trainable {
@@ -209,6 +217,7 @@ export class DeepLab implements Trainable {
       default:
         throw new RangeError(`DeepLab: unknown head '${String(this.headName)}' (known: largefov, aspp)`);
     }
+    if (options.headBatchNorm === 'frozen') setBatchNormFrozen(head, true);
     this.model = new DeepLabNet(backbone, head);
   }
 

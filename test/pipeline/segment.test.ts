@@ -7,11 +7,15 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
 
-import { manualSeed } from '../../src/engine/index.js';
+import { manualSeed, tensor, tidy } from '../../src/engine/index.js';
+import { loadSafetensors, saveSafetensors } from '../../src/engine/serialize/index.js';
 import { DataError, Rng, encodeMask, readMask } from '../../src/data/index.js';
+import { writeCam } from '../../src/cams/format.js';
 import {
-  type WeaksegConfig, evaluateSegmenter, readSplit, resolveConfig, runPaths, segTrainTransform, trainSegmenter, withPseudoMasks,
+  type WeaksegConfig, backboneFromClassifier, buildMethod, buildSegmenter, evaluateSegmenter, readSplit, resolveConfig, runPaths, segTrainTransform,
+  trainSegmenter, withPseudoMasks,
 } from '../../src/pipeline/index.js';
+import { vals } from '../helpers.js';
 import { tempDir, writeFileDeep } from '../data/helpers.js';
 import { TinyBackbone } from '../methods/tiny.js';
 
@@ -244,4 +248,69 @@ test('seg: crops larger than the image pad the mask with 255; a pseudo-mask valu
     return true;
   });
   backbone.dispose();
+});
+
+test("seg candidates: backboneInit 'classifier' copies the run's classifier backbone; ignoreBand writes the banded targets", async (t) => {
+  const dir = await tempDir(t);
+  const root = join(dir, 'voc');
+  const { train } = await makeVoc(root);
+  const config = configFor(dir, root, {
+    backboneInit: 'classifier', ignoreBand: [0.1, 0.3], sampling: 'repeatFactor', repeatThreshold: 1, batchNorm: 'frozen',
+    epochs: 1, maxSteps: 1,
+  });
+  const paths = runPaths(config);
+  await writePseudoMasks(config, train);
+  // The run's classifier: the CAM method on the tiny backbone, its weights drawn from seed 5.
+  manualSeed(5);
+  const classifier = buildMethod(config, 2, tiny);
+  saveSafetensors(paths.model, classifier.model.stateDict(), { format: 'weakseg-model/1' });
+  classifier.model.dispose();
+  // CAMs of the training images: 0.9 on the squares, 0.2 elsewhere, so the band [0.1, 0.3) is every pixel off them.
+  for (const { id, mask } of train) {
+    const labels = [...new Set(Array.from(mask).filter((v) => v === 1 || v === 2))].map((v) => v - 1);
+    const planes = new Float32Array(2 * W * H);
+    for (let c = 0; c < 2; c++) for (let p = 0; p < W * H; p++) planes[c * W * H + p] = mask[p] === c + 1 ? 0.9 : 0.2;
+    tidy(() => writeCam(paths.cams('train'), tensor(planes, { shape: [2, H, W] }), labels, {
+      id, classes: CLASSES, scales: [1], flip: false, method: 'cam', backbone: 'tiny',
+    }));
+  }
+
+  // The classifier-initialised backbone holds exactly the file's backbone.* tensors.
+  manualSeed(6);
+  const net = buildSegmenter(config, 2, tiny);
+  const file = loadSafetensors(paths.model).tensors;
+  const backboneKeys = [...file.keys()].filter((k) => k.startsWith('backbone.'));
+  assert.ok(backboneKeys.length >= 4);
+  const own = net.backbone.stateDict();
+  assert.ok(backboneKeys.some((k) => vals(own.get(k.slice(9))!).some((v, i) => v !== vals(file.get(k)!)[i])), 'differs before');
+  assert.equal(backboneFromClassifier(config, net, 2, tiny), paths.model);
+  for (const k of backboneKeys) assert.deepEqual(vals(net.backbone.stateDict().get(k.slice(9))!), vals(file.get(k)!), k);
+  net.model.dispose();
+  for (const v of file.values()) v.dispose();
+  const other = resolveConfig({ ...config, seg: { ...config.seg, backbone: 'resnet50' } });
+  const unused = buildSegmenter(config, 2, tiny);
+  assert.throws(() => backboneFromClassifier(other, unused, 2, tiny), /needs the classifier's backbone, but seg\.backbone is 'resnet50'/);
+  unused.model.dispose();
+
+  const lines: string[] = [];
+  const summary = await trainSegmenter(config, { ...tiny, log: (l: string) => lines.push(l), progress: false });
+  assert.equal(summary.steps, 1);
+  // Targets: the pseudo-mask on the squares, 255 everywhere else (the band; the top row and the borders were 255).
+  for (const { id, mask } of train) {
+    const target = await readMask(join(paths.seg.targets('train'), `${id}.png`));
+    const pseudo = await readMask(join(paths.pseudo('train'), `${id}.png`));
+    const expected = Array.from(mask, (v, p) => (v === 1 || v === 2 ? pseudo.data[p]! : 255));
+    assert.deepEqual(Array.from(target.data), expected, id);
+  }
+  const metrics = JSON.parse(readFileSync(paths.metrics, 'utf8'))['seg-train'];
+  assert.match(metrics.backboneInit, /the classifier's, .*model\.safetensors/);
+  // Both classes are in 5 of the 8 images: with t = 1 every image is repeated sqrt(1 / 0.625) times, with t = 0.5 none.
+  assert.equal(metrics.repeatedImages, 8);
+  assert.ok(metrics.ignoredShare > 0.5 && metrics.ignoredShare < 1);
+  assert.ok(lines.some((l) => l.includes('head BatchNorm frozen') && l.includes('repeat-factor sampling (t 1: 8 images')), lines.join('\n'));
+  assert.throws(() => configFor(dir, root, { ignoreBand: [0.5, 0.2] }), /seg\.ignoreBand.*low must not exceed high/s);
+  const half = resolveConfig({ ...config, runDir: join(dir, 'run2'), seg: { ...config.seg, repeatThreshold: 0.5, backboneInit: 'weights', ignoreBand: null } });
+  await writePseudoMasks(half, train);
+  await trainSegmenter(half, tiny);
+  assert.equal(JSON.parse(readFileSync(runPaths(half).metrics, 'utf8'))['seg-train'].repeatedImages, 0);
 });

@@ -210,3 +210,35 @@ test('DeepLab: K = classes + 1 logits at the output stride, its loss is the segm
   }
   assert.throws(() => new DeepLab(new TinyBackbone(), { numClasses: 0 }), /numClasses must be a positive integer/);
 });
+
+test("DeepLab headBatchNorm 'frozen': the head's BatchNorms are the identity in training, untrained, their statistics kept", () => {
+  manualSeed(3);
+  const frozen = new DeepLab(new TinyBackbone({ channels: 4 }), { numClasses: 2, dropout: 0, headBatchNorm: 'frozen' });
+  const batch = new DeepLab(new TinyBackbone({ channels: 4 }), { numClasses: 2, dropout: 0 });
+  const head = frozen.model.head as LargeFovHead;
+  frozen.model.train();
+  batch.model.train();
+  tidy(() => {
+    const f = randn([2, 4, 5, 5]);
+    const conv = head.conv_fov.forward(f);
+    // In training mode the frozen BN gives x / sqrt(1 + eps): the identity up to eps = 1e-5.
+    assertClose(head.bn_fov.forward(conv), vals(conv.div(Math.sqrt(1 + 1e-5))), { rtol: 1e-5, atol: 1e-6 });
+    const stats = head.bn_fov.stateDict();
+    assertClose(stats.get('running_mean')!, new Array(512).fill(0));
+    assertClose(stats.get('running_var')!, new Array(512).fill(1));
+    // Training and inference compute the same logits; with batch statistics they do not.
+    const x = randn([2, 3, 16, 16]);
+    const trainOut = vals(frozen.forward(x));
+    frozen.model.eval();
+    assertClose(frozen.forward(x), trainOut, { rtol: 1e-5, atol: 1e-6 });
+    const batchTrain = vals(batch.forward(x));
+    batch.model.eval();
+    const batchEval = vals(batch.forward(x));
+    assert.ok(batchTrain.some((v, i) => Math.abs(v - batchEval[i]!) > 1e-3), 'batch statistics differ from the running ones');
+  });
+  const trainable = new Set(frozen.paramGroups()[1]!.params);
+  for (const bn of [head.bn_fov, head.bn_fov2]) for (const p of bn.parameters()) assert.ok(!trainable.has(p), 'frozen BN parameters are not trained');
+  assert.ok(trainable.has(head.conv_fov.weight) && trainable.has(head.cls_conv.weight));
+  frozen.model.dispose();
+  batch.model.dispose();
+});
