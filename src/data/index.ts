@@ -7,5 +7,6 @@ export * from './dataset.js';
 export * from './voc.js';
 export * from './folder.js';
 export * from './loader.js';
+export * from './mix.js';
 export * from './transforms.js';
 export * from './synthetic.js';

@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks';
 import type { Dataset, DatasetItem } from './dataset.js';
 import { BadFileLog, handleBadFile, type BadFileOptions } from './errors.js';
 import { IGNORE_INDEX } from './mask.js';
+import { type SourceSpan, checkSources, drawsPerEpoch, mixedEpochOrder } from './mix.js';
 import { Rng } from './rng.js';
 
 /** A transformed item: CHW float image and optional H x W mask and validity map. */
@@ -76,6 +77,11 @@ export interface LoaderOptions extends BadFileOptions {
    * so the ranks together see exactly the batches one process with the global batch size would. Needs dropLast.
    */
   shard?: { rank: number; worldSize: number };
+  /**
+   * The dataset mixes several sources (mix.ts: the main one first, then extra ones): each epoch is one pass over
+   * the main items plus each extra source's weighted share of draws. Needs shuffle. Partners are drawn from all of them.
+   */
+  sources?: readonly SourceSpan[];
 }
 
 /** Time the consumer spent blocked waiting for batches. */
@@ -96,6 +102,8 @@ type Outcome = ({ ok: true } & Loaded) | { ok: false; index: number; error: unkn
 // Extra seed words of the pairs' generators, so an item's own augmentation stream is the same with pairs on or off.
 const PARTNER_CHOICE = 1;
 const PARTNER_TRANSFORM = 2;
+// Seed word of an item's second and later draws in one epoch (a small extra source drawn more than once).
+const REPEAT_DRAW = 4;
 
 export class BatchLoader {
   readonly badFiles: BadFileLog;
@@ -124,6 +132,10 @@ export class BatchLoader {
         throw new RangeError(`shard: rank ${rank} of world size ${worldSize} is not a rank (0..worldSize-1)`);
       }
       if (!options.dropLast) throw new RangeError('shard needs dropLast: every rank must have the same number of batches');
+    }
+    if (options.sources) {
+      checkSources(options.sources, dataset.items.length);
+      if (options.shuffle === false) throw new RangeError('sources are drawn by weight: they need shuffle');
     }
     if (options.pairs) {
       const p = options.pairs.shareClass;
@@ -155,7 +167,7 @@ export class BatchLoader {
 
   /** Batches per epoch if no item is skipped. */
   get batchesPerEpoch(): number {
-    const n = this.dataset.items.length;
+    const n = this.options.sources ? drawsPerEpoch(this.options.sources).reduce((a, b) => a + b, 0) : this.dataset.items.length;
     const global = this.batchSize * (this.options.shard?.worldSize ?? 1);
     return this.options.dropLast ? Math.floor(n / global) : Math.ceil(n / global);
   }
@@ -185,14 +197,25 @@ export class BatchLoader {
   async *epoch(epoch: number, options: { skipBatches?: number } = {}): AsyncGenerator<Batch, void, undefined> {
     const items = this.dataset.items;
     let order = items.map((_, i) => i);
-    if (this.options.shuffle ?? true) new Rng(this.seed, epoch).shuffle(order);
-    if (this.options.shard) order = this.shardOf(order);
+    if (this.options.sources) order = mixedEpochOrder(this.options.sources, this.seed, epoch);
+    else if (this.options.shuffle ?? true) new Rng(this.seed, epoch).shuffle(order);
+    // The how-manieth draw of its item each position is (0 but for a source drawn more than once per epoch).
+    const seen = new Map<number, number>();
+    const repeats = this.options.sources ? order.map((i) => { const r = seen.get(i) ?? 0; seen.set(i, r + 1); return r; }) : null;
+    let positions = order.map((_, k) => k);
+    if (this.options.shard) {
+      positions = this.shardOf(positions);
+      order = positions.map((k) => order[k]!);
+    }
     const policy = this.options.onBadFile ?? 'fail';
     const window = (this.prefetch + 1) * this.batchSize;
     const pending: Promise<Outcome>[] = [];
     let next = Math.min(order.length, (options.skipBatches ?? 0) * this.batchSize);
     const refill = () => {
-      while (next < order.length && pending.length < window) pending.push(this.load(order[next++], epoch));
+      while (next < order.length && pending.length < window) {
+        const k = next++;
+        pending.push(this.load(order[k]!, epoch, repeats?.[positions[k]!] ?? 0));
+      }
     };
 
     let counted = performance.now(); // elapsed time is added up to here
@@ -236,10 +259,11 @@ export class BatchLoader {
     return out;
   }
 
-  private async load(index: number, epoch: number): Promise<Outcome> {
+  private async load(index: number, epoch: number, repeat: number): Promise<Outcome> {
     try {
       const item = this.dataset.items[index];
-      const own = this.transform(item, { rng: new Rng(this.seed, epoch, index), epoch, index });
+      const rng = repeat ? new Rng(this.seed, epoch, index, REPEAT_DRAW, repeat) : new Rng(this.seed, epoch, index);
+      const own = this.transform(item, { rng, epoch, index });
       if (!this.options.pairs) return { ok: true, index, sample: await own };
       const p = this.partnerOf(index, epoch);
       const [sample, partner] = await Promise.all([
