@@ -32,6 +32,31 @@ function stageName(accept?: (s: Stage) => boolean) {
   });
 }
 
+/**
+ * A further tagged source of classifier training images (data.extra): a VOC layout or a folder, read with the main
+ * dataset's classes and mixed into the `train` stage's batches by weight (src/data/mix.ts). Nothing else reads it:
+ * CAMs, evaluation, refinement and the segmenter stay on the main dataset.
+ */
+const ExtraSourceSchema = z.object({
+  format: z.enum(['voc', 'folder']).default('voc'),
+  root: z.string().min(1),
+  /** VOC: the split list read (ImageSets/Segmentation/<split>.txt). */
+  split: z.string().min(1).default('train_aug'),
+  /** folder format: the labels file (CSV or JSON). */
+  labels: z.string().optional(),
+  /** VOC: a labels JSON (default: <root>/image_labels.json when present). */
+  labelsJson: z.string().optional(),
+  /** Draws per epoch relative to the main training split's size (an epoch is one pass over the main images). */
+  weight: z.number().positive().default(1),
+  /**
+   * A tag outside the main classes: dropped with a warning ('drop', the default: noisy web tags; an image left with
+   * no tag is not used) or a bad file ('bad': refused, or skipped with data.onBadFile 'skip').
+   */
+  unknownTags: z.enum(['drop', 'bad']).default('drop'),
+}).strict().superRefine((s, ctx) => {
+  if (s.format === 'folder' && !s.labels) ctx.addIssue({ code: 'custom', path: ['labels'], message: "required when format is 'folder'" });
+});
+
 const DataSchema = z.object({
   /** VOC-layout root (JPEGImages/, ImageSets/Segmentation/, SegmentationClass/, labels). */
   root: z.string().min(1),
@@ -55,6 +80,8 @@ const DataSchema = z.object({
   maxImagePixels: z.number().int().positive().default(40_000_000),
   /** With 'skip': the share of a split's files that may be skipped before the run stops (all of them never may). */
   maxSkippedFraction: fraction.default(0.5),
+  /** Further tagged sources mixed into classifier training (ExtraSourceSchema); none by default. */
+  extra: z.array(ExtraSourceSchema).default([]),
 }).strict();
 
 const ModelSchema = z.object({
@@ -426,6 +453,13 @@ function keysOf(path: readonly PropertyKey[], input: unknown): string[] {
   }
   let cur: z.ZodType = ConfigSchema;
   for (const k of path) {
+    if (typeof k === 'number') {
+      // data.extra.0: the array's element schema
+      const element = elementOf(cur);
+      if (!element) return [];
+      cur = element;
+      continue;
+    }
     const shape = shapeOf(cur);
     if (!shape || !(String(k) in shape)) return [];
     cur = shape[String(k)]!;
@@ -441,6 +475,17 @@ function shapeOf(s: z.ZodType): Record<string, z.ZodType> | null {
     if (!def) return null;
     if (def.type === 'object') return def.shape ?? null;
     cur = def.innerType ?? def.in ?? null;
+  }
+  return null;
+}
+
+function elementOf(s: z.ZodType): z.ZodType | null {
+  let cur: unknown = s;
+  for (let i = 0; i < 8 && cur; i++) {
+    const def = (cur as { def?: { type?: string; innerType?: unknown; element?: z.ZodType } }).def;
+    if (!def) return null;
+    if (def.type === 'array') return def.element ?? null;
+    cur = def.innerType ?? null;
   }
   return null;
 }

@@ -28,6 +28,8 @@ export interface Stage {
   inputs: (config: WeaksegConfig) => string[];
   /** The splits whose data (images, labels, masks) it reads (their fingerprints are part of its own). */
   reads?: (config: WeaksegConfig) => (string | null)[];
+  /** It mixes in data.extra's sources (classifier training): their data is part of its fingerprint too. */
+  readsExtraSources?: boolean;
   /** The settings that change its outputs (not logging, progress or machine settings). */
   settings: (config: WeaksegConfig) => unknown;
   /** What a rerun with changed inputs deletes first, so no stale output survives. */
@@ -71,7 +73,12 @@ const STAGES: Stage[] = [
     description: 'train the classifier of a method from image-level tags (per-epoch checkpoints; --resume continues)',
     inputs: () => [],
     reads: (c) => [c.data.trainSplit],
-    settings: (c) => ({ data: omit(c.data, ['onBadFile', 'maxSkippedFraction']), model: c.model, method: c.method, train: c.train }),
+    readsExtraSources: true,
+    // data.extra only when there is any, so that runs from before it keep their fingerprints.
+    settings: (c) => ({
+      data: { ...omit(c.data, ['onBadFile', 'maxSkippedFraction', 'extra']), ...(c.data.extra.length ? { extra: c.data.extra } : {}) },
+      model: c.model, method: c.method, train: c.train,
+    }),
     outputs: (c) => [runPaths(c).checkpoints, runPaths(c).model, runPaths(c).trainLog, runPaths(c).trainJsonLog],
     trainLog: (c) => runPaths(c).trainJsonLog,
     run: async (c, h) => (await import('./train.js')).trainClassifier(c, h),
