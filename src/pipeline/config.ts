@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 import { z } from 'zod';
 import { methodConfigSchema, methodDefinitions, methodNames } from '../methods/index.js';
 import { ADVCAM_DEFAULTS } from '../cams/advcam.js';
+import { GEN_GT_RULES } from '../refine/saliency.js';
 
 import { type Stage, findStage, kebabCase, stageNames } from './stages.js';
 
@@ -327,6 +328,24 @@ const RefineSchema = z.object({
      */
     crf: z.enum(['psa', 'deeplab']).nullable().default(null),
   }).strict().prefault({}),
+  /**
+   * Pseudo-masks from the CAMs and saliency maps by the rules of MCIS's gen_gt.py (stage 'saliency',
+   * src/refine/saliency.ts). weakseg makes no saliency maps: `dir` is a folder of the user's, one PNG per image id
+   * (0..255); the stage runs by default only when it is set.
+   */
+  saliency: z.object({
+    dir: z.string().min(1).nullable().default(null),
+    /** Cues (background 1 - s/255, min-max normalised maps) below it are zeroed. */
+    fgThreshold: fraction.default(GEN_GT_RULES.fgThreshold),
+    /** A pixel with more than one cue above it is ignored. */
+    conflict: fraction.default(GEN_GT_RULES.conflict),
+    /** Background pixels whose saliency (merged with the maps' peaks) reaches it are ignored (0..255). */
+    bgThreshold: z.number().min(0).max(255).default(GEN_GT_RULES.bgThreshold),
+    /** A map above it counts as salient in that merge. */
+    attThreshold: fraction.default(GEN_GT_RULES.attThreshold),
+    /** Below this share of foreground pixels the whole image is ignored. */
+    minForeground: fraction.default(GEN_GT_RULES.minForeground),
+  }).strict().prefault({}),
   /** IRN (methods-reference.md section 2.7): its labels and network (stage 'irn') and its walk (stage 'irn-walk'). */
   irn: fitSchema({
     epochs: 3, batchSize: 32, cropSize: 512, scaleRange: [0.5, 1.5], jitter: null, lr: 0.1, weightDecay: 1e-4,
@@ -394,7 +413,11 @@ const SegSchema = fitSchema({
 
 /** What `weakseg run` does and the report it writes. */
 const RunSchema = z.object({
-  /** Stages run, in the registry's order (each skipped when its outputs are complete and its inputs unchanged). */
+  /**
+   * Stages run, in the registry's order (each skipped when its outputs are complete and its inputs unchanged).
+   * Default: every stage but those that need something the user provides and was not given ('saliency' without
+   * refine.saliency.dir).
+   */
   stages: z.array(stageName()).min(1).default(() => stageNames()),
   /** Images in the report's gallery. */
   galleryImages: z.number().int().min(0).default(12),
@@ -581,6 +604,7 @@ export function resolveConfig(input: unknown, source = 'config'): WeaksegConfig 
   if (c.data.format === 'folder' && !c.data.labels) {
     throw new ConfigError(`invalid ${source}:\n  data.labels: required when data.format is 'folder'`, ['data.labels: required']);
   }
+  if (at(input, ['run', 'stages']) === undefined) c.run.stages = c.run.stages.filter((n) => findStage(n)!.runsByDefault?.(c) ?? true);
   return c;
 }
 
