@@ -1,6 +1,6 @@
 // npm run bench:mcis [-- --seeds 3] [--seed-list 0,1,2] [--epochs 8] [--run-dir runs/bench-mcis] [--seed-dir 1=DIR]
 //                    [--retrain] [--skip-train] [--skip-cams] [--no-ablation] [--cam-summary FILE]
-//                    [--rounds 3] [--steps 1] [--warmup 1] [--quick]
+//                    [--rounds 3] [--steps 1] [--warmup 1] [--quick] [--extra-half alone|extra]
 //
 // MCIS on voc-mini with MobileNetV2, by bench:cam's protocol (bench/cam.ts, bench/seeds.ts): per training seed, train
 // on train_aug (the CAM baseline's crops, schedule and rates; 8 pairs a batch, each pair 2 images and 3 self-pair
@@ -16,6 +16,11 @@
 // --quick: a handful of images (24 train_aug, 8 train, 8 val in a temporary VOC root linking voc-mini's files), one
 // seed, one epoch of a few steps, batch 2 pairs at 128 px, one timing round: checks the whole path in minutes; its
 // figures mean nothing.
+// --extra-half: data.extra's experiment (the paper's settings 2 and 3, extra tagged images). The main training split is
+// half of train_aug (its even lines); 'alone' trains on it alone, 'extra' adds the other half (the odd lines) as a
+// data.extra source of weight 1 (each epoch then draws as many of its images as of the main half). Evaluation is
+// the usual: t chosen on val, seeds scored on train. In <repo>/runs/bench-mcis-half-<mode>, over a VOC root of links
+// (<repo>/runs/voc-mini-half); compare the two runs' seed_miou_valt (README, "Extra training data").
 // Needs ../shared; PyTorch is optional (step_ratio null without it). Ends with one JSON line.
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -45,8 +50,11 @@ const { values: args } = parseArgs({
     steps: { type: 'string', default: '1' },
     warmup: { type: 'string', default: '1' },
     quick: { type: 'boolean', default: false },
+    'extra-half': { type: 'string' },
   },
 });
+const half = args['extra-half'];
+if (half !== undefined && half !== 'alone' && half !== 'extra') throw new Error(`--extra-half must be 'alone' or 'extra', got '${half}'`);
 
 if (!existsSync(voc) || !existsSync(weights)) {
   console.log(`bench:mcis needs ${voc} and ${weights} (../shared is absent); skipped`);
@@ -66,8 +74,30 @@ function quickRoot(): string {
   }
   return root;
 }
-const dataRoot = quick ? quickRoot() : voc;
-const runDir = resolve(args['run-dir'] ?? join(repo, 'runs', quick ? 'bench-mcis-quick' : 'bench-mcis'));
+/**
+ * --extra-half's data: `base`'s files linked, its split lists copied, and train_aug cut in two, its even lines as
+ * train_aug_half and its odd lines as train_aug_other.
+ */
+function halfRoot(base: string): string {
+  const root = join(repo, 'runs', `voc-mini-half${quick ? '-quick' : ''}`);
+  rmSync(root, { recursive: true, force: true });
+  for (const f of ['JPEGImages', 'SegmentationClass', 'image_labels.json']) {
+    mkdirSync(root, { recursive: true });
+    symlinkSync(resolve(base, f), join(root, f));
+  }
+  const lists = join(root, 'ImageSets', 'Segmentation');
+  mkdirSync(lists, { recursive: true });
+  const read = (split: string) => readFileSync(join(base, 'ImageSets', 'Segmentation', `${split}.txt`), 'utf8').split('\n').filter(Boolean);
+  for (const split of ['train_aug', 'train', 'val']) writeFileSync(join(lists, `${split}.txt`), `${read(split).join('\n')}\n`);
+  const ids = read('train_aug');
+  writeFileSync(join(lists, 'train_aug_half.txt'), `${ids.filter((_, i) => i % 2 === 0).join('\n')}\n`);
+  writeFileSync(join(lists, 'train_aug_other.txt'), `${ids.filter((_, i) => i % 2 === 1).join('\n')}\n`);
+  return root;
+}
+const baseRoot = quick ? quickRoot() : voc;
+const dataRoot = half ? halfRoot(baseRoot) : baseRoot;
+const runName = `bench-mcis${half ? `-half-${half}` : ''}${quick ? '-quick' : ''}`;
+const runDir = resolve(args['run-dir'] ?? join(repo, 'runs', runName));
 if (quick) rmSync(runDir, { recursive: true, force: true });
 const camSummaryPath = resolve(args['cam-summary'] ?? join(repo, 'runs', 'bench-cam', 'bench-summary.json'));
 const seeds = quick ? [0] : seedList(args);
@@ -84,7 +114,10 @@ const variants: Variant[] = args['no-ablation'] ? ['full'] : ['full', 'single', 
 
 const configOf = (v: Variant) => resolveConfig({
   runDir: join(runDir, v),
-  data: { root: dataRoot, trainSplit: 'train_aug' },
+  data: {
+    root: dataRoot, trainSplit: half ? 'train_aug_half' : 'train_aug',
+    extra: half === 'extra' ? [{ root: dataRoot, split: 'train_aug_other', weight: 1 }] : [],
+  },
   method: VARIANTS[v],
   model: { backbone: 'mobilenet_v2', weights, outputStride: 8 },
   train: {
@@ -137,9 +170,9 @@ const camSummary = existsSync(camSummaryPath) ? (JSON.parse(readFileSync(camSumm
 const camPerSeed = camSummary ? camSummary.per_seed ?? [{ seed: 0, seed_miou_valt: camSummary.seed_miou_valt }] : [];
 const gainFigures = gainOver(perSeed('full').map((p) => ({ seed: p.seed, value: p.seed_miou_valt })),
   camPerSeed.map((c) => ({ seed: c.seed, value: c.seed_miou_valt })));
-const gain = quick ? null : gainFigures.gain ?? null;
+const gain = quick || half ? null : gainFigures.gain ?? null; // --extra-half trains on other data than bench:cam
 console.log(gain !== null ? `gain over bench:cam (seeds ${gainFigures.seeds.join(', ')}): ${gain} points (sd of the per-seed gains ${gainFigures.sd})`
-  : `no gain_over_cam: ${quick ? '--quick' : `no bench:cam figures for these seeds at ${camSummaryPath}`}`);
+  : `no gain_over_cam: ${quick ? '--quick' : half ? '--extra-half' : `no bench:cam figures for these seeds at ${camSummaryPath}`}`);
 const ablation = Object.fromEntries(variants.map((v) => [v, headline(v).seed_miou_valt]));
 console.log(`ablation (seed mIoU at the val-chosen t, mean over seeds): ${variants.map((v) => `${v} ${ablation[v]}`).join(', ')}`);
 
@@ -197,11 +230,12 @@ for (const f of ['nchw', 'cl'] as const) {
   console.log(`pair step (${batchSize} pairs, ${crop} px, ${f === 'cl' ? 'channels-last' : 'NCHW'}): weakseg ${med(timed[f].ours)!.toFixed(0)} ms` +
     (timed[f].torch.length ? `, PyTorch (official loss) ${med(timed[f].torch)!.toFixed(0)} ms` : ''));
 }
-if (quick) rmSync(dataRoot, { recursive: true, force: true });
+if (quick) for (const root of new Set([baseRoot, dataRoot])) rmSync(root, { recursive: true, force: true });
 
 const summary = {
   method: 'mcis',
   quick,
+  extra_half: half ?? null,
   seeds,
   ...headline('full'),
   gain_over_cam: gain,

@@ -82,7 +82,8 @@ function segOptions(cmd: Command): Command {
 
 function runOptions(cmd: Command): Command {
   return cmd
-    .option('--stages <list>', `stages to run, comma-separated kebab-case names (default all: ${stageNames().join(',')})`, strList)
+    .option('--stages <list>', `stages to run, comma-separated kebab-case names (default all: ${stageNames().join(',')}; ` +
+      'saliency only with refine.saliency.dir)', strList)
     .option('--force <list>', 'rerun these stages and every stage after them, even when up to date, comma-separated (names as in --stages)', strList);
 }
 

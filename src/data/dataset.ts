@@ -24,7 +24,25 @@ export interface Dataset {
   items: DatasetItem[];
 }
 
+/** A tag left out of an item's labels because it names no class (readers' `unknownTags: 'drop'`). */
+export interface DroppedTag {
+  /** The file holding the tag (labels file, labels JSON). */
+  path: string;
+  /** Where in it ("line 7 ("a.jpg")", "labels["2007_000032"]"). */
+  where: string;
+  tag: string;
+}
+
+/** What a reader does with a tag outside the class list: the item is a bad file ('bad'), or the tag is dropped ('drop'). */
+export type UnknownTagPolicy = 'bad' | 'drop';
+
 /** What the readers return: the dataset plus the log of items skipped while reading (`onBadFile: 'skip'`). */
 export interface ReadResult extends Dataset {
   badFiles: BadFileLog;
+  /**
+   * With `unknownTags: 'drop'`: the tags left out. An item whose every tag was dropped is not in `items` (it would
+   * otherwise read as background only); it is listed in `droppedItems`.
+   */
+  droppedTags?: DroppedTag[];
+  droppedItems?: string[];
 }

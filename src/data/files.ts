@@ -3,7 +3,7 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { basename, dirname, extname } from 'node:path';
-import type { DatasetItem } from './dataset.js';
+import type { DatasetItem, DroppedTag } from './dataset.js';
 import { DataError, describeCause, handleBadFile, type BadFileLog, type BadFilePolicy } from './errors.js';
 
 /** Extensions tried for images, in order of preference. */
@@ -20,16 +20,24 @@ export function classIndex(classes: readonly string[], source: string): Map<stri
   return index;
 }
 
-/** Class names that are not in `index` make the whole item bad: the message names the tag and the classes. */
+/**
+ * Class names that are not in `index` make the whole item bad (the message names the tag and the classes), or,
+ * given `dropped`, are left out and listed there (noisy web tags).
+ */
 export function tagsToLabels(
   tags: readonly string[],
   index: Map<string, number>,
   source: string,
   where: string,
+  dropped?: DroppedTag[],
 ): number[] {
   const labels = new Set<number>();
   for (const tag of tags) {
     const i = index.get(tag);
+    if (i === undefined && dropped) {
+      dropped.push({ path: source, where, tag });
+      continue;
+    }
     if (i === undefined) {
       // "cat dog" where "cat" and "dog" are classes: most likely the wrong separator.
       const parts = tag.split(/[\s,]+/);
@@ -132,17 +140,27 @@ export function isPlainObject(value: unknown): value is Record<string, unknown> 
 
 /**
  * Items checked concurrently, then judged in input order: under 'fail' the first bad item in file order is the
- * one thrown, whatever order the checks finished in.
+ * one thrown, whatever order the checks finished in. Items left without a tag by `unknownTags: 'drop'` are left out.
  */
 export function applyPolicy(
-  checked: readonly ({ id: string; item: DatasetItem } | { id: string; error: unknown })[],
+  checked: readonly ({ id: string; item: DatasetItem } | { id: string; error: unknown } | { id: string; droppedAll: true })[],
   policy: BadFilePolicy,
   log: BadFileLog,
 ): DatasetItem[] {
   const items: DatasetItem[] = [];
   for (const outcome of checked) {
     if ('item' in outcome) items.push(outcome.item);
-    else handleBadFile(policy, log, outcome.error, outcome.id);
+    else if ('error' in outcome) handleBadFile(policy, log, outcome.error, outcome.id);
   }
   return items;
+}
+
+/** The tags dropped over a reader's checked items (file order), and the items left without any tag by it. */
+export function droppedOf(checked: readonly { id: string; dropped?: DroppedTag[]; droppedAll?: boolean }[]): {
+  droppedTags: DroppedTag[]; droppedItems: string[];
+} {
+  return {
+    droppedTags: checked.flatMap((c) => c.dropped ?? []),
+    droppedItems: checked.filter((c) => c.droppedAll).map((c) => c.id),
+  };
 }

@@ -22,11 +22,12 @@
  */
 import { readFile } from 'node:fs/promises';
 import { extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import type { DatasetItem, ReadResult } from './dataset.js';
+import type { DatasetItem, DroppedTag, ReadResult, UnknownTagPolicy } from './dataset.js';
 import {
   FileIndex,
   applyPolicy,
   classIndex,
+  droppedOf,
   isPlainObject,
   mapLimit,
   readJsonFile,
@@ -45,6 +46,8 @@ export interface FolderOptions extends BadFileOptions {
   classes?: readonly string[];
   /** Folder of ground-truth masks for scoring: `<masks>/<image path without extension>.png`, used if present. */
   masks?: string;
+  /** A tag outside the classes: the item is a bad file ('bad', the default) or the tag is dropped ('drop'). */
+  unknownTags?: UnknownTagPolicy;
 }
 
 interface Entry {
@@ -81,12 +84,15 @@ export async function readFolder(options: FolderOptions): Promise<ReadResult> {
     if (firstAt === undefined) seen.set(id, entry.where);
     return { entry, imagePath, id, firstAt };
   });
+  const drop = options.unknownTags === 'drop';
   const checked = await mapLimit(planned, 32, async ({ entry, imagePath, id, firstAt }) => {
+    const dropped: DroppedTag[] = [];
     try {
       if (firstAt !== undefined) {
         throw new DataError(labelsFile, `${entry.where}: duplicate entry for "${entry.path}" (first at ${firstAt})`);
       }
-      const labels = tagsToLabels(entry.tags, index, labelsFile, `${entry.where} ("${entry.path}")`);
+      const labels = tagsToLabels(entry.tags, index, labelsFile, `${entry.where} ("${entry.path}")`, drop ? dropped : undefined);
+      if (dropped.length && labels.length === 0) return { id, dropped, droppedAll: true as const };
       if (!(await files.exists(imagePath))) {
         throw new DataError(imagePath, `image not found (listed in ${labelsFile}, ${entry.where})`);
       }
@@ -95,13 +101,14 @@ export async function readFolder(options: FolderOptions): Promise<ReadResult> {
         const maskPath = join(options.masks, `${id}.png`);
         if (await files.exists(maskPath)) item.maskPath = maskPath;
       }
-      return { id, item };
+      return { id, item, dropped };
     } catch (error) {
       return { id, error };
     }
   });
   const items = applyPolicy(checked, policy, badFiles);
-  return { classes, items, badFiles };
+  if (!drop) return { classes, items, badFiles };
+  return { classes, items, badFiles, ...droppedOf(checked) };
 }
 
 async function readLabelsFile(path: string): Promise<{ entries: Entry[]; fileClasses?: string[] }> {

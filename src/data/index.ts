@@ -7,6 +7,7 @@ export * from './dataset.js';
 export * from './voc.js';
 export * from './folder.js';
 export * from './loader.js';
+export * from './mix.js';
 export * from './transforms.js';
 export * from './synthetic.js';
 export * from './sampling.js';

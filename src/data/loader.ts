@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks';
 import type { Dataset, DatasetItem } from './dataset.js';
 import { BadFileLog, handleBadFile, type BadFileOptions } from './errors.js';
 import { IGNORE_INDEX } from './mask.js';
+import { type SourceSpan, checkSources, drawsPerEpoch, mixedEpochOrder } from './mix.js';
 import { Rng } from './rng.js';
 import { epochRepeats } from './sampling.js';
 
@@ -83,6 +84,11 @@ export interface LoaderOptions extends BadFileOptions {
    * repeat within an epoch (k > 0) gets its own augmentation generator. Needs shuffle.
    */
   repeatFactors?: readonly number[];
+  /**
+   * The dataset mixes several sources (mix.ts: the main one first, then extra ones): each epoch is one pass over
+   * the main items plus each extra source's weighted share of draws. Needs shuffle. Partners are drawn from all of them.
+   */
+  sources?: readonly SourceSpan[];
 }
 
 /** Time the consumer spent blocked waiting for batches. */
@@ -103,7 +109,8 @@ type Outcome = ({ ok: true } & Loaded) | { ok: false; index: number; error: unkn
 // Extra seed words of the pairs' generators, so an item's own augmentation stream is the same with pairs on or off.
 const PARTNER_CHOICE = 1;
 const PARTNER_TRANSFORM = 2;
-// ... and of an item's repeats within an epoch (repeatFactors), so its first occurrence is augmented as without them.
+// ... and of an item's second and later occurrences within one epoch (repeatFactors, or a small extra source drawn
+// more than once), so its first occurrence is augmented as without them.
 const REPEAT_TRANSFORM = 4;
 
 export class BatchLoader {
@@ -139,6 +146,11 @@ export class BatchLoader {
         throw new RangeError(`repeatFactors has ${options.repeatFactors.length} factors for ${dataset.items.length} items`);
       }
       if (options.shuffle === false) throw new RangeError('repeatFactors needs shuffle');
+      if (options.sources) throw new RangeError('repeatFactors and sources are two samplers: give one');
+    }
+    if (options.sources) {
+      checkSources(options.sources, dataset.items.length);
+      if (options.shuffle === false) throw new RangeError('sources are drawn by weight: they need shuffle');
     }
     if (options.pairs) {
       const p = options.pairs.shareClass;
@@ -170,7 +182,7 @@ export class BatchLoader {
 
   /** Batches per epoch if no item is skipped. */
   get batchesPerEpoch(): number {
-    const n = this.dataset.items.length;
+    const n = this.options.sources ? drawsPerEpoch(this.options.sources).reduce((a, b) => a + b, 0) : this.dataset.items.length;
     const global = this.batchSize * (this.options.shard?.worldSize ?? 1);
     return this.options.dropLast ? Math.floor(n / global) : Math.ceil(n / global);
   }
@@ -200,11 +212,15 @@ export class BatchLoader {
   async *epoch(epoch: number, options: { skipBatches?: number } = {}): AsyncGenerator<Batch, void, undefined> {
     const items = this.dataset.items;
     let order = items.map((_, i) => i);
-    if (this.options.repeatFactors) {
-      const counts = epochRepeats(this.options.repeatFactors, this.seed, epoch);
-      order = counts.flatMap((count, i) => new Array<number>(count).fill(i));
+    if (this.options.sources) {
+      order = mixedEpochOrder(this.options.sources, this.seed, epoch);
+    } else {
+      if (this.options.repeatFactors) {
+        const counts = epochRepeats(this.options.repeatFactors, this.seed, epoch);
+        order = counts.flatMap((count, i) => new Array<number>(count).fill(i));
+      }
+      if (this.options.shuffle ?? true) new Rng(this.seed, epoch).shuffle(order);
     }
-    if (this.options.shuffle ?? true) new Rng(this.seed, epoch).shuffle(order);
     // The k-th occurrence of an item in this epoch's (global) order: 0 unless repeated.
     const seen = new Map<number, number>();
     let occurrence = order.map((i) => {

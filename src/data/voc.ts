@@ -10,12 +10,13 @@
 import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { VOC_CLASSES, type DatasetItem, type ReadResult } from './dataset.js';
+import { VOC_CLASSES, type DatasetItem, type DroppedTag, type ReadResult, type UnknownTagPolicy } from './dataset.js';
 import {
   FileIndex,
   IMAGE_EXTENSIONS,
   applyPolicy,
   classIndex,
+  droppedOf,
   isPlainObject,
   mapLimit,
   readJsonFile,
@@ -47,6 +48,11 @@ export interface VocOptions extends BadFileOptions {
    * Drop 'mask' to guarantee that no pixel annotation leaks into the labels.
    */
   labelSources?: readonly VocLabelSource[];
+  /**
+   * A labels-JSON tag outside the classes: the item is a bad file ('bad', the default) or the tag is dropped
+   * ('drop'). Annotation names outside the classes are always left out, as the reference label builders do.
+   */
+  unknownTags?: UnknownTagPolicy;
 }
 
 export interface VocReadResult extends ReadResult {
@@ -73,7 +79,9 @@ export async function readVoc(options: VocOptions): Promise<VocReadResult> {
 
   const counts: Record<VocLabelSource, number> = { xml: 0, json: 0, mask: 0 };
   const firstLine = new Map<string, number>();
+  const drop = options.unknownTags === 'drop';
   const checked = await mapLimit(listed, 32, async ({ id, line }) => {
+    const dropped: DroppedTag[] = [];
     try {
       const first = firstLine.get(id) ?? (firstLine.set(id, line), line);
       if (first !== line) throw new DataError(listed.path, `line ${line}: duplicate id "${id}" (first at line ${first})`);
@@ -92,14 +100,15 @@ export async function readVoc(options: VocOptions): Promise<VocReadResult> {
           if (await files.exists(xmlPath)) labels = await labelsFromXml(xmlPath, index);
         } else if (source === 'json') {
           const tags = json?.labels.get(id);
-          if (json && tags) labels = tagsToLabels(tags, index, json.path, `labels["${id}"]`);
+          if (json && tags) labels = tagsToLabels(tags, index, json.path, `labels["${id}"]`, drop ? dropped : undefined);
+          if (labels && dropped.length && labels.length === 0) return { id, dropped, droppedAll: true as const };
         } else if (maskLabels) {
           labels = maskLabels;
         }
         if (labels) {
           counts[source]++;
           const item: DatasetItem = maskPath ? { id, imagePath, maskPath, labels } : { id, imagePath, labels };
-          return { id, item };
+          return { id, item, dropped };
         }
       }
       throw new DataError(
@@ -111,7 +120,7 @@ export async function readVoc(options: VocOptions): Promise<VocReadResult> {
     }
   });
   const items = applyPolicy(checked, policy, badFiles);
-  return { classes, items, badFiles, labelSources: counts };
+  return { classes, items, badFiles, labelSources: counts, ...(drop ? droppedOf(checked) : {}) };
 }
 
 function describeSource(source: VocLabelSource, jsonPath: string | undefined): string {

@@ -93,6 +93,7 @@ export function readMetrics(config: WeaksegConfig): Record<string, unknown> {
 
 /** What a split is called in logs: its name (VOC) or the labels file (folder format, which has no splits). */
 export function splitName(config: WeaksegConfig, split: string): string {
+  if (split.startsWith('data.extra[')) return split; // an extra training source (extra.ts)
   return config.data.format === 'folder' ? `'${config.data.labels}'` : `'${split}'`;
 }
 

@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 import { z } from 'zod';
 import { methodConfigSchema, methodDefinitions, methodNames } from '../methods/index.js';
 import { ADVCAM_DEFAULTS } from '../cams/advcam.js';
+import { GEN_GT_RULES } from '../refine/saliency.js';
 
 import { type Stage, findStage, kebabCase, stageNames } from './stages.js';
 
@@ -32,6 +33,31 @@ function stageName(accept?: (s: Stage) => boolean) {
   });
 }
 
+/**
+ * A further tagged source of classifier training images (data.extra): a VOC layout or a folder, read with the main
+ * dataset's classes and mixed into the `train` stage's batches by weight (src/data/mix.ts). Nothing else reads it:
+ * CAMs, evaluation, refinement and the segmenter stay on the main dataset.
+ */
+const ExtraSourceSchema = z.object({
+  format: z.enum(['voc', 'folder']).default('voc'),
+  root: z.string().min(1),
+  /** VOC: the split list read (ImageSets/Segmentation/<split>.txt). */
+  split: z.string().min(1).default('train_aug'),
+  /** folder format: the labels file (CSV or JSON). */
+  labels: z.string().optional(),
+  /** VOC: a labels JSON (default: <root>/image_labels.json when present). */
+  labelsJson: z.string().optional(),
+  /** Draws per epoch relative to the main training split's size (an epoch is one pass over the main images). */
+  weight: z.number().positive().default(1),
+  /**
+   * A tag outside the main classes: dropped with a warning ('drop', the default: noisy web tags; an image left with
+   * no tag is not used) or a bad file ('bad': refused, or skipped with data.onBadFile 'skip').
+   */
+  unknownTags: z.enum(['drop', 'bad']).default('drop'),
+}).strict().superRefine((s, ctx) => {
+  if (s.format === 'folder' && !s.labels) ctx.addIssue({ code: 'custom', path: ['labels'], message: "required when format is 'folder'" });
+});
+
 const DataSchema = z.object({
   /** VOC-layout root (JPEGImages/, ImageSets/Segmentation/, SegmentationClass/, labels). */
   root: z.string().min(1),
@@ -55,6 +81,8 @@ const DataSchema = z.object({
   maxImagePixels: z.number().int().positive().default(40_000_000),
   /** With 'skip': the share of a split's files that may be skipped before the run stops (all of them never may). */
   maxSkippedFraction: fraction.default(0.5),
+  /** Further tagged sources mixed into classifier training (ExtraSourceSchema); none by default. */
+  extra: z.array(ExtraSourceSchema).default([]),
 }).strict();
 
 const ModelSchema = z.object({
@@ -300,6 +328,24 @@ const RefineSchema = z.object({
      */
     crf: z.enum(['psa', 'deeplab']).nullable().default(null),
   }).strict().prefault({}),
+  /**
+   * Pseudo-masks from the CAMs and saliency maps by the rules of MCIS's gen_gt.py (stage 'saliency',
+   * src/refine/saliency.ts). weakseg makes no saliency maps: `dir` is a folder of the user's, one PNG per image id
+   * (0..255); the stage runs by default only when it is set.
+   */
+  saliency: z.object({
+    dir: z.string().min(1).nullable().default(null),
+    /** Cues (background 1 - s/255, min-max normalised maps) below it are zeroed. */
+    fgThreshold: fraction.default(GEN_GT_RULES.fgThreshold),
+    /** A pixel with more than one cue above it is ignored. */
+    conflict: fraction.default(GEN_GT_RULES.conflict),
+    /** Background pixels whose saliency (merged with the maps' peaks) reaches it are ignored (0..255). */
+    bgThreshold: z.number().min(0).max(255).default(GEN_GT_RULES.bgThreshold),
+    /** A map above it counts as salient in that merge. */
+    attThreshold: fraction.default(GEN_GT_RULES.attThreshold),
+    /** Below this share of foreground pixels the whole image is ignored. */
+    minForeground: fraction.default(GEN_GT_RULES.minForeground),
+  }).strict().prefault({}),
   /** IRN (methods-reference.md section 2.7): its labels and network (stage 'irn') and its walk (stage 'irn-walk'). */
   irn: fitSchema({
     epochs: 3, batchSize: 32, cropSize: 512, scaleRange: [0.5, 1.5], jitter: null, lr: 0.1, weightDecay: 1e-4,
@@ -388,7 +434,11 @@ const SegSchema = fitSchema({
 
 /** What `weakseg run` does and the report it writes. */
 const RunSchema = z.object({
-  /** Stages run, in the registry's order (each skipped when its outputs are complete and its inputs unchanged). */
+  /**
+   * Stages run, in the registry's order (each skipped when its outputs are complete and its inputs unchanged).
+   * Default: every stage but those that need something the user provides and was not given ('saliency' without
+   * refine.saliency.dir).
+   */
   stages: z.array(stageName()).min(1).default(() => stageNames()),
   /** Images in the report's gallery. */
   galleryImages: z.number().int().min(0).default(12),
@@ -447,6 +497,13 @@ function keysOf(path: readonly PropertyKey[], input: unknown): string[] {
   }
   let cur: z.ZodType = ConfigSchema;
   for (const k of path) {
+    if (typeof k === 'number') {
+      // data.extra.0: the array's element schema
+      const element = elementOf(cur);
+      if (!element) return [];
+      cur = element;
+      continue;
+    }
     const shape = shapeOf(cur);
     if (!shape || !(String(k) in shape)) return [];
     cur = shape[String(k)]!;
@@ -462,6 +519,17 @@ function shapeOf(s: z.ZodType): Record<string, z.ZodType> | null {
     if (!def) return null;
     if (def.type === 'object') return def.shape ?? null;
     cur = def.innerType ?? def.in ?? null;
+  }
+  return null;
+}
+
+function elementOf(s: z.ZodType): z.ZodType | null {
+  let cur: unknown = s;
+  for (let i = 0; i < 8 && cur; i++) {
+    const def = (cur as { def?: { type?: string; innerType?: unknown; element?: z.ZodType } }).def;
+    if (!def) return null;
+    if (def.type === 'array') return def.element ?? null;
+    cur = def.innerType ?? null;
   }
   return null;
 }
@@ -557,6 +625,7 @@ export function resolveConfig(input: unknown, source = 'config'): WeaksegConfig 
   if (c.data.format === 'folder' && !c.data.labels) {
     throw new ConfigError(`invalid ${source}:\n  data.labels: required when data.format is 'folder'`, ['data.labels: required']);
   }
+  if (at(input, ['run', 'stages']) === undefined) c.run.stages = c.run.stages.filter((n) => findStage(n)!.runsByDefault?.(c) ?? true);
   return c;
 }
 

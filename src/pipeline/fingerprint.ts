@@ -3,9 +3,10 @@
 // files skipped as bad. Adding an image, changing a tag or replacing a mask changes it; touching nothing does not.
 import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
-import { BadFileLog } from '../data/index.js';
+import { BadFileLog, type Dataset } from '../data/index.js';
 import type { WeaksegConfig } from './config.js';
 import { readSplit } from './common.js';
+import { readExtraSource } from './extra.js';
 
 function fileStamp(path: string | undefined): [number, number] | null {
   if (!path) return null;
@@ -19,14 +20,29 @@ function fileStamp(path: string | undefined): [number, number] | null {
 
 /** A short hash of one split's data (see the header comment). */
 export async function splitFingerprint(config: WeaksegConfig, split: string): Promise<string> {
-  const hash = createHash('sha256');
   const badFiles = new BadFileLog(() => {}); // the stage itself reports them when it runs
-  const dataset = await readSplit(config, split, badFiles);
-  hash.update(JSON.stringify({ split, classes: dataset.classes, bad: badFiles.entries.map((b) => [b.path, b.reason]) }));
+  return datasetFingerprint(split, await readSplit(config, split, badFiles), badFiles);
+}
+
+function datasetFingerprint(name: string, dataset: Dataset, badFiles: BadFileLog): string {
+  const hash = createHash('sha256');
+  hash.update(JSON.stringify({ split: name, classes: dataset.classes, bad: badFiles.entries.map((b) => [b.path, b.reason]) }));
   for (const item of dataset.items) {
     hash.update(JSON.stringify([item.id, item.labels, fileStamp(item.imagePath), item.maskPath ?? null, fileStamp(item.maskPath)]));
   }
   return hash.digest('hex').slice(0, 16);
+}
+
+/** The same of each data.extra source, read with the training split's classes. */
+export async function extraSourcesFingerprint(config: WeaksegConfig): Promise<string[]> {
+  const { classes } = await readSplit(config, config.data.trainSplit, new BadFileLog(() => {}));
+  const out: string[] = [];
+  for (let k = 0; k < config.data.extra.length; k++) {
+    const badFiles = new BadFileLog(() => {});
+    const read = await readExtraSource(config, k, classes, badFiles);
+    out.push(datasetFingerprint(read.name, read.dataset, badFiles));
+  }
+  return out;
 }
 
 /** Split fingerprints, each computed once (several stages read the same split). */

@@ -5,7 +5,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { emptyCache, getNumThreads, setDeterministic } from '../engine/index.js';
 import { readSafetensorsHeader, saveSafetensors } from '../engine/serialize/index.js';
-import { BatchLoader, type Dataset, type ItemTransform, type Normalization, type PairOptions, trainTransform } from '../data/index.js';
+import { BatchLoader, type Dataset, type ItemTransform, type Normalization, type PairOptions, type SourceSpan, trainTransform } from '../data/index.js';
 import type { Trainable } from '../train/contract.js';
 import { latestCheckpoint, listCheckpoints } from '../train/checkpoint.js';
 import { TrainReporter } from '../train/reporter.js';
@@ -67,6 +67,8 @@ export interface FitSpec {
   pairs?: PairOptions | undefined;
   /** Class-balanced sampling: one repeat factor per item of `dataset` (data/sampling.ts). */
   repeatFactors?: readonly number[] | undefined;
+  /** The dataset mixes weighted sources (data.extra, extra.ts): the loader draws each epoch by their weights. */
+  sources?: readonly SourceSpan[] | undefined;
   settings: FitSettings;
   files: { checkpoints: string; trainLog: string; trainJsonLog: string; model: string };
   /** The first log line: what is trained on what. */
@@ -129,6 +131,7 @@ export async function fitAndSave(config: WeaksegConfig, hooks: StageHooks, spec:
     onBadFile: config.data.onBadFile, badFiles: skippedFilesLog(config, spec.split, spec.dataset.items.length),
     ...(spec.pairs ? { pairs: spec.pairs } : {}),
     ...(spec.repeatFactors ? { repeatFactors: spec.repeatFactors } : {}),
+    ...(spec.sources ? { sources: spec.sources } : {}),
     ...(dp ? { shard: { rank: dp.rank, worldSize: dp.worldSize } } : {}),
   });
   let result: TrainResult;

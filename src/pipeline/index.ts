@@ -14,3 +14,5 @@ export * from './random-walk.js';
 export * from './run.js';
 export * from './demo.js';
 export * from './irn.js';
+export * from './saliency.js';
+export * from './extra.js';

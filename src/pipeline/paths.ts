@@ -37,6 +37,8 @@ export const runPaths = (config: WeaksegConfig) => {
       trainJsonLog: join(root, 'irn', 'train.log.jsonl'),
       pseudo: (split: string) => join(root, 'irn', 'pseudo', split),
     },
+    /** Pseudo-masks from the CAMs and the user's saliency maps (palette PNGs, 255 ignored). */
+    saliency: (split: string) => join(root, 'saliency', split),
     /** Random-walk pseudo-masks (palette PNGs, 255 where uncertain). */
     pseudo: (split: string) => join(root, 'pseudo', split),
     /** The segmentation network, its logs and its predictions (palette PNGs). */

@@ -136,6 +136,8 @@ function scoreRows(config: WeaksegConfig, metrics: Json, warnings: string[]): Sc
   }, ['eval', 'eval-fit', 'crf']);
   stageRow('irn-walk', (s) => `IRN: beta ${String(s.beta ?? config.refine.irn.walk.beta)}, 2^${String(s.expTimes ?? config.refine.irn.walk.expTimes)} steps, ` +
     `background score ${String(s.bgThreshold ?? '?')}`, ['eval', 'eval-fit', 'crf', 'random-walk']);
+  stageRow('saliency', (s) => `gen_gt.py's rules on the saliency maps of ${String(s.dir ?? config.refine.saliency.dir)}` +
+    `${numberOr(s.ignoredShare) !== null ? `, ${(100 * numberOr(s.ignoredShare)!).toFixed(1)} % of pixels ignored` : ''}`, ['eval', 'eval-fit']);
   stageRow('seg-eval', (s) => {
     const scales = Array.isArray(s.scales) ? s.scales.join('/') : config.seg.scales.join('/');
     const flip = typeof s.flip === 'boolean' ? s.flip : config.seg.testFlip;

@@ -14,7 +14,7 @@ import { type StageHooks, logger, prepareRun, writeJsonAtomic } from './common.j
 import { runPaths } from './paths.js';
 import { stageNamed, stages } from './stages.js';
 import { type Manifest, readManifest, recordStageOutputs, removeStageOutputs } from './manifest.js';
-import { dataFingerprints } from './fingerprint.js';
+import { dataFingerprints, extraSourcesFingerprint } from './fingerprint.js';
 import { alone, fromMain, worldGroup } from './distributed.js';
 
 // How long the other ranks wait for rank 0 to finish a stage it runs alone (a lost rank 0 fails them at once).
@@ -52,7 +52,8 @@ async function fingerprint(
   // An upstream stage's outputs as written (a forced rerun keeps its fingerprint but changes its files).
   const upstream = def.inputs(config).map((s) => [s, records[s]?.fingerprint ?? null, manifest[s]?.digest ?? null]);
   const splits = await data((def.reads?.(config) ?? []).filter((s): s is string => Boolean(s)));
-  return createHash('sha256').update(JSON.stringify({ stage, inputs: def.settings(config), upstream, splits })).digest('hex').slice(0, 16);
+  const extra = def.readsExtraSources && config.data.extra.length ? await extraSourcesFingerprint(config) : undefined;
+  return createHash('sha256').update(JSON.stringify({ stage, inputs: def.settings(config), upstream, splits, extra })).digest('hex').slice(0, 16);
 }
 
 export interface RunOptions extends StageHooks {

@@ -5,6 +5,8 @@
 //
 // This module loads no engine code (a stage's run function imports its module when called), so the config and
 // `weakseg --help` can read the registry at once.
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { WeaksegConfig } from './config.js';
 import type { StageHooks } from './common.js';
@@ -28,6 +30,8 @@ export interface Stage {
   inputs: (config: WeaksegConfig) => string[];
   /** The splits whose data (images, labels, masks) it reads (their fingerprints are part of its own). */
   reads?: (config: WeaksegConfig) => (string | null)[];
+  /** It mixes in data.extra's sources (classifier training): their data is part of its fingerprint too. */
+  readsExtraSources?: boolean;
   /** The settings that change its outputs (not logging, progress or machine settings). */
   settings: (config: WeaksegConfig) => unknown;
   /** What a rerun with changed inputs deletes first, so no stale output survives. */
@@ -43,11 +47,24 @@ export interface Stage {
   run: (config: WeaksegConfig, hooks: StageHooks) => Promise<unknown>;
   /** Rerun whenever another stage ran (cheap, and it summarises everything else). */
   always?: boolean;
+  /** Whether it is in run.stages when the config does not list them (default: always); false where it lacks its input. */
+  runsByDefault?: (config: WeaksegConfig) => boolean;
   /**
    * It splits its work over the ranks of a distributed run (data-parallel training, per-image inference); the
    * other stages run on rank 0 while the others wait.
    */
   distributed?: boolean;
+}
+
+/** A hash of a folder's file names, sizes and times (null: no folder), for a stage that reads user files outside the data. */
+function folderStamp(dir: string | null): string | null {
+  if (dir === null || !existsSync(dir)) return null;
+  const hash = createHash('sha256');
+  for (const name of readdirSync(dir).sort()) {
+    const st = statSync(join(dir, name));
+    hash.update(JSON.stringify([name, st.size, st.mtimeMs]));
+  }
+  return hash.digest('hex').slice(0, 16);
 }
 
 function omit<T extends object>(o: T, keys: (keyof T)[]): Partial<T> {
@@ -60,6 +77,7 @@ function omit<T extends object>(o: T, keys: (keyof T)[]): Partial<T> {
 export function camSplits(config: WeaksegConfig): string[] {
   const stages = new Set(config.run.stages);
   const needsTrainSplit = stages.has('affinity') || stages.has('random-walk') || stages.has('irn') || stages.has('irn-walk') ||
+    stages.has('saliency') ||
     (stages.has('seg-train') && (!['random-walk', 'groundTruth'].includes(config.seg.pseudoMasks) || config.seg.ignoreBand !== null));
   const wanted = [...config.cams.splits, config.eval.split, config.eval.fitSplit, needsTrainSplit ? config.data.trainSplit : null];
   return [...new Set(wanted.filter((s): s is string => Boolean(s)))];
@@ -71,7 +89,12 @@ const STAGES: Stage[] = [
     description: 'train the classifier of a method from image-level tags (per-epoch checkpoints; --resume continues)',
     inputs: () => [],
     reads: (c) => [c.data.trainSplit],
-    settings: (c) => ({ data: omit(c.data, ['onBadFile', 'maxSkippedFraction']), model: c.model, method: c.method, train: c.train }),
+    readsExtraSources: true,
+    // data.extra only when there is any, so that runs from before it keep their fingerprints.
+    settings: (c) => ({
+      data: { ...omit(c.data, ['onBadFile', 'maxSkippedFraction', 'extra']), ...(c.data.extra.length ? { extra: c.data.extra } : {}) },
+      model: c.model, method: c.method, train: c.train,
+    }),
     outputs: (c) => [runPaths(c).checkpoints, runPaths(c).model, runPaths(c).trainLog, runPaths(c).trainJsonLog],
     trainLog: (c) => runPaths(c).trainJsonLog,
     run: async (c, h) => (await import('./train.js')).trainClassifier(c, h),
@@ -163,6 +186,21 @@ const STAGES: Stage[] = [
     pseudoMasks: { dir: (c, split) => runPaths(c).irn.pseudo(split), describe: () => "the 'irn-walk' stage's masks (IRN's random walk on the CAMs)" },
     run: async (c, h) => (await import('./irn.js')).irnWalkMasks(c, h),
     distributed: true,
+  },
+  {
+    name: 'saliency', title: 'Saliency pseudo-masks', section: 'refine.saliency', options: ['refine', 'resume'],
+    description: "pseudo-masks from the CAMs and the user's saliency maps (refine.saliency.dir) by MCIS's gen_gt.py rules, and score them",
+    inputs: () => ['cams'],
+    reads: (c) => [c.eval.split, c.data.trainSplit],
+    // The maps are the user's files: their names, sizes and times are part of the fingerprint, as a split's images are.
+    settings: (c) => ({ saliency: c.refine.saliency, maps: folderStamp(c.refine.saliency.dir), split: c.eval.split, trainSplit: c.data.trainSplit }),
+    outputs: (c) => [join(runPaths(c).root, 'saliency')],
+    pseudoMasks: {
+      dir: (c, split) => runPaths(c).saliency(split),
+      describe: () => "the 'saliency' stage's masks (gen_gt.py's rules on the CAMs and refine.saliency.dir's maps)",
+    },
+    run: async (c, h) => (await import('./saliency.js')).saliencyMasks(c, h),
+    runsByDefault: (c) => c.refine.saliency.dir !== null,
   },
   {
     name: 'seg-train', title: 'Segmentation net training', section: 'seg', options: ['seg', 'resume'],

@@ -96,7 +96,7 @@ test('stage names have one spelling, kebab-case: --help says so, a camelCase one
   const dir = mkdtempSync(join(tmpdir(), 'weakseg-cli-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   assert.match(cli('--help').out, /stage names are kebab-case everywhere: commands, --stages, --force, run\.stages/);
-  assert.match(cli('run', '--help').out.replace(/\s+/g, ' '), /--stages <list> stages to run, comma-separated kebab-case names \(default all: train,cams,eval,crf,affinity,random-walk,irn,irn-walk,seg-train,seg-eval,report\)/);
+  assert.match(cli('run', '--help').out.replace(/\s+/g, ' '), /--stages <list> stages to run, comma-separated kebab-case names \(default all: train,cams,eval,crf,affinity,random-walk,irn,irn-walk,saliency,seg-train,seg-eval,report; saliency only with refine\.saliency\.dir\)/);
   const run = ['-r', join(dir, 'run'), '--data-root', join(dir, 'nowhere')];
   const stages = cli('config', ...run, '--stages', 'train,randomWalk');
   assert.equal(stages.code, 2, stages.err);

@@ -30,6 +30,12 @@ test('every preset in configs/ validates, with the method and settings its name 
       assert.deepEqual([c.model.backbone, c.train.cropSize, c.train.batchSize, c.train.epochs, c.train.lr, c.train.nesterov,
         c.train.schedule.type, c.train.schedule.epochs], ['vgg16', 256, 5, 15, 0.001, true, 'step', [5, 10]]);
     }
+    if (f === 'mcis-mobilenetv2-vocmini-pipeline.json') {
+      // the voc-mini MCIS preset's classifier and localisation (one 256-px pass with its own views), then SEAM's chain
+      const classifier = resolveConfig(JSON.parse(readFileSync(join(dir, 'mcis-mobilenetv2-vocmini.json'), 'utf8')), f);
+      assert.deepEqual([c.method, c.model, c.train, c.cams.scales, c.cams.flip],
+        [classifier.method, classifier.model, classifier.train, [1], false]);
+    }
     if (f === 'amr-resnet50-voc.json') {
       // the official AMR code's setting: ResNet-50 OS 16, crop 512, batch 16, 8 epochs, lr 0.01 (compensation 10x),
       // AdvCAM over Grad-CAM branches and seeds at a fixed background 0.20

@@ -30,9 +30,10 @@ registerStage({
 }, { before: 'report' });
 
 test('a registered stage is in the registry order, the config defaults and choices; names are kebab-case', () => {
-  assert.deepEqual(stageNames(), ['train', 'cams', 'eval', 'crf', 'affinity', 'random-walk', 'irn', 'irn-walk', 'seg-train', 'seg-eval', FAKE, 'report']);
+  assert.deepEqual(stageNames(), ['train', 'cams', 'eval', 'crf', 'affinity', 'random-walk', 'irn', 'irn-walk', 'saliency', 'seg-train', 'seg-eval', FAKE, 'report']);
   const c = resolveConfig({ runDir: 'r', data: { root: 'd' } });
-  assert.deepEqual(c.run.stages, stageNames(), 'run.stages defaults to every registered stage');
+  assert.deepEqual(c.run.stages, stageNames().filter((s) => s !== 'saliency'),
+    'run.stages defaults to every registered stage but saliency, which needs maps from the user (refine.saliency.dir)');
   assert.equal(resolveConfig({ runDir: 'r', data: { root: 'd' }, seg: { pseudoMasks: FAKE } }).seg.pseudoMasks, FAKE);
   assert.throws(() => resolveConfig({ runDir: 'r', data: { root: 'd' }, run: { stages: ['cams', 'countImages'] } }),
     (e: unknown) => e instanceof ConfigError && /run\.stages\.1: .*write 'count-images'/.test(e.message));
@@ -51,8 +52,8 @@ test('a registered stage gets a command and is listed in --help, --stages and --
   const sub = (name: string) => program.commands.find((c) => c.name() === name)!;
   assert.ok(sub(FAKE).helpInformation().includes('--fit-split'), "its command takes the 'eval' flags");
   const run = sub('run').helpInformation().replace(/\s+/g, ' ');
-  assert.match(run, /--stages <list> stages to run, comma-separated kebab-case names \(default all: [a-z,-]*seg-eval,count-images,report\)/);
-  assert.match(run, /choices: "eval", "crf", "random-walk", "irn-walk", "count-images", "groundTruth"/);
+  assert.match(run, /--stages <list> stages to run, comma-separated kebab-case names \(default all: [a-z,-]*seg-eval,count-images,report; saliency only with refine\.saliency\.dir\)/);
+  assert.match(run, /choices: "eval", "crf", "random-walk", "irn-walk", "saliency", "count-images", "groundTruth"/);
 });
 
 test('a registered stage runs by its command and in `weakseg run`, is skipped when up to date, and shows on the report', async (t) => {
