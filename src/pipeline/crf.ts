@@ -3,8 +3,7 @@
 // ('seed'). Records { split, result, threshold, ... } in metrics.json under 'crf'.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { performance } from 'node:perf_hooks';
-import { type LabelMap, decodeImage, readMask, writeMask } from '../data/index.js';
+import { type LabelMap, decodeImage, readMask } from '../data/index.js';
 import { type CamRecord, readCam } from '../cams/format.js';
 import { type MiouResult, formatMiouTable } from '../eval/index.js';
 import { type CrfParams, crfParams } from '../refine/crf-presets.js';
@@ -151,30 +150,18 @@ export async function crfSeeds(config: WeaksegConfig, hooksIn: StageHooks = {}):
     const dir = paths.crf(split);
     const score = split === scoredSplit ? new SplitScore(dataset) : null;
     const bar = progress(hooks, `CRF ${split}`, mine.length);
-    let computed = 0;
-    let computeMs = 0;
+    const tally = { computed: 0, computeMs: 0 };
     for (const [i, item] of mine.entries()) {
       hooks.signal?.throwIfAborted();
-      const out = join(dir, `${item.id}.png`);
-      let mask: LabelMap;
-      if (outputs.existing(item.id, out)) {
-        mask = await readMask(out);
-      } else {
-        const t0 = performance.now();
-        const record = readCam(camPaths[i]!);
-        mask = crfSeedMask(await decodeImage(item.imagePath), record, chosen.threshold, crf);
-        await writeMask(out, mask);
-        computeMs += performance.now() - t0;
-        computed++;
-      }
-      outputs.add(item.id, out);
+      const mask = await outputs.maskAt(item.id, join(dir, `${item.id}.png`), tally,
+        async () => crfSeedMask(await decodeImage(item.imagePath), readCam(camPaths[i]!), chosen.threshold, crf));
       await score?.add(item, mask);
       bar.tick();
     }
     const seconds = bar.stop();
     share.joinSplit(outputs, dataset.items, (item) => join(dir, `${item.id}.png`));
     score?.sumOver(share);
-    [computed, computeMs] = share.total(computed, computeMs) as [number, number];
+    const [computed, computeMs] = share.total(tally.computed, tally.computeMs) as [number, number];
     if (share.isMain) {
       writeFileSync(join(dir, 'info.json'), `${JSON.stringify({ split, ...chosen, crf,
         format: 'VOC palette PNG: 0 background, class index + 1 for objects' }, null, 2)}\n`);

@@ -95,6 +95,26 @@ export class StageOutputs {
   add(id: string, path: string): void {
     this.#made.set(id, path);
   }
+
+  /**
+   * An image's label map at `path`: the existing one (see `existing`), else `make()`'s, written there and counted
+   * in `tally` (how many were computed, and their time).
+   */
+  async maskAt(id: string, path: string, tally: { computed: number; computeMs: number },
+    make: () => LabelMap | Promise<LabelMap>): Promise<LabelMap> {
+    let mask: LabelMap;
+    if (this.existing(id, path)) {
+      mask = await readMask(path);
+    } else {
+      const t0 = performance.now();
+      mask = await make();
+      await writeMask(path, mask);
+      tally.computeMs += performance.now() - t0;
+      tally.computed++;
+    }
+    this.add(id, path);
+    return mask;
+  }
 }
 
 /**
@@ -189,22 +209,10 @@ export async function writeLabelMaps(
   const outputs = new StageOutputs(hooks.resume ?? false);
   const counter = new LabelShareCounter();
   const bar = progress(hooks, title, items.length);
-  let computed = 0;
-  let computeMs = 0;
+  const tally = { computed: 0, computeMs: 0 };
   for (const [i, item] of items.entries()) {
     hooks.signal?.throwIfAborted();
-    const out = join(dir, `${item.id}.png`);
-    let labels: LabelMap;
-    if (outputs.existing(item.id, out)) {
-      labels = await readMask(out);
-    } else {
-      const t0 = performance.now();
-      labels = await make(item, i);
-      await writeMask(out, labels);
-      computeMs += performance.now() - t0;
-      computed++;
-    }
-    outputs.add(item.id, out);
+    const labels = await outputs.maskAt(item.id, join(dir, `${item.id}.png`), tally, () => make(item, i));
     counter.add(labels.data);
     bar.tick();
   }
@@ -213,8 +221,9 @@ export async function writeLabelMaps(
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'info.json'), `${JSON.stringify({ split, ...info, count: items.length, shares,
     format: 'VOC palette PNG: 0 background, class index + 1, 255 uncertain' }, null, 2)}\n`);
-  logger(hooks)(`${title}: ${items.length} images (${computed} computed) in ${seconds.toFixed(1)} s; pixels ` +
+  logger(hooks)(`${title}: ${items.length} images (${tally.computed} computed) in ${seconds.toFixed(1)} s; pixels ` +
     `${pct(shares.foreground)} % foreground, ${pct(shares.background)} % background, ${pct(shares.uncertain)} % uncertain`);
+  const { computed, computeMs } = tally;
   return { split, dir, images: items.length, computed, seconds, msPerImage: computed ? computeMs / computed : 0, shares };
 }
 

@@ -6,8 +6,7 @@
 // { split, result, ignoredShare, ... } in metrics.json under 'saliency'.
 import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { performance } from 'node:perf_hooks';
-import { type LabelMap, decodeImage, readMask, resizeBilinear, writeMask } from '../data/index.js';
+import { decodeImage, resizeBilinear } from '../data/index.js';
 import { readCam } from '../cams/format.js';
 import { type MiouResult, formatMiouTable } from '../eval/index.js';
 import { IGNORE, type SaliencyRules, saliencyPseudoMask } from '../refine/saliency.js';
@@ -90,26 +89,16 @@ export async function saliencyMasks(config: WeaksegConfig, hooks: StageHooks = {
     const dir = paths.saliency(split);
     const score = split === scoredSplit ? new SplitScore(dataset) : null;
     const bar = progress(hooks, `saliency ${split}`, dataset.items.length);
-    let computed = 0;
-    let computeMs = 0;
+    const tally = { computed: 0, computeMs: 0 };
     for (const [i, item] of dataset.items.entries()) {
       hooks.signal?.throwIfAborted();
-      const out = join(dir, `${item.id}.png`);
-      let mask: LabelMap;
-      if (outputs.existing(item.id, out)) {
-        mask = await readMask(out);
-      } else {
-        const t0 = performance.now();
+      const mask = await outputs.maskAt(item.id, join(dir, `${item.id}.png`), tally, async () => {
         const record = readCam(camPaths[i]!);
         const { width, height } = record;
         const saliency = await readSaliency(mapsDir, item.id, split, width, height);
         if (saliency.resized) resizedMaps++;
-        mask = { width, height, data: saliencyPseudoMask(record.cams, record.labels, saliency.map, height, width, rules) };
-        await writeMask(out, mask);
-        computeMs += performance.now() - t0;
-        computed++;
-      }
-      outputs.add(item.id, out);
+        return { width, height, data: saliencyPseudoMask(record.cams, record.labels, saliency.map, height, width, rules) };
+      });
       if (score) {
         await score.add(item, mask);
         for (const v of mask.data) if (v === IGNORE) ignored++;
@@ -121,6 +110,7 @@ export async function saliencyMasks(config: WeaksegConfig, hooks: StageHooks = {
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, 'info.json'), `${JSON.stringify({ split, saliencyDir: mapsDir, rules,
       format: 'VOC palette PNG: 0 background, class index + 1 for objects, 255 ignored' }, null, 2)}\n`);
+    const { computed, computeMs } = tally;
     summaries.push({ split, dir, images: dataset.items.length, computed, seconds, msPerImage: computed ? computeMs / computed : 0 });
     log(`saliency ${split}: ${dataset.items.length} images (${computed} computed) in ${seconds.toFixed(1)} s -> ${dir}`);
     if (score) {
