@@ -1,5 +1,5 @@
 // One rank of the split-inference test (test/distributed/refine.test.ts):
-//   `node refine-worker.js prepare <runDir>`  a tiny demo run (its own synthetic data), every stage but the report;
+//   `node refine-worker.js prepare <runDir>`  a tiny demo run (its own synthetic data), every stage but the report and saliency;
 //   `node refine-worker.js stages <runDir> <dataRoot>`  the per-image stages that split their images over the ranks
 //   (crf, random-walk, irn-walk, seg-eval) on a run whose trained models are there.
 // Run by the test runner directly (no WORLD_SIZE), it does nothing.
@@ -14,7 +14,8 @@ if (env && runDir) {
   const hooks = { progress: false as const, log: () => {} };
   const config = (data: string) => demoConfig({
     out: runDir, size: 'tiny',
-    overrides: { data: { root: data }, run: { stages: stageNames().filter((s) => s !== 'report') } },
+    // Every stage but the report and saliency (which needs a user's saliency maps).
+    overrides: { data: { root: data }, run: { stages: stageNames().filter((s) => s !== 'report' && s !== 'saliency') } },
   });
   try {
     if (mode === 'prepare') {
