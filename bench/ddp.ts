@@ -5,7 +5,10 @@
 // from the trainer's log: forward, backward, gradient all-reduce and update) and images/s of each; their ratio
 // (throughput_ratio = 2x1 over 1x2; the target is >= 0.9 on 2 cores); max_param_rel_diff, the largest
 // ||w_2x1 - w_1x2|| / ||w_1x2|| over the parameters after the last step (the equivalence check: float32 reduction
-// order only); and allreduce_gbps, the algorithm bandwidth of one all-reduce of a 64 MiB float32 buffer between
+// order only; the worst parameter is named), beside the same figure between 1 process x 1 thread and 1 x 2, which
+// differ in nothing but the threads' reduction order (max_param_rel_diff_threads: the floor the first is judged
+// against), and 2 x 1 against 1 x 1 (max_param_rel_diff_same_threads); max_loss_diff, the largest difference of the
+// logged per-step losses between 2 x 1 and 1 x 2; and allreduce_gbps, the algorithm bandwidth of one all-reduce of a 64 MiB float32 buffer between
 // 2 processes (bytes / seconds, median of 5).
 // Full: SEAM on MobileNetV2 (ImageNet weights) on voc-mini, batch 16, crop 224 (needs ../shared; the lead's run).
 // --quick: SEAM on a randomly initialised MobileNetV2 on a few synthetic images, batch 4, crop 96, 4 steps, 16 MiB.
@@ -88,15 +91,23 @@ function stepMs(name: string): number {
   return median(events.filter((e) => e.type === 'step').slice(warmup).map((e) => e.stepMs as number));
 }
 
-function maxRelDiff(a: string, b: string): number {
+/** The per-step losses of a run, from its JSON-lines log. */
+function losses(name: string): number[] {
+  const events = readFileSync(join(work, name, 'train.log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  return events.filter((e) => e.type === 'step').map((e) => e.loss as number);
+}
+
+/** The largest ||a - b|| / ||b|| over the float32 tensors of two model files, and the tensor it is found in. */
+function maxRelDiff(a: string, b: string): { diff: number; name: string } {
   return tidy(() => {
     const ta = loadSafetensors(a).tensors;
     const tb = loadSafetensors(b).tensors;
-    let worst = 0;
+    let worst = { diff: 0, name: '' };
     for (const [k, x] of ta) {
       const y = tb.get(k);
       if (!y || x.dtype !== 'float32') continue;
-      worst = Math.max(worst, x.sub(y).norm().item() / Math.max(y.norm().item(), 1e-12));
+      const d = x.sub(y).norm().item() / Math.max(y.norm().item(), 1e-12);
+      if (d > worst.diff) worst = { diff: d, name: k };
     }
     return worst;
   });
@@ -109,8 +120,14 @@ console.log(`1 process x 2 threads: ${ms1.toFixed(0)} ms/step, ${(batch / (ms1 /
 const [two] = await workers(2, 1, ['train', configFor('2x1', 1)]);
 const ms2 = stepMs('2x1');
 console.log(`2 processes x 1 thread: ${ms2.toFixed(0)} ms/step, ${(batch / (ms2 / 1000)).toFixed(2)} images/s`);
+const [single] = await workers(1, 1, ['train', configFor('1x1', 1)]);
 const diff = maxRelDiff(String(two!.model), String(one!.model));
-console.log(`max parameter relative difference after ${steps} steps: ${diff.toExponential(2)}`);
+const floor = maxRelDiff(String(single!.model), String(one!.model));
+const sameThreads = maxRelDiff(String(two!.model), String(single!.model));
+const lossDiff = Math.max(...losses('2x1').map((l, i) => Math.abs(l - losses('1x2')[i]!)));
+console.log(`max parameter relative difference after ${steps} steps, 2 x 1 against 1 x 2: ${diff.diff.toExponential(2)} (${diff.name}); ` +
+  `1 x 1 against 1 x 2 (thread count only): ${floor.diff.toExponential(2)} (${floor.name}); 2 x 1 against 1 x 1: ` +
+  `${sameThreads.diff.toExponential(2)} (${sameThreads.name}); largest per-step loss difference 2 x 1 against 1 x 2: ${lossDiff.toExponential(2)}`);
 const mib = quick ? 16 : 64;
 const ar = await workers(2, 1, ['allreduce', String(mib), '5']);
 const seconds = Math.max(...ar.map((r) => Number(r.seconds)));
@@ -121,5 +138,7 @@ console.log(JSON.stringify({
   quick, steps, global_batch: batch,
   step_ms_1x2: round(ms1, 1), step_ms_2x1: round(ms2, 1),
   images_per_s_1x2: round(batch / (ms1 / 1000), 2), images_per_s_2x1: round(batch / (ms2 / 1000), 2),
-  throughput_ratio: round(ms1 / ms2, 3), max_param_rel_diff: Number(diff.toExponential(3)), allreduce_gbps: round(gbps, 3),
+  throughput_ratio: round(ms1 / ms2, 3), max_param_rel_diff: Number(diff.diff.toExponential(3)), max_param_rel_diff_tensor: diff.name,
+  max_param_rel_diff_threads: Number(floor.diff.toExponential(3)), max_param_rel_diff_same_threads: Number(sameThreads.diff.toExponential(3)),
+  max_loss_diff: Number(lossDiff.toExponential(3)), allreduce_gbps: round(gbps, 3),
 }));
