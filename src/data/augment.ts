@@ -37,14 +37,45 @@ function checkPair(pair: Pair): void {
   }
 }
 
+/** Resize image (bilinear) and mask (nearest) to width x height. */
+function resizePair<T extends Pixels>(pair: Pair<T>, width: number, height: number): Pair<T> {
+  const image = resizeBilinear(pair.image, width, height);
+  return pair.mask ? { image, mask: resizeNearest(pair.mask, width, height) } : { image };
+}
+
 /** Scale both sides by `scale` (rounded, at least 1 px). */
 export function rescale<T extends Pixels>(pair: Pair<T>, scale: number): Pair<T> {
   checkPair(pair);
   if (!(scale > 0)) throw new RangeError(`scale must be positive, got ${scale}`);
-  const width = Math.max(1, Math.round(pair.image.width * scale));
-  const height = Math.max(1, Math.round(pair.image.height * scale));
-  const image = resizeBilinear(pair.image, width, height);
-  return pair.mask ? { image, mask: resizeNearest(pair.mask, width, height) } : { image };
+  return resizePair(pair, Math.max(1, Math.round(pair.image.width * scale)), Math.max(1, Math.round(pair.image.height * scale)));
+}
+
+/** Round half to even, as numpy's `np.round` and Python 3's `round` (the official resizes' size rounding). */
+function roundHalfEven(x: number): number {
+  const f = Math.floor(x);
+  const d = x - f;
+  return d > 0.5 || (d === 0.5 && f % 2 !== 0) ? f + 1 : f;
+}
+
+/**
+ * Resize so the longer side is `long` px, aspect kept: IRN's `imutils.random_resize_long` (and PSA/SEAM's
+ * `RandomResizeLong`) without the draw. The other side is rounded half to even, as they round.
+ */
+export function resizeLong<T extends Pixels>(pair: Pair<T>, long: number): Pair<T> {
+  checkPair(pair);
+  if (!Number.isInteger(long) || long < 1) throw new RangeError(`long side must be a positive integer, got ${long}`);
+  const { width, height } = pair.image;
+  const scale = long / Math.max(width, height);
+  return resizePair(pair, Math.max(1, roundHalfEven(width * scale)), Math.max(1, roundHalfEven(height * scale)));
+}
+
+/** Resize the longer side to an integer drawn uniformly from [lo, hi], both included (`random.randint(lo, hi)`). */
+export function randomResizeLong<T extends Pixels>(pair: Pair<T>, rng: Rng, range: readonly [number, number]): Pair<T> {
+  const [lo, hi] = range;
+  if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 1 && hi >= lo)) {
+    throw new RangeError(`long-side range must be integers with 1 <= lo <= hi, got [${lo}, ${hi}]`);
+  }
+  return resizeLong(pair, lo + rng.int(hi - lo + 1));
 }
 
 /** Rescale by a factor drawn uniformly from [lo, hi] (IRN's `random_scale`, e.g. [0.5, 1.5]). */
@@ -221,17 +252,55 @@ export function normalizeToChw(
   return out;
 }
 
+/** Cutout squares (AMR's train_cam: 3 of side 128). */
+export interface CutoutOptions {
+  /** Side: each square spans its centre +- floor(size / 2), so an odd size gives size - 1. */
+  size: number;
+  /** Squares per image (AMR: 3); they may overlap. */
+  holes: number;
+}
+
+/**
+ * AMR's `imutils.cutout` on a normalised planar (CHW) crop: per hole, a centre (row, then column) drawn uniformly
+ * over the whole crop, a square of rows [cy - floor(size/2), cy + floor(size/2)) and the same columns, clipped at
+ * the border, set to 0 in every channel (the mean colour after normalisation, as the crop's padding is).
+ */
+export function randomCutout(image: Float32Array, width: number, height: number, rng: Rng, options: CutoutOptions): Float32Array {
+  const plane = width * height;
+  if (plane < 1 || image.length % plane !== 0) throw new RangeError(`image has ${image.length} values, not a multiple of ${width}x${height}`);
+  const { size, holes } = options;
+  if (!Number.isInteger(size) || size < 1 || !Number.isInteger(holes) || holes < 1) {
+    throw new RangeError(`cutout size and holes must be positive integers, got ${size} and ${holes}`);
+  }
+  const half = Math.floor(size / 2);
+  const out = image.slice();
+  for (let n = 0; n < holes; n++) {
+    const cy = rng.int(height);
+    const cx = rng.int(width);
+    const [y0, y1] = [Math.max(0, cy - half), Math.min(height, cy + half)];
+    const [x0, x1] = [Math.max(0, cx - half), Math.min(width, cx + half)];
+    for (let o = 0; o < out.length; o += plane) {
+      for (let y = y0; y < y1; y++) out.fill(0, o + y * width + x0, o + y * width + x1);
+    }
+  }
+  return out;
+}
+
 export interface TrainAugmentOptions {
   /** Crop side (square) or [width, height]. */
   cropSize: number | readonly [number, number];
   /** Random rescale factor range; absent = no rescale. IRN uses [0.5, 1.5]. */
   scaleRange?: readonly [number, number];
+  /** Random long side (integers, both included), instead of scaleRange; IRN's train_cam [320, 640], SEAM [448, 768]. */
+  longSide?: readonly [number, number];
   /** Horizontal flip with probability 0.5 (default true). */
   flip?: boolean;
   /** Colour jitter; absent = none. SEAM uses brightness, contrast and saturation 0.3. */
   jitter?: JitterOptions;
   /** Default `IMAGENET_NORM`. */
   norm?: Normalization;
+  /** Cutout on the normalised crop (image only: mask and `valid` are kept); absent = none. */
+  cutout?: CutoutOptions;
 }
 
 /** A network-ready sample: CHW float image, aligned mask and validity map (both H x W). */
@@ -245,8 +314,8 @@ export interface AugmentedSample {
 }
 
 /**
- * The standard training pipeline: rescale -> colour jitter -> flip -> random crop -> normalise to CHW.
- * Padding is 0 in the normalised image (the mean colour), 255 in the mask and 0 in `valid`.
+ * The standard training pipeline: rescale or long-side resize -> colour jitter -> flip -> random crop -> normalise
+ * to CHW -> cutout. Padding is 0 in the normalised image (the mean colour), 255 in the mask and 0 in `valid`.
  */
 export function trainAugment(
   image: HwcImage<Uint8Array>,
@@ -255,13 +324,16 @@ export function trainAugment(
   options: TrainAugmentOptions,
 ): AugmentedSample {
   let pair: Pair<Uint8Array> = mask ? { image, mask } : { image };
+  if (options.scaleRange && options.longSide) throw new RangeError('scaleRange and longSide both resize before the crop: give one');
   if (options.scaleRange) pair = randomRescale(pair, rng, options.scaleRange);
+  if (options.longSide) pair = randomResizeLong(pair, rng, options.longSide);
   if (options.jitter) pair = { ...pair, image: colorJitter(pair.image, rng, options.jitter) };
   if (options.flip ?? true) pair = randomHFlip(pair, rng);
   const [cw, ch] = typeof options.cropSize === 'number' ? [options.cropSize, options.cropSize] : options.cropSize;
   const crop = randomCrop(pair, rng, cw, ch);
+  const normalized = normalizeToChw(crop.image, options.norm ?? IMAGENET_NORM, { valid: crop.valid });
   const out: AugmentedSample = {
-    image: normalizeToChw(crop.image, options.norm ?? IMAGENET_NORM, { valid: crop.valid }),
+    image: options.cutout ? randomCutout(normalized, cw, ch, rng, options.cutout) : normalized,
     channels: crop.image.channels,
     height: ch,
     width: cw,

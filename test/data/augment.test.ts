@@ -7,8 +7,12 @@ import {
   hflip,
   normalizeToChw,
   randomCrop,
+  randomCutout,
   randomHFlip,
   randomRescale,
+  randomResizeLong,
+  rescale,
+  resizeLong,
   trainAugment,
 } from '../../src/data/augment.js';
 import type { LabelMap } from '../../src/data/image.js';
@@ -159,4 +163,125 @@ test('trainAugment is reproducible and returns aligned CHW image, mask and valid
   const noMask = trainAugment(image, undefined, new Rng(1), { cropSize: [8, 4] });
   assert.equal(noMask.mask, undefined);
   assert.deepEqual([noMask.channels, noMask.height, noMask.width], [3, 4, 8]);
+});
+
+test('resizeLong: the longer side becomes the given length, the other rounded half to even as numpy rounds', () => {
+  const size = (w: number, h: number, long: number) => {
+    const out = resizeLong({ image: coordImage(w, h), mask: coordMask(w, h) }, long);
+    assert.deepEqual([out.mask?.width, out.mask?.height], [out.image.width, out.image.height], 'the mask follows');
+    return [out.image.width, out.image.height];
+  };
+  assert.deepEqual(size(20, 10, 30), [30, 15]);
+  assert.deepEqual(size(10, 20, 7), [4, 7]); // 3.5 -> 4
+  assert.deepEqual(size(4, 1, 10), [10, 2]); // 2.5 -> 2 (np.round; Math.round would give 3)
+  assert.deepEqual(size(6, 6, 5), [5, 5]);
+  assert.deepEqual(size(500, 333, 449), [449, 299]); // 333 * 449 / 500 = 299.03
+  // The same (bilinear) resampling as rescale: 20x10 to long side 30 is rescale by 1.5.
+  const pair = { image: coordImage(20, 10) };
+  assert.deepEqual(resizeLong(pair, 30).image, rescale(pair, 1.5).image);
+  assert.throws(() => resizeLong(pair, 7.5), /long side must be a positive integer/);
+});
+
+test('randomResizeLong: every integer of [lo, hi] is drawn, aspect kept, the same seed the same image', () => {
+  const pair = { image: coordImage(20, 10), mask: coordMask(20, 10) };
+  const shortSide: Record<number, number> = { 5: 2, 6: 3, 7: 4, 8: 4 }; // long / 2, rounded half to even
+  const seen = new Set<number>();
+  for (let seed = 0; seed < 60; seed++) {
+    const a = randomResizeLong(pair, new Rng(seed), [5, 8]);
+    const b = randomResizeLong(pair, new Rng(seed), [5, 8]);
+    assert.deepEqual(a, b, `seed ${seed}`);
+    seen.add(a.image.width);
+    assert.equal(a.image.height, shortSide[a.image.width], `seed ${seed}: ${a.image.width}x${a.image.height}`);
+    assert.equal(a.mask?.width, a.image.width);
+  }
+  assert.deepEqual([...seen].sort(), [5, 6, 7, 8]);
+  // A one-value range always gives that value.
+  assert.equal(randomResizeLong(pair, new Rng(3), [9, 9]).image.width, 9);
+  for (const bad of [[8, 5], [5.5, 8], [0, 3]] as const) {
+    assert.throws(() => randomResizeLong(pair, new Rng(0), bad), /long-side range must be integers with 1 <= lo <= hi/);
+  }
+});
+
+/** A planar C x H x W image whose values are 1, 2, 3, ... (none 0). */
+function countingChw(channels: number, height: number, width: number): Float32Array {
+  return Float32Array.from({ length: channels * height * width }, (_, i) => i + 1);
+}
+
+/** AMR's boxes, worked out from the same draws (per hole: centre row, then column), clipped at the border. */
+function expectedBoxes(seed: number, width: number, height: number, size: number, holes: number) {
+  const rng = new Rng(seed);
+  const half = Math.floor(size / 2);
+  return Array.from({ length: holes }, () => {
+    const cy = rng.int(height);
+    const cx = rng.int(width);
+    return { y0: Math.max(0, cy - half), y1: Math.min(height, cy + half), x0: Math.max(0, cx - half), x1: Math.min(width, cx + half) };
+  });
+}
+
+test('randomCutout zeroes exactly its squares, clipped at the border, in every channel, and nothing else', () => {
+  const [C, H, W] = [3, 8, 10];
+  const image = countingChw(C, H, W);
+  let interior = 0;
+  let clipped = 0;
+  for (let seed = 0; seed < 40; seed++) {
+    for (const holes of [1, 3]) {
+      const out = randomCutout(image, W, H, new Rng(seed), { size: 4, holes });
+      const boxes = expectedBoxes(seed, W, H, 4, holes);
+      const inside = (y: number, x: number) => boxes.some((b) => y >= b.y0 && y < b.y1 && x >= b.x0 && x < b.x1);
+      for (let c = 0; c < C; c++) {
+        for (let y = 0; y < H; y++) {
+          for (let x = 0; x < W; x++) {
+            const i = (c * H + y) * W + x;
+            assert.equal(out[i], inside(y, x) ? 0 : image[i], `seed ${seed}, holes ${holes}: channel ${c}, (${x}, ${y})`);
+          }
+        }
+      }
+      if (holes === 1) {
+        const b = boxes[0]!;
+        const area = (b.y1 - b.y0) * (b.x1 - b.x0);
+        if (area === 16) interior++;
+        else clipped++;
+        assert.equal(out.subarray(0, H * W).filter((v) => v === 0).length, area);
+      }
+    }
+  }
+  assert.ok(interior > 0 && clipped > 0, `both kinds of square were drawn (${interior} whole, ${clipped} clipped)`);
+  assert.deepEqual([...image.subarray(0, 3)], [1, 2, 3], 'the input is left as it was');
+  // An odd size spans centre +- floor(size / 2), as AMR's code: 5 cuts what 4 cuts.
+  assert.deepEqual(randomCutout(image, W, H, new Rng(7), { size: 5, holes: 2 }), randomCutout(image, W, H, new Rng(7), { size: 4, holes: 2 }));
+  assert.throws(() => randomCutout(image, W, H, new Rng(0), { size: 0, holes: 1 }), /positive integers/);
+  assert.throws(() => randomCutout(image, 7, H, new Rng(0), { size: 2, holes: 1 }), /not a multiple of 7x8/);
+});
+
+test('trainAugment: longSide reaches the crop; cutout changes only image pixels, to 0, after every other draw', () => {
+  const image = coordImage(30, 20);
+  const mask = coordMask(30, 20);
+  // A crop larger than any drawn size holds the whole resized image: its valid pixels are long x short.
+  const sizes = new Set<number>();
+  for (let seed = 0; seed < 20; seed++) {
+    const a = trainAugment(image, mask, new Rng(seed), { cropSize: 40, longSide: [25, 35] });
+    assert.deepEqual(a, trainAugment(image, mask, new Rng(seed), { cropSize: 40, longSide: [25, 35] }));
+    const valid = a.valid.reduce((s, v) => s + v, 0);
+    // 30x20 at long side l is l x round(2l / 3) (never a half, so no tie to break).
+    const long = Array.from({ length: 11 }, (_, k) => 25 + k).find((l) => l * Math.round((2 * l) / 3) === valid);
+    assert.ok(long !== undefined, `seed ${seed}: ${valid} valid pixels is no long x short of [25, 35]`);
+    sizes.add(long);
+  }
+  assert.ok(sizes.size > 3, `several long sides drawn: ${[...sizes]}`);
+  assert.throws(() => trainAugment(image, mask, new Rng(0), { cropSize: 8, scaleRange: [1, 1], longSide: [5, 6] }), /give one/);
+
+  const options = { cropSize: 24, scaleRange: [0.7, 1.3] as const, jitter: { brightness: 0.3 } };
+  for (let seed = 0; seed < 5; seed++) {
+    const plain = trainAugment(image, mask, new Rng(seed), options);
+    const cut = trainAugment(image, mask, new Rng(seed), { ...options, cutout: { size: 8, holes: 3 } });
+    assert.deepEqual([cut.mask, cut.valid], [plain.mask, plain.valid], 'mask and validity map are kept');
+    let changed = 0;
+    cut.image.forEach((v, i) => {
+      if (v !== plain.image[i]) {
+        assert.equal(v, 0);
+        changed++;
+      }
+    });
+    assert.ok(changed > 0, `seed ${seed}: some pixels cut`);
+  }
 });
