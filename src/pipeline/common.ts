@@ -163,6 +163,7 @@ export function buildBackbone(config: WeaksegConfig, hooks: StageHooks, options:
     weights: m.weights,
     outputStride: m.outputStride,
     ...(m.padding ? { padding: m.padding } : {}),
+    ...(m.dilate !== undefined ? { dilate: m.dilate } : {}),
     ...(options.blocks ? { blocks: options.blocks } : {}),
   });
 }

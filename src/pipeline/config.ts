@@ -92,6 +92,11 @@ const ModelSchema = z.object({
   outputStride: z.union([z.literal(8), z.literal(16), z.literal(32)]).default(8),
   /** Convolution padding: 'same' (TensorFlow) or 'symmetric'; default: what the weights' metadata says. */
   padding: z.enum(['same', 'symmetric']).optional(),
+  /**
+   * ResNet strides dropped for the output stride become dilations (default, torchvision's) or are only dropped
+   * (false: IRN's and AMR's ResNet-50, strides (2, 2, 2, 1)).
+   */
+  dilate: z.boolean().optional(),
 }).strict();
 
 /** The method and its settings (`{ "name": "seam", "variant": "code" }`): one of the registry's (src/methods/). */
@@ -115,6 +120,21 @@ const JitterSchema = z.object({
 const scaleRange = z.tuple([z.number().positive(), z.number().positive()])
   .refine(([a, b]) => a <= b, 'must be [low, high] with low <= high');
 
+/**
+ * Random long side before the crop, [low, high] in whole pixels, drawn as an integer with both ends included (IRN's
+ * `random_resize_long`, PSA/SEAM's `RandomResizeLong`); the alternative to scaleRange.
+ */
+const longSide = z.tuple([
+  z.number().int('must be whole pixels').positive(),
+  z.number().int('must be whole pixels').positive(),
+]).refine(([a, b]) => a <= b, 'must be [low, high] with low <= high');
+
+/** Cutout squares on the normalised crop (AMR's `imutils.cutout`, 3 squares in its train_cam). */
+const CutoutSchema = z.object({
+  size: positiveInt,
+  holes: positiveInt.default(3),
+}).strict();
+
 /** The defaults that differ between the networks trained by the shared trainer (pipeline/fit.ts). */
 interface FitDefaults {
   epochs: number;
@@ -137,6 +157,9 @@ function fitSchema(d: FitDefaults) {
     batchSize: positiveInt.default(d.batchSize),
     cropSize: positiveInt.default(d.cropSize),
     scaleRange: scaleRange.nullable().default(d.scaleRange),
+    // Absent or null: none. Absent ones stay out of the resolved section, so that runs from before keep their fingerprints.
+    longSide: longSide.nullish(),
+    cutout: CutoutSchema.nullish(),
     /** Horizontal flips and colour jitter of the crops. */
     flip: z.boolean().default(true),
     jitter: JitterSchema.nullable().default(d.jitter),
@@ -613,6 +636,29 @@ function refuseOldMethodShape(input: unknown, source: string): void {
   throw new ConfigError(message, [message]);
 }
 
+/** The sections built by fitSchema. */
+const FIT_SECTIONS = [['train'], ['refine', 'affinity'], ['refine', 'irn'], ['seg']] as const;
+
+/**
+ * longSide and scaleRange both resize before the crop: with longSide the section's default scale range is dropped,
+ * and one the config writes is refused (the issues returned).
+ */
+function resolveResize(c: WeaksegConfig, input: unknown): string[] {
+  const issues: string[] = [];
+  for (const path of FIT_SECTIONS) {
+    const s = at(c, path) as FitSettings;
+    if (!s.longSide) continue;
+    if (at(input, [...path, 'scaleRange']) === undefined) {
+      s.scaleRange = null;
+    } else if (s.scaleRange) {
+      const name = path.join('.');
+      issues.push(`${name}.longSide and ${name}.scaleRange: both resize before the crop, give one (set the other to null), ` +
+        `got ${describeValue(s.longSide)} and ${describeValue(s.scaleRange)}`);
+    }
+  }
+  return issues;
+}
+
 /** Validates and fills in defaults; throws ConfigError naming every bad field. */
 export function resolveConfig(input: unknown, source = 'config'): WeaksegConfig {
   refuseOldMethodShape(input, source);
@@ -625,6 +671,8 @@ export function resolveConfig(input: unknown, source = 'config'): WeaksegConfig 
   if (c.data.format === 'folder' && !c.data.labels) {
     throw new ConfigError(`invalid ${source}:\n  data.labels: required when data.format is 'folder'`, ['data.labels: required']);
   }
+  const resizeIssues = resolveResize(c, input);
+  if (resizeIssues.length) throw new ConfigError(`invalid ${source}:\n  ${resizeIssues.join('\n  ')}`, resizeIssues);
   if (at(input, ['run', 'stages']) === undefined) c.run.stages = c.run.stages.filter((n) => findStage(n)!.runsByDefault?.(c) ?? true);
   return c;
 }

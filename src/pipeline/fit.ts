@@ -31,16 +31,18 @@ export function requireOneBatch(dataset: Dataset, split: string, batchSize: numb
 }
 
 /**
- * The training crops of a fit section (train, refine.affinity, seg): rescale, flip, colour jitter, crop and
- * normalise; with `withMask` the mask is cropped along (padding 255), for nets that learn from pixels.
+ * The training crops of a fit section (train, refine.affinity, seg): rescale or long-side resize, flip, colour
+ * jitter, crop, normalise and cutout; with `withMask` the mask is cropped along (padding 255), for nets that learn from pixels.
  */
 export function fitTransform(s: FitSettings, norm: Normalization, withMask = false): ItemTransform {
   return trainTransform({
     withMask,
     cropSize: s.cropSize,
     ...(s.scaleRange ? { scaleRange: s.scaleRange } : {}),
+    ...(s.longSide ? { longSide: s.longSide } : {}),
     flip: s.flip,
     ...(s.jitter ? { jitter: s.jitter } : {}),
+    ...(s.cutout ? { cutout: s.cutout } : {}),
     norm,
   });
 }

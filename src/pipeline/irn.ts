@@ -32,6 +32,7 @@ export function buildIrNet(config: WeaksegConfig, numClasses: number, hooks: Sta
   const i = config.refine.irn;
   const backbone = hooks.backboneFactory ? hooks.backboneFactory(config) : createBackbone(m.backbone, {
     weights: i.weights ?? m.weights, outputStride: m.outputStride, ...(m.padding ? { padding: m.padding } : {}),
+    ...(m.dilate !== undefined ? { dilate: m.dilate } : {}),
   });
   return new IrNet(backbone, { numClasses, radius: i.radius, displacementLrMult: i.headLrMult });
 }

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { ConfigError, resolveConfig } from '../../src/pipeline/index.js';
+import { ConfigError, mergeConfig, resolveConfig } from '../../src/pipeline/index.js';
 
 const base = { runDir: 'r', data: { root: 'd' } };
 const fitKeys = ['epochs', 'batchSize', 'cropSize', 'scaleRange', 'flip', 'jitter', 'lr', 'headLrMult', 'momentum', 'nesterov',
@@ -58,4 +58,43 @@ test('the runtime section: its defaults, and where an old config\'s fields moved
     }
     return true;
   });
+});
+
+test('longSide and cutout in every fit section: absent by default, checked, and longSide refusing a scale range', () => {
+  const nest = (name: string, value: Record<string, unknown>) => {
+    const [head, sub] = name.split('.');
+    return { ...base, [head!]: sub ? { [sub]: value } : value };
+  };
+  const section = (c: ReturnType<typeof resolveConfig>, name: string) =>
+    name.split('.').reduce((o: Record<string, unknown>, k) => o[k] as Record<string, unknown>, c as unknown as Record<string, unknown>);
+  const fails = (input: unknown, ...needles: string[]) => assert.throws(() => resolveConfig(input), (e: unknown) =>
+    e instanceof ConfigError && needles.every((n) => e.message.includes(n)), needles.join(' / '));
+  const plain = resolveConfig(base);
+  for (const name of ['train', 'refine.affinity', 'refine.irn', 'seg']) {
+    // Absent, they stay out of the resolved section (runs from before keep their fingerprints); null means none too.
+    assert.ok(!('longSide' in section(plain, name)) && !('cutout' in section(plain, name)), name);
+    assert.equal(section(resolveConfig(nest(name, { longSide: null, cutout: null })), name).longSide, null);
+    // longSide alone drops the section's default scale range; one written beside it is refused, naming both.
+    const s = section(resolveConfig(nest(name, { longSide: [320, 640] })), name);
+    assert.deepEqual([s.longSide, s.scaleRange], [[320, 640], null], name);
+    assert.deepEqual(section(resolveConfig(nest(name, { longSide: [320, 640], scaleRange: null })), name).longSide, [320, 640]);
+    fails(nest(name, { longSide: [320, 640], scaleRange: [0.5, 1.5] }),
+      `${name}.longSide and ${name}.scaleRange: both resize before the crop, give one`, '[320,640] and [0.5,1.5]');
+    fails(nest(name, { longSide: [640, 320] }), `${name}.longSide: must be [low, high] with low <= high, got [640,320]`);
+    fails(nest(name, { longSide: [320, 640.5] }), `${name}.longSide.1: must be whole pixels, got 640.5`);
+    fails(nest(name, { longSide: [0, 640] }), `${name}.longSide.0:`);
+    // Cutout: AMR's 3 squares unless told; the size is required and positive.
+    assert.deepEqual(section(resolveConfig(nest(name, { cutout: { size: 128 } })), name).cutout, { size: 128, holes: 3 });
+    fails(nest(name, { cutout: { size: 0 } }), `${name}.cutout.size:`);
+    fails(nest(name, { cutout: {} }), `${name}.cutout.size: missing`);
+    fails(nest(name, { cutout: { size: 8, count: 2 } }), `${name}.cutout.count: unknown setting`);
+  }
+  // The resolved config (as a run saves it) resolves again; a saved explicit scale range meets a new longSide with the error.
+  const saved = resolveConfig({ ...base, train: { longSide: [448, 768] } });
+  assert.deepEqual(resolveConfig(JSON.parse(JSON.stringify(saved))).train.longSide, [448, 768]);
+  fails(mergeConfig(JSON.parse(JSON.stringify(plain)), { train: { longSide: [448, 768] } }), 'train.longSide and train.scaleRange');
+  // model.dilate: IRN's stride-only ResNet; absent by default.
+  assert.equal(resolveConfig({ ...base, model: { dilate: false } }).model.dilate, false);
+  assert.ok(!('dilate' in plain.model));
+  fails({ ...base, model: { dilate: 'no' } }, 'model.dilate: expected boolean');
 });
