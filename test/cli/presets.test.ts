@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
-import { resolveConfig } from '../../src/pipeline/index.js';
+import type { ResNet } from '../../src/backbones/index.js';
+import { buildBackbone, resolveConfig } from '../../src/pipeline/index.js';
 
 const dir = resolve(import.meta.dirname, '..', '..', '..', 'configs');
 
@@ -21,9 +22,20 @@ test('every preset in configs/ validates, with the method and settings its name 
     }
     assert.ok(f.startsWith(`${c.method.name}-`), `${f}: method ${c.method.name}`);
     if (f.includes('resnet38')) {
-      // the paper's setting: ResNet-38, 448 crops, batch 8, 8 epochs, lr 0.01, and the code's momentum quirk
-      assert.deepEqual([c.model.backbone, c.train.cropSize, c.train.batchSize, c.train.epochs, c.train.lr, c.train.momentum],
-        ['resnet38', 448, 8, 8, 0.01, 0]);
+      // the paper's setting: ResNet-38, 448 crops of images resized to a long side in [448, 768] (train_SEAM.py's
+      // RandomResizeLong), batch 8, 8 epochs, lr 0.01, and the code's momentum quirk
+      assert.deepEqual([c.model.backbone, c.train.cropSize, c.train.longSide, c.train.scaleRange, c.train.batchSize, c.train.epochs,
+        c.train.lr, c.train.momentum], ['resnet38', 448, [448, 768], null, 8, 8, 0.01, 0]);
+    }
+    if (f.includes('resnet50')) {
+      // IRN's train_cam and AMR's train_amr: long side in [320, 640], crop 512, no cutout (AMR adds it only in its own
+      // train_cam, which its README command does not run); IRN's ResNet-50, strides (2, 2, 2, 1) without dilation
+      assert.deepEqual([c.model.outputStride, c.model.dilate, c.train.longSide, c.train.scaleRange, c.train.cropSize, c.train.cutout],
+        [16, false, [320, 640], null, 512, undefined]);
+      // which reaches the network: layer4 keeps stride 1 and dilation 1 (no weights: the preset's file is not here)
+      const backbone = buildBackbone({ ...c, model: { ...c.model, weights: undefined } }, {});
+      assert.deepEqual((backbone as ResNet).layerConfig.map((l) => [l.stride, l.dilation]), [[1, 1], [2, 1], [2, 1], [1, 1]]);
+      backbone.dispose();
     }
     if (f.includes('vgg16')) {
       // MCIS's released recipe: VGG-16 D1, 256 px, 5 pairs, 15 epochs, nesterov SGD at 0.001, x0.1 at epochs 5 and 10
