@@ -60,6 +60,11 @@ export function isBackboneName(name: string): name is BackboneName {
   return Object.prototype.hasOwnProperty.call(REGISTRY, name);
 }
 
+/** The option keys a registered backbone takes (configs check theirs against them). */
+export function backboneOptionKeys(name: BackboneName): readonly string[] {
+  return REGISTRY[name].options;
+}
+
 /**
  * Builds a backbone by name (loading `weights` when given). An unknown name, or an option the backbone
  * does not take, is an error that lists what is known.

@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 import { z } from 'zod';
 import { methodConfigSchema, methodDefinitions, methodNames } from '../methods/index.js';
 import { ADVCAM_DEFAULTS } from '../cams/advcam.js';
+import { BACKBONE_NAMES, type BackboneName, backboneOptionKeys, isBackboneName } from '../backbones/index.js';
 import { GEN_GT_RULES } from '../refine/saliency.js';
 
 import { type Stage, findStage, kebabCase, stageNames } from './stages.js';
@@ -97,7 +98,13 @@ const ModelSchema = z.object({
    * (false: IRN's and AMR's ResNet-50, strides (2, 2, 2, 1)).
    */
   dilate: z.boolean().optional(),
-}).strict();
+}).strict().superRefine((m, ctx) => {
+  const takesDilate = (name: BackboneName) => backboneOptionKeys(name).includes('dilate');
+  if (m.dilate !== undefined && isBackboneName(m.backbone) && !takesDilate(m.backbone)) {
+    ctx.addIssue({ code: 'custom', path: ['dilate'],
+      message: `backbone '${m.backbone}' has no such option (only ${BACKBONE_NAMES.filter(takesDilate).join(', ')})` });
+  }
+});
 
 /** The method and its settings (`{ "name": "seam", "variant": "code" }`): one of the registry's (src/methods/). */
 export type MethodSettings = { name: string } & Record<string, unknown>;

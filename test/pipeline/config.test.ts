@@ -94,7 +94,8 @@ test('longSide and cutout in every fit section: absent by default, checked, and 
   assert.deepEqual(resolveConfig(JSON.parse(JSON.stringify(saved))).train.longSide, [448, 768]);
   fails(mergeConfig(JSON.parse(JSON.stringify(plain)), { train: { longSide: [448, 768] } }), 'train.longSide and train.scaleRange');
   // model.dilate: IRN's stride-only ResNet; absent by default.
-  assert.equal(resolveConfig({ ...base, model: { dilate: false } }).model.dilate, false);
+  assert.equal(resolveConfig({ ...base, model: { backbone: 'resnet50', dilate: false } }).model.dilate, false);
   assert.ok(!('dilate' in plain.model));
   fails({ ...base, model: { dilate: 'no' } }, 'model.dilate: expected boolean');
+  fails({ ...base, model: { backbone: 'resnet38', dilate: false } }, "model.dilate: backbone 'resnet38' has no such option");
 });
