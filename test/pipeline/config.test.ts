@@ -4,7 +4,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
+import { join } from 'node:path';
+import { IMAGENET_NORM, Rng } from '../../src/data/index.js';
+import { fitTransform } from '../../src/pipeline/fit.js';
 import { ConfigError, mergeConfig, resolveConfig } from '../../src/pipeline/index.js';
+import { solidJpeg, tempDir, writeFileDeep } from '../data/helpers.js';
 
 const base = { runDir: 'r', data: { root: 'd' } };
 const fitKeys = ['epochs', 'batchSize', 'cropSize', 'scaleRange', 'flip', 'jitter', 'lr', 'headLrMult', 'momentum', 'nesterov',
@@ -98,4 +102,22 @@ test('longSide and cutout in every fit section: absent by default, checked, and 
   assert.ok(!('dilate' in plain.model));
   fails({ ...base, model: { dilate: 'no' } }, 'model.dilate: expected boolean');
   fails({ ...base, model: { backbone: 'resnet38', dilate: false } }, "model.dilate: backbone 'resnet38' has no such option");
+});
+
+test("a section's longSide and cutout reach its training crops", async (t) => {
+  const imagePath = join(await tempDir(t), 'a.jpg');
+  await writeFileDeep(imagePath, await solidJpeg(40, 30));
+  const item = { id: 'a', imagePath, labels: [0] };
+  const crop = async (train: Record<string, unknown>) => {
+    const s = resolveConfig({ ...base, train: { cropSize: 16, flip: false, ...train } }).train;
+    return fitTransform(s, IMAGENET_NORM)(item, { rng: new Rng(4), epoch: 0, index: 0 });
+  };
+  // 40x30 to long side 20 is 20x15: a 16 px crop holds 16 columns of its 15 rows.
+  const resized = await crop({ longSide: [20, 20] });
+  assert.equal(resized.valid?.reduce((n, v) => n + v, 0), 16 * 15);
+  // The cutout sets pixels to 0 (the solid colour normalises to no 0) and leaves the validity map.
+  const cut = await crop({ longSide: [20, 20], cutout: { size: 4 } });
+  assert.deepEqual(cut.valid, resized.valid);
+  assert.ok(cut.image.some((v, i) => v !== resized.image[i]), 'the cutout changed pixels');
+  assert.ok(cut.image.every((v, i) => v === resized.image[i] || v === 0), 'only to 0');
 });
