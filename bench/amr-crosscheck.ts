@@ -6,7 +6,7 @@
 //   resnet50      torchvision layout with random weights generated here (He-normal convolutions, bn3 scaled by 0.2
 //                 so that 16 residual blocks stay in range; no file is committed), IRN's strides (2, 2, 2, 1):
 //                 `dilate: false`, output stride 16.
-//   mobilenet_v2  the ImageNet weights of ../shared (output stride 8), the AMM after each inverted residual's
+//   mobilenet_v2  the ImageNet weights of ../shared (output stride 8), the AMM in each inverted residual with a shortcut, after its
 //                 projection (weakseg's placement, transcribed into the PyTorch MobileNetV2 of bench/cam_torch.py).
 // Our AmrMethod's full state and a batch of random images (with labels, and a random input for one AMM) go to DIR;
 // we compute the AMM output, both branches' flip-combined CAMs and logits, each loss term and the gradients of

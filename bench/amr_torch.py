@@ -5,8 +5,9 @@ Backbones:
   resnet50      net/resnet50.py as released: torchvision layout, strides (2, 2, 2, 1) (output stride 16, no
                 dilation), FixedBatchNorm, an AMM in every Bottleneck after bn3 and before the residual add.
   mobilenet_v2  bench/cam_torch.py's MobileNetV2 (output stride 8, TF SAME padding, frozen BN) with the AMM in every
-                inverted residual after the projection's BN and before the residual add: weakseg's placement (the
-                official code has no MobileNetV2). Its "stage2_1" (the detached stem) is features.0-3, as weakseg's.
+                inverted residual that adds its input back (use_res), after the projection's BN and before the
+                residual add: weakseg's placement (the official code has no MobileNetV2; in a block without the
+                shortcut the unscaled Gaussian would scale the whole signal). Its "stage2_1" (the detached stem) is features.0-3, as weakseg's.
 
 The Net keeps the code's attribute names (resnet50, classifier, resnet50_2, classifier2) and its train() override,
 which never calls nn.Module.train: every module stays in training mode, so the AMM's nn.BatchNorm2d always
@@ -251,7 +252,8 @@ def mobilenet_v2(use_amm=False):
     net = MobileNetV2(8, 'space-to-batch').eval()
     if use_amm:
         for i in range(1, 18):
-            net.features[i] = AmmInvertedResidual(net.features[i])
+            if net.features[i].use_res:
+                net.features[i] = AmmInvertedResidual(net.features[i])
     return net
 
 # -------------------------------------------------------------------------------------- net/resnet50_amr.py

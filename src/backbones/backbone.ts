@@ -41,6 +41,8 @@ export interface BlockInfo {
   channels: number;
   stride: number;
   dilation: number;
+  /** Whether the block adds a shortcut to its branch (every ResNet block; MobileNetV2's stride-1 blocks whose channels match). */
+  residual: boolean;
 }
 
 /**

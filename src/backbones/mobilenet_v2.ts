@@ -58,8 +58,8 @@ export interface MobileNetV2Options {
   /** How dilated depthwise convolutions run (default 'auto': the space-to-batch rewrite when training). */
   dilatedImpl?: DilatedConvImpl;
   /**
-   * A module inserted into every inverted residual (features.1-17), after the projection's BN and before the
-   * residual addition (keys features.i.<name>.*).
+   * A module offered to every inverted residual (features.1-17; BlockInfo.residual says whether it adds its input
+   * back), after the projection's BN and before the residual addition (keys features.i.<name>.*).
    */
   blocks?: BlockHook;
 }
@@ -173,7 +173,10 @@ export class MobileNetV2 extends Module implements Backbone {
           currentStride *= stride;
         }
         const index = blocks.length;
-        const module = o.blocks?.create({ stage: 'features', index, path: `features.${index}`, channels: c, stride: layerStride, dilation: layerRate });
+        const module = o.blocks?.create({
+          stage: 'features', index, path: `features.${index}`, channels: c, stride: layerStride, dilation: layerRate,
+          residual: layerStride === 1 && inC === c, // InvertedResidual's useResConnect
+        });
         blocks.push(new InvertedResidual(inC, c, layerStride, t, layerRate, b, module ? { name: o.blocks!.name, module: module as Layer } : null));
         this.blockConfig.push({ stride: layerStride, dilation: layerRate });
         inC = c;

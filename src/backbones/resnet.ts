@@ -118,7 +118,7 @@ export class ResNet extends Module implements Backbone {
     let dilation = 1;
     let stride = 4; // after conv1 and the max pool
     const insert = (stage: string, index: number, channels: number, blockStride: number, blockDilation: number) => {
-      const module = o.blocks?.create({ stage, index, path: `${stage}.${index}`, channels, stride: blockStride, dilation: blockDilation });
+      const module = o.blocks?.create({ stage, index, path: `${stage}.${index}`, channels, stride: blockStride, dilation: blockDilation, residual: true });
       return module ? { name: o.blocks!.name, module: module as Layer } : null;
     };
     const makeLayer = (planes: number, blocks: number, layerStride: number): Sequential => {

@@ -3,7 +3,7 @@
 //
 // Two CAM networks on the same batch x (labels y):
 //   spotlight     f_s = B_s(x),  z_s = W_s GAP(f_s),  cam_s = ReLU(W_s f_s)       initialised from a trained CAM run
-//   compensation  f_c = B_c(x),  z_c = W_c GAP(f_c),  cam_c = ReLU(W_c f_c)       B_c: an AMM in every block
+//   compensation  f_c = B_c(x),  z_c = W_c GAP(f_c),  cam_c = ReLU(W_c f_c)       B_c: an AMM in every block with a shortcut
 // The attention modulation module (AMM), on a block's residual branch before the addition:
 //   G(a) = exp(-(a - mu)^2 / (2 sigma^2)) / (sqrt(2 pi) sigma),   mu, sigma = sg(mean(a)), sg(std(a)) over ALL of a
 //   channel:  a = MLP(GAP(x)) (C -> C/16 -> C),          x <- x G(a)
@@ -135,9 +135,15 @@ export class Amm extends Layer {
   }
 }
 
-/** The block hook that puts an AMM into every block of a backbone (keys <block>.amm.*). */
+/**
+ * The block hook that puts an AMM into every block with a shortcut (keys <block>.amm.*): every ResNet bottleneck, as
+ * the code; MobileNetV2's stride-1 inverted residuals whose channels match (10 of 17). In the code the AMM damps a
+ * residual branch while the shortcut carries the signal. G is not scaled to peak 1 (its peak is 1/(sqrt(2 pi) sigma)),
+ * so in a block without a shortcut it would scale the whole signal: MobileNetV2's 7 such blocks, each with one,
+ * leave the compensation branch's features exactly 0 (ImageNet weights, 224 px) and its classifier nothing to learn.
+ */
 export function ammBlocks(o: { reduction?: number; alwaysBatchStatistics?: boolean } = {}): BlockHook {
-  return { name: 'amm', create: (info) => new Amm(info.channels, o) };
+  return { name: 'amm', create: (info) => (info.residual ? new Amm(info.channels, o) : null) };
 }
 
 /**

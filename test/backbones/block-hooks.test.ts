@@ -41,7 +41,8 @@ test('ResNet: the hook sees every bottleneck, its module sits after bn3 before t
   const { hook: h, seen } = hook(0, (i) => i.path === 'layer3.2');
   const net = resnet50({ outputStride: 16, blocks: h });
   assert.equal(seen.length, 3 + 4 + 6 + 3);
-  assert.deepEqual(seen.find((i) => i.path === 'layer3.2'), { stage: 'layer3', index: 2, path: 'layer3.2', channels: 1024, stride: 1, dilation: 1 });
+  assert.deepEqual(seen.find((i) => i.path === 'layer3.2'), { stage: 'layer3', index: 2, path: 'layer3.2', channels: 1024, stride: 1, dilation: 1, residual: true });
+  assert.ok(seen.every((i) => i.residual), 'every bottleneck has a shortcut (identity or downsample)');
   const keys = [...net.stateDict().keys()].filter((k) => k.includes('amm'));
   assert.deepEqual(keys, ['layer3.2.amm.proj.weight']);
   // A zero module on the residual branch leaves relu(identity): the block passes its (non-negative) input through.
@@ -57,6 +58,11 @@ test('MobileNetV2: the module sits after the projection, before the residual add
   const { hook: h, seen } = hook(0);
   const net = mobilenetV2({ outputStride: 8, blocks: h });
   assert.deepEqual(seen.map((i) => i.index), Array.from({ length: 17 }, (_, i) => i + 1), 'features.1 .. features.17');
+  for (const info of seen) {
+    assert.equal(info.residual, (net.features.layers[info.index] as InvertedResidual).useResConnect, `${info.path}: residual`);
+  }
+  // MobileNetV2's inverted residuals that add their input back (stride 1, channels kept), at output stride 8 too.
+  assert.deepEqual(seen.filter((i) => i.residual).map((i) => i.index), [3, 5, 6, 8, 9, 10, 12, 13, 15, 16]);
   assert.ok([...net.stateDict().keys()].includes('features.6.amm.proj.weight'));
   net.eval();
   const residual = net.features.layers[6] as InvertedResidual;

@@ -10,7 +10,9 @@ import { join } from 'node:path';
 import { type Tensor, manualSeed, noGrad, randn, tensor, tidy, zeros } from '../../src/engine/index.js';
 import { saveSafetensors } from '../../src/engine/serialize/index.js';
 import type { Linear } from '../../src/nn/index.js';
-import { resnet50 } from '../../src/backbones/index.js';
+import { existsSync } from 'node:fs';
+import { mobilenetV2, resnet50 } from '../../src/backbones/index.js';
+import { SHARED } from '../backbones/util.js';
 import {
   Amm, AmrMethod, ChannelAmm, SpatialAmm, amr, ammBlocks, flipCombine, gaussModulation, gaussProjection, gradCamMaps,
 } from '../../src/methods/amr.js';
@@ -251,3 +253,28 @@ test('AMR inference: each branch normalised on its own, fused with its weight (0
   assertClose(src.maps(x).maps, vals(gradCamMaps(f, g.model.spotlight.classifier.weight).maps), { rtol: 1e-6 });
   for (const t of [fused, s, c, image, x, f]) t.dispose();
 });
+
+test('AMMs go only into blocks with a shortcut: MobileNetV2 keeps 10 of 17, and its compensation features stay alive', (t) => tidy(() => {
+  manualSeed(0);
+  const net = mobilenetV2({ outputStride: 8, blocks: ammBlocks() });
+  const withAmm = [...net.stateDict().keys()].filter((k) => k.endsWith('.amm.SpatialAMM.spatial.conv.weight')).map((k) => Number(k.split('.')[1]));
+  assert.deepEqual(withAmm.sort((a, b) => a - b), [3, 5, 6, 8, 9, 10, 12, 13, 15, 16]);
+  net.dispose();
+  // With an AMM in a block without a shortcut, the unscaled Gaussian (peak 1/(sqrt(2 pi) std)) scaled the whole
+  // signal; after MobileNetV2's 7 such blocks the ImageNet network's features were exactly 0.
+  const weights = join(SHARED, 'weights', 'mobilenet_v2_imagenet.safetensors');
+  if (!existsSync(weights)) {
+    t.skip(`needs ${weights} (../shared is absent)`);
+    return;
+  }
+  const plain = mobilenetV2({ outputStride: 8, weights });
+  const hooked = mobilenetV2({ outputStride: 8, weights, blocks: ammBlocks() });
+  plain.eval();
+  hooked.eval();
+  const x = randn([2, 3, 64, 64]).clamp(-1, 1);
+  const [a, b] = noGrad(() => [plain.forward(x).features, hooked.forward(x).features]);
+  const mean = b.abs().mean().item();
+  assert.ok(mean > 0.05 * a.abs().mean().item(), `compensation features ${mean} against ${a.abs().mean().item()} without AMMs`);
+  plain.dispose();
+  hooked.dispose();
+}));
