@@ -86,16 +86,19 @@ function configFor(name: string, threads: number): string {
   return path;
 }
 
-/** Median step time (ms) after the warm-up, from the run's JSON-lines log. */
-function stepMs(name: string): number {
+/** The step events of a run's JSON-lines log. */
+function stepEvents(name: string): { stepMs: number; loss: number }[] {
   const events = readFileSync(join(work, name, 'train.log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-  return median(events.filter((e) => e.type === 'step').slice(warmup).map((e) => e.stepMs as number));
+  return events.filter((e) => e.type === 'step');
 }
 
-/** The per-step losses of a run, from its JSON-lines log. */
-function losses(name: string): number[] {
-  const events = readFileSync(join(work, name, 'train.log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-  return events.filter((e) => e.type === 'step').map((e) => e.loss as number);
+/** Median step time (ms) after the warm-up. */
+const stepMs = (name: string): number => median(stepEvents(name).slice(warmup).map((e) => e.stepMs));
+
+/** The largest difference of two runs' per-step losses. */
+function lossDiffOf(a: string, b: string): number {
+  const [la, lb] = [stepEvents(a), stepEvents(b)];
+  return Math.max(...la.map((e, i) => Math.abs(e.loss - lb[i]!.loss)));
 }
 
 /** The largest ||a - b|| / ||b|| over the float32 tensors of two model files, and the tensor it is found in. */
@@ -125,7 +128,6 @@ const [single] = await workers(1, 1, ['train', configFor('1x1', 1)]);
 const diff = maxRelDiff(String(two!.model), String(one!.model));
 const floor = maxRelDiff(String(single!.model), String(one!.model));
 const sameThreads = maxRelDiff(String(two!.model), String(single!.model));
-const lossDiffOf = (a: string, b: string) => Math.max(...losses(a).map((l, i) => Math.abs(l - losses(b)[i]!)));
 const lossDiff = lossDiffOf('2x1', '1x2');
 const lossFloor = lossDiffOf('1x1', '1x2');
 console.log(`max parameter relative difference after ${steps} steps, 2 x 1 against 1 x 2: ${diff.diff.toExponential(2)} (${diff.name}); ` +
