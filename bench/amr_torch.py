@@ -41,9 +41,15 @@ from torch_peer import serve_training  # noqa: E402
 # ------------------------------------------------------------------------------------------------ net/amm.py
 
 
+# weakseg's setting gaussianScale (not in the code): 'mean' divides the weights by their detached mean
+GAUSSIAN_SCALE = 'code'
+
+
 def GaussProjection(x, mean, std):
     sigma = math.sqrt(2 * math.pi) * std
     x_out = torch.exp(-(x - mean) ** 2 / (2 * std ** 2)) / sigma
+    if GAUSSIAN_SCALE == 'mean':
+        x_out = x_out / x_out.mean().detach()
     return x_out
 
 
@@ -449,7 +455,10 @@ def main():
     p.add_argument('--channels-last', action='store_true')
     p.add_argument('--weights', help="safetensors state dict of weakseg's AmrNet")
     p.add_argument('--crosscheck', metavar='DIR')
+    p.add_argument('--gaussian-scale', default='code', choices=['code', 'mean'])
     a = p.parse_args()
+    global GAUSSIAN_SCALE
+    GAUSSIAN_SCALE = a.gaussian_scale
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     if a.crosscheck:

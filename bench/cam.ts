@@ -2,7 +2,8 @@
 //                    [--retrain] [--skip-train] [--skip-cams] [--rounds 4] [--steps 2] [--cam-summary FILE]
 // npm run bench:seam [-- same options]   (this file with --method seam)
 // npm run bench:amr  [-- same options] [--spotlight-run-dir runs/bench-cam] [--variant code|paper]
-//                    [--advcam-images 20] [--advcam-iterations 27]   (this file with --method amr)
+//                    [--gaussian-scale code|mean] [--advcam-images 20] [--advcam-iterations 27]   (this file with --method amr;
+//                    its settings are configs/amr-mobilenetv2-vocmini.json's method section)
 // --quick: a smoke run of the whole protocol on a copy of voc-mini cut to 8 train_aug, 4 train and 4 val images,
 // one epoch of batch 4, CAMs at scale 1 only, one timing round (AdvCAM: 1 image, 1 iteration); in runs/bench-<method>-quick (bench:amr --quick takes its spotlights
 // from bench:cam --quick's run). Its figures say that the protocol runs, nothing about the method.
@@ -54,6 +55,7 @@ const { values: args } = parseArgs({
     quick: { type: 'boolean', default: false },
     'spotlight-run-dir': { type: 'string' },
     variant: { type: 'string', default: 'code' },
+    'gaussian-scale': { type: 'string' },
     'advcam-images': { type: 'string' },
     'advcam-iterations': { type: 'string' },
   },
@@ -80,7 +82,7 @@ const config = resolveConfig({
   runDir,
   data: { root: quick ? quickVocRoot(voc, join(repo, 'runs', 'voc-mini-quick'), { train_aug: 8, train: 4, val: 4 }) : voc, trainSplit: 'train_aug' },
   method: method === 'seam' ? { name: 'seam', pcmTaps: ['features.6', 'features.13'] }
-    : method === 'amr' ? { name: 'amr', variant: args.variant } : { name: 'cam' },
+    : method === 'amr' ? amrMethodSettings() : { name: 'cam' },
   model: { backbone: 'mobilenet_v2', weights, outputStride: 8 },
   train: {
     epochs: quick ? 1 : Number(args.epochs), batchSize: quick ? 4 : 16, cropSize: 224, scaleRange: [0.7, 1.3], flip: true, jitter: null,
@@ -92,6 +94,13 @@ const config = resolveConfig({
 });
 
 console.log(`${tag}: seeds ${seeds.join(', ')} in ${runDir}, ${getNumThreads()} engine threads`);
+
+/** AMR's voc-mini settings: the preset's method section (its spotlight comes from bench:cam), variant and scale from the flags. */
+function amrMethodSettings(): Record<string, unknown> {
+  const preset = JSON.parse(readFileSync(join(repo, 'configs', 'amr-mobilenetv2-vocmini.json'), 'utf8')) as { method: Record<string, unknown> };
+  const { spotlight: _spotlight, ...settings } = preset.method;
+  return { ...settings, variant: args.variant, ...(args['gaussian-scale'] ? { gaussianScale: args['gaussian-scale'] } : {}) };
+}
 
 // ---- 1-3. per seed: train (or reuse), CAMs for train and val, seeds scored at the t chosen on val ----
 const pct = (v: number | null | undefined) => (v === null || v === undefined ? null : round(100 * v, 2));
@@ -132,7 +141,8 @@ const y = tensor(batch.labels, { shape: [timeBatch, dataset.classes.length] });
 
 const torchScript = join(repo, 'bench', `${method}_torch.py`);
 const python = existsSync(torchScript) ? findTorchPython() : null;
-const torchArgs = [String(getNumThreads()), String(timeBatch), '224', '--batch-file', batchFile];
+const torchArgs = [String(getNumThreads()), String(timeBatch), '224', '--batch-file', batchFile,
+  ...(method === 'amr' ? ['--gaussian-scale', String(config.method.gaussianScale)] : [])];
 console.log(python ? `PyTorch peer: ${python}` : 'PyTorch peer: none found (set WEAKSEG_TORCH_PYTHON); step_ratio skipped');
 const warmup = quick ? 1 : Number(args.warmup);
 const rounds = quick ? 1 : Number(args.rounds);

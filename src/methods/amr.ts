@@ -8,7 +8,8 @@
 //   G(a) = exp(-(a - mu)^2 / (2 sigma^2)) / (sqrt(2 pi) sigma),   mu, sigma = sg(mean(a)), sg(std(a)) over ALL of a
 //   channel:  a = MLP(GAP(x)) (C -> C/16 -> C),          x <- x G(a)
 //   spatial:  s = BN(conv7x7([max_c x, mean_c x])),      x <- x G(s)
-// so responses near the mean get the most weight and the most discriminative ones are damped.
+// so responses near the mean get the most weight and the most discriminative ones are damped. Setting
+// gaussianScale 'mean' (this project's, for MobileNetV2) uses G / sg(mean(G)) instead: the same relative weights.
 //   L = 0.5 MLSM(z_s, y) + 0.5 MLSM(z_c, y) + 0.05 L_cps,   L_cps = mean |P(cam_s) - P(cam_c)|
 // variant 'code' (default): P(cam) = cam[0] + flip_W(cam[1]) (IRN's inference flip-combine applied to batch items 0
 //   and 1, two different images), f_s and z_s detached (the spotlight backbone never learns, W_s only through
@@ -16,7 +17,8 @@
 //   statistics (the code's Net.train() override never calls nn.Module.train, so nothing leaves training mode).
 // variant 'paper': P = identity (plain per-image L1 over the batch), both branches learn (mutual supervision),
 //   the AMM BatchNorm uses running statistics at inference.
-// Learning rates (the code): compensation backbone 10x, the spotlight backbone and both classifiers 1x.
+// Learning rates (the code): compensation backbone 10x, the spotlight backbone and both classifiers 1x (the
+//   classifiers' multipliers are separate settings: on a short schedule the compensation classifier needs more).
 import { z } from 'zod';
 import { F, type Tensor, cat, noGrad, tidy } from '../engine/index.js';
 import { BatchNorm2d, Conv2d, Layer, Linear, Module, type ParamGroupSpec, ReLU, Sequential } from '../nn/index.js';
@@ -39,11 +41,20 @@ export function gaussProjection(x: Tensor, mean: Tensor | number, std: Tensor | 
   });
 }
 
+/**
+ * How the AMM's Gaussian weights are scaled: 'code' as GaussProjection (peak 1/(sqrt(2 pi) sigma)); 'mean' divided by
+ * their own (detached) mean over the tensor, so the module keeps the relative weighting but not the overall damping.
+ * Why 'mean' exists: on MobileNetV2 the code's scale damps every residual branch 3-10x at initialisation, and the
+ * ImageNet features lose most of what a linear probe reads from them (README, AMR); 'mean' keeps them.
+ */
+export type GaussianScale = 'code' | 'mean';
+
 /** G(a) with the scalar mean and (unbiased) standard deviation of every entry of a, detached, as the code. */
-export function gaussModulation(a: Tensor): Tensor {
+export function gaussModulation(a: Tensor, scale: GaussianScale = 'code'): Tensor {
   return tidy(() => {
     const d = a.detach();
-    return gaussProjection(a, d.mean(), d.std());
+    const g = gaussProjection(a, d.mean(), d.std());
+    return scale === 'mean' ? g.div(g.detach().mean()) : g;
   });
 }
 
@@ -76,7 +87,7 @@ class AmmBatchNorm extends BatchNorm2d {
 /** Channel modulation (code: ChannelGate): x G(MLP(GAP(x))), keys mlp.1.* and mlp.3.* as nn.Sequential's. */
 export class ChannelAmm extends Layer {
   readonly mlp: Sequential;
-  constructor(channels: number, reduction = 16) {
+  constructor(channels: number, reduction = 16, readonly scale: GaussianScale = 'code') {
     super();
     const hidden = Math.max(1, Math.floor(channels / reduction));
     this.mlp = this.registerModule('mlp', new Sequential(new Flatten(), new Linear(channels, hidden), new ReLU(), new Linear(hidden, channels)));
@@ -89,7 +100,7 @@ export class ChannelAmm extends Layer {
 
   forward(x: Tensor): Tensor {
     return tidy(() => {
-      const w = gaussModulation(this.response(x));
+      const w = gaussModulation(this.response(x), this.scale);
       return x.mul(w.view(w.size(0), w.size(1), 1, 1));
     });
   }
@@ -98,7 +109,7 @@ export class ChannelAmm extends Layer {
 /** Spatial modulation (code: SpatialGate): x G(BN(conv7x7([max_c x, mean_c x]))), keys spatial.conv.*, spatial.bn.*. */
 export class SpatialAmm extends Layer {
   readonly spatial: Module & { conv: Conv2d; bn: AmmBatchNorm };
-  constructor(alwaysBatchStatistics: boolean) {
+  constructor(alwaysBatchStatistics: boolean, readonly scale: GaussianScale = 'code') {
     super();
     const basic = new (class BasicConv extends Module {
       readonly conv = this.registerModule('conv', new Conv2d(2, 1, 7, { padding: 3, bias: false }));
@@ -116,18 +127,24 @@ export class SpatialAmm extends Layer {
   }
 
   forward(x: Tensor): Tensor {
-    return tidy(() => x.mul(gaussModulation(this.response(x))));
+    return tidy(() => x.mul(gaussModulation(this.response(x), this.scale)));
   }
+}
+
+export interface AmmOptions {
+  reduction?: number;
+  alwaysBatchStatistics?: boolean;
+  gaussianScale?: GaussianScale;
 }
 
 /** The attention modulation module: channel, then spatial modulation (keys ChannelAMM.*, SpatialAMM.* as net/amm.py). */
 export class Amm extends Layer {
   readonly channel: ChannelAmm;
   readonly spatialGate: SpatialAmm;
-  constructor(channels: number, o: { reduction?: number; alwaysBatchStatistics?: boolean } = {}) {
+  constructor(channels: number, o: AmmOptions = {}) {
     super();
-    this.channel = this.registerModule('ChannelAMM', new ChannelAmm(channels, o.reduction ?? 16));
-    this.spatialGate = this.registerModule('SpatialAMM', new SpatialAmm(o.alwaysBatchStatistics ?? true));
+    this.channel = this.registerModule('ChannelAMM', new ChannelAmm(channels, o.reduction ?? 16, o.gaussianScale));
+    this.spatialGate = this.registerModule('SpatialAMM', new SpatialAmm(o.alwaysBatchStatistics ?? true, o.gaussianScale));
   }
 
   forward(x: Tensor): Tensor {
@@ -142,7 +159,7 @@ export class Amm extends Layer {
  * so in a block without a shortcut it would scale the whole signal: MobileNetV2's 7 such blocks, each with one,
  * leave the compensation branch's features exactly 0 (ImageNet weights, 224 px) and its classifier nothing to learn.
  */
-export function ammBlocks(o: { reduction?: number; alwaysBatchStatistics?: boolean } = {}): BlockHook {
+export function ammBlocks(o: AmmOptions = {}): BlockHook {
   return { name: 'amm', create: (info) => (info.residual ? new Amm(info.channels, o) : null) };
 }
 
@@ -178,9 +195,10 @@ export interface AmrOptions {
   spotlightClsWeight?: number;
   compensationClsWeight?: number;
   cpsWeight?: number;
-  /** Learning-rate multipliers of the compensation backbone (code: 10) and of both classifiers (code: 1). */
+  /** Learning-rate multipliers of the compensation backbone (code: 10), its classifier and the spotlight's (code: 1). */
   compensationLrMult?: number;
   classifierLrMult?: number;
+  spotlightClassifierLrMult?: number;
   /** Stem modules kept frozen (default per backbone, see defaultFrozenStem). */
   frozenStem?: readonly string[];
   /** Inference: branch weights of the fused CAM (code: 0.5 / 0.5) and the map each branch gives (CAM or Grad-CAM). */
@@ -196,6 +214,7 @@ export const AMR_DEFAULTS = {
   cpsWeight: 0.05,
   compensationLrMult: 10,
   classifierLrMult: 1,
+  spotlightClassifierLrMult: 1,
   spotlightWeight: 0.5,
   compensationWeight: 0.5,
   branchMap: 'cam' as 'cam' | 'gradcam',
@@ -277,7 +296,8 @@ export class AmrMethod implements Method {
     return [
       { name: 'spotlight', params: spotlight.backbone.trainableParameters(), lrMult: 1 },
       { name: 'compensation', params: compensation.backbone.trainableParameters(), lrMult: o.compensationLrMult },
-      { name: 'classifiers', params: [...spotlight.classifier.trainableParameters(), ...compensation.classifier.trainableParameters()], lrMult: o.classifierLrMult },
+      { name: 'spotlight classifier', params: spotlight.classifier.trainableParameters(), lrMult: o.spotlightClassifierLrMult },
+      { name: 'compensation classifier', params: compensation.classifier.trainableParameters(), lrMult: o.classifierLrMult },
     ];
   }
 
@@ -353,11 +373,16 @@ const AmrSettings = z.object({
   compensationClsWeight: z.number().min(0).default(AMR_DEFAULTS.compensationClsWeight),
   cpsWeight: z.number().min(0).default(AMR_DEFAULTS.cpsWeight).describe('weight of the cross pseudo supervision L1'),
   compensationLrMult: z.number().positive().default(AMR_DEFAULTS.compensationLrMult)
-    .describe('learning-rate multiplier of the compensation backbone (the classifiers and spotlight use classifierLrMult and 1; train.headLrMult is not used)'),
-  classifierLrMult: z.number().positive().default(AMR_DEFAULTS.classifierLrMult),
+    .describe('learning-rate multiplier of the compensation backbone (the spotlight backbone uses 1; train.headLrMult is not used)'),
+  classifierLrMult: z.number().positive().default(AMR_DEFAULTS.classifierLrMult)
+    .describe("learning-rate multiplier of the compensation branch's classifier"),
+  spotlightClassifierLrMult: z.number().positive().default(AMR_DEFAULTS.spotlightClassifierLrMult)
+    .describe("learning-rate multiplier of the spotlight's classifier (under variant 'code' it learns through L_cps only)"),
   frozenStem: z.array(z.string().min(1)).optional()
     .describe('modules of each backbone kept frozen (default: conv1, bn1, layer1 on ResNet; features.0-3 on MobileNetV2)'),
   ammReduction: z.number().int().positive().default(16).describe('the AMM channel MLP reduction C -> C/r -> C'),
+  gaussianScale: z.enum(['code', 'mean']).default('code')
+    .describe("the AMM's Gaussian weights: 'code' (peak 1/(sqrt(2 pi) sigma), damps each residual branch) or 'mean' (divided by their mean: the same relative weighting at the branch's own scale; the MobileNetV2 preset's)"),
   spotlightWeight: z.number().min(0).default(AMR_DEFAULTS.spotlightWeight).describe('weight of the spotlight map in the fused CAM'),
   compensationWeight: z.number().min(0).default(AMR_DEFAULTS.compensationWeight).describe('weight of the compensation map in the fused CAM'),
   branchMap: z.enum(['cam', 'gradcam']).default('cam').describe("each branch's map at inference: its CAM, or the code's Grad-CAM"),
@@ -372,7 +397,9 @@ export const amr = defineMethod({
     const spotlight = context.backbone();
     let compensation: Backbone | null = null;
     try {
-      compensation = context.backbone({ blocks: ammBlocks({ reduction: s.ammReduction, alwaysBatchStatistics: s.variant === 'code' }) });
+      compensation = context.backbone({
+        blocks: ammBlocks({ reduction: s.ammReduction, alwaysBatchStatistics: s.variant === 'code', gaussianScale: s.gaussianScale }),
+      });
       const method = new AmrMethod(spotlight, compensation, {
         numClasses: context.numClasses,
         variant: s.variant,
@@ -381,6 +408,7 @@ export const amr = defineMethod({
         cpsWeight: s.cpsWeight,
         compensationLrMult: s.compensationLrMult,
         classifierLrMult: s.classifierLrMult,
+        spotlightClassifierLrMult: s.spotlightClassifierLrMult,
         ...(s.frozenStem ? { frozenStem: s.frozenStem } : {}),
         spotlightWeight: s.spotlightWeight,
         compensationWeight: s.compensationWeight,

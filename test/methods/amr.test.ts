@@ -49,6 +49,21 @@ test('Gaussian modulation: the scalar mean of the whole tensor gets the peak wei
   assertClose(gaussProjection(tensor([0, 2], { dtype: 'float32' }), 0, 2), [1 / (2 * SQRT_2PI), Math.exp(-0.5) / (2 * SQRT_2PI)], { rtol: 1e-6 }, 'G with numbers');
 }));
 
+test("Gaussian modulation, gaussianScale 'mean': the code's weights divided by their mean (unit mean, the same ratios, the divisor detached)", () => tidy(() => {
+  const a = [1, 2, 3, 4, 5, 3];
+  const m = meanOf(a);
+  const s = stdOf(a);
+  const g = a.map((x) => gauss(x, m, s));
+  const gm = meanOf(g);
+  const t = tensor(a, { dtype: 'float32', shape: [2, 3] }).requiresGrad_(true);
+  const w = gaussModulation(t, 'mean');
+  assertClose(w, g.map((v) => v / gm), { rtol: 1e-6 }, 'G / mean(G)');
+  assertClose([meanOf(vals(w))], [1], { rtol: 1e-6 }, 'unit mean');
+  w.sum().backward();
+  // with the divisor a constant, d/dx (G(x) / gm) = -G(x) (x - m) / (s^2 gm)
+  assertClose(t.grad!, a.map((x) => (-gauss(x, m, s) * (x - m)) / (s * s * gm)), { rtol: 1e-5 }, 'dG/da');
+}));
+
 test('Gaussian modulation: mean and std are detached (the gradient is the Gaussian\'s own derivative only)', () => tidy(() => {
   const a = tensor([0, 1, 4], { dtype: 'float32', shape: [3] }).requiresGrad_(true);
   gaussModulation(a).sum().backward();
@@ -138,7 +153,7 @@ test("spotlight detach (variant 'code'): its backbone gets no gradient and no lr
   m.cpsLoss(camS, camC).mul(0.05).backward();
   assertClose(vals(spotlight.classifier.weight.grad!), wGrad, { rtol: 1e-5, atol: 1e-9 }, 'W_s gradient = 0.05 dL_cps/dW_s');
   const groups = m.paramGroups();
-  assert.deepEqual(groups.map((g) => [g.name, g.params.length, g.lrMult]), [['spotlight', 0, 1], ['compensation', 4, 10], ['classifiers', 2, 1]]);
+  assert.deepEqual(groups.map((g) => [g.name, g.params.length, g.lrMult]), [['spotlight', 0, 1], ['compensation', 4, 10], ['spotlight classifier', 1, 1], ['compensation classifier', 1, 1]]);
   assert.equal(out.parts!.clsS!.requiresGrad, false, 'the spotlight logits are detached');
 }));
 
