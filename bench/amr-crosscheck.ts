@@ -1,5 +1,5 @@
 // node dist/bench/amr-crosscheck.js [--backbone resnet50|mobilenet_v2|both] [--batch 2] [--crop 96] [--variant code|paper]
-//                                   [--dir DIR] [--keep]
+//                                   [--gaussian-scale code|mean] [--dir DIR] [--keep]
 //
 // Checks src/methods/amr.ts against bench/amr_torch.py, a line-by-line PyTorch transcription of the official AMR
 // code (jieqin-ai/AMR: net/amm.py, net/resnet50.py, net/resnet50_amr.py, step/train_amr.py's losses).
@@ -13,6 +13,7 @@
 // every trainable parameter, and amr_torch.py --crosscheck DIR does the same with the code. Relative differences:
 // a scalar's |ours - torch| / |torch|; a tensor's max |ours - torch| / max |torch|. The code's FixedBatchNorm also
 // trains its affine weight and bias, weakseg's frozen BatchNorm does not: those gradients are counted, not compared.
+// `--gaussian-scale mean` checks weakseg's setting against the transcription's same option (not in the code).
 // `--variant paper` is a control (the paper's CPS and a trained spotlight against the code): it must differ.
 // Ends with one JSON line: { max_rel_diff, per backbone: { loss, outputs, grad_worst, ... } }.
 import { spawnSync } from 'node:child_process';
@@ -25,7 +26,7 @@ import { type Tensor, getNumThreads, manualSeed, noGrad, rand, randn, tidy } fro
 import { loadSafetensors, saveSafetensors } from '../src/engine/serialize/index.js';
 import { BatchNorm2d, Conv2d } from '../src/nn/index.js';
 import { type Backbone, mobilenetV2, resnet50 } from '../src/backbones/index.js';
-import { type Amm, AmrMethod, ammBlocks, flipCombine } from '../src/methods/amr.js';
+import { type Amm, AmrMethod, type GaussianScale, ammBlocks, flipCombine } from '../src/methods/amr.js';
 import { benchPaths, findTorchPython } from './common.js';
 
 const { repo, weights } = benchPaths();
@@ -37,6 +38,7 @@ const { values: args } = parseArgs({
     batch: { type: 'string', default: '2' },
     crop: { type: 'string', default: '96' },
     variant: { type: 'string', default: 'code' },
+    'gaussian-scale': { type: 'string', default: 'code' },
     seed: { type: 'string', default: '0' },
     dir: { type: 'string' },
     keep: { type: 'boolean', default: false },
@@ -57,8 +59,11 @@ const threads = getNumThreads();
 console.log(`amr-crosscheck (${variant}): ${root}, ${threads} engine threads, PyTorch ${python}`);
 
 /** A torchvision-layout ResNet-50 fixture: He-normal convolutions, bn3 weights 0.2, IRN strides. */
+const gaussianScale = args['gaussian-scale'] as GaussianScale;
+if (gaussianScale !== 'code' && gaussianScale !== 'mean') throw new Error(`--gaussian-scale must be code or mean, got '${gaussianScale}'`);
+
 function resnetFixture(withAmm: boolean): Backbone {
-  const net = resnet50({ outputStride: 16, dilate: false, ...(withAmm ? { blocks: ammBlocks() } : {}) });
+  const net = resnet50({ outputStride: 16, dilate: false, ...(withAmm ? { blocks: ammBlocks({ gaussianScale }) } : {}) });
   noGrad(() => {
     for (const [name, m] of net.namedModules()) {
       if (m instanceof Conv2d && !name.includes('amm')) {
@@ -74,7 +79,7 @@ function resnetFixture(withAmm: boolean): Backbone {
 function build(backbone: string): AmrMethod {
   const make = (amm: boolean): Backbone => (backbone === 'resnet50'
     ? resnetFixture(amm)
-    : mobilenetV2({ weights, outputStride: 8, ...(amm ? { blocks: ammBlocks({ alwaysBatchStatistics: variant === 'code' }) } : {}) }));
+    : mobilenetV2({ weights, outputStride: 8, ...(amm ? { blocks: ammBlocks({ alwaysBatchStatistics: variant === 'code', gaussianScale }) } : {}) }));
   return new AmrMethod(make(false), make(true), { numClasses: 20, variant });
 }
 
@@ -112,7 +117,7 @@ for (const backbone of wanted) {
   const ammIn = randn([2, ammChannels, 7, 9]);
   saveSafetensors(join(dir, 'model.safetensors'), m.model.stateDict());
   saveSafetensors(join(dir, 'batch.safetensors'), { images: x, labels: y, amm_in: ammIn });
-  writeFileSync(join(dir, 'meta.json'), JSON.stringify({ backbone, amm: ammPath }));
+  writeFileSync(join(dir, 'meta.json'), JSON.stringify({ backbone, amm: ammPath, gaussian_scale: gaussianScale }));
 
   const ammOut = noGrad(() => amm.forward(ammIn));
   const named = [...m.model.namedParameters()].filter(([, p]) => p.requiresGrad);

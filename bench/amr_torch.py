@@ -421,6 +421,8 @@ def load_ours(net, path):
 def crosscheck(folder):
     with open(os.path.join(folder, 'meta.json')) as f:
         meta = json.load(f)
+    global GAUSSIAN_SCALE
+    GAUSSIAN_SCALE = meta.get('gaussian_scale', 'code')
     net = Net(meta['backbone'])
     load_ours(net, os.path.join(folder, 'model.safetensors'))
     batch, _ = read_safetensors(os.path.join(folder, 'batch.safetensors'))

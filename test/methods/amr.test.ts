@@ -7,7 +7,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { type Tensor, manualSeed, noGrad, randn, tensor, tidy, zeros } from '../../src/engine/index.js';
+import { F, type Tensor, cat, manualSeed, noGrad, randn, tensor, tidy, zeros } from '../../src/engine/index.js';
+import { decodeImage } from '../../src/data/index.js';
 import { saveSafetensors } from '../../src/engine/serialize/index.js';
 import type { Linear } from '../../src/nn/index.js';
 import { existsSync } from 'node:fs';
@@ -293,3 +294,32 @@ test('AMMs go only into blocks with a shortcut: MobileNetV2 keeps 10 of 17, and 
   plain.dispose();
   hooked.dispose();
 }));
+
+test("gaussianScale 'mean' keeps MobileNetV2's ImageNet features at their size on real images; the code's scale shrinks them", async (t) => {
+  // At initialisation the code's Gaussian damps every residual branch (its peak is 1/(sqrt(2 pi) sigma)); 'mean'
+  // keeps the relative weighting at the branch's own scale (README, AMR; bench/amr-probe.ts measures more).
+  const weights = join(SHARED, 'weights', 'mobilenet_v2_imagenet.safetensors');
+  const images = ['2007_000063', '2007_000332'].map((id) => join(SHARED, 'data', 'voc-mini', 'JPEGImages', `${id}.jpg`));
+  if (!existsSync(weights) || !images.every(existsSync)) {
+    t.skip(`needs ${weights} and voc-mini images (../shared is absent)`);
+    return;
+  }
+  const decoded = await Promise.all(images.map((p) => decodeImage(p)));
+  tidy(() => {
+    const x = cat(decoded.map((im) => F.interpolate(
+      tensor(im.data, { shape: [1, im.height, im.width, 3] }).permute([0, 3, 1, 2]).float().div(127.5).sub(1),
+      { size: [160, 160], mode: 'bilinear' })), 0);
+    const size = (o: { gaussianScale?: 'code' | 'mean' } | null) => {
+      manualSeed(0);
+      const net = mobilenetV2({ outputStride: 8, weights, ...(o ? { blocks: ammBlocks(o) } : {}) }).eval();
+      const v = noGrad(() => net.forward(x).features.abs().mean().item());
+      net.dispose();
+      return v;
+    };
+    const plain = size(null);
+    const code = size({ gaussianScale: 'code' });
+    const mean = size({ gaussianScale: 'mean' });
+    assert.ok(code < 0.75 * plain, `code's scale: mean |feature| ${code} against the plain network's ${plain}`);
+    assert.ok(Math.abs(Math.log(mean / plain)) < Math.log(1.25), `scale 'mean': mean |feature| ${mean} against the plain network's ${plain}`);
+  });
+});
