@@ -60,11 +60,11 @@ async function features(net: Backbone, data: Dataset): Promise<{ x: Tensor; y: T
   return { x, y: tensor(labels, { shape: [data.items.length, data.classes.length] }) };
 }
 
-/** Per AMM, mean |AMM(x)| / mean |x| on one image. */
+/** Per AMM, mean |AMM(x)| / mean |x| on one image (each AMM's forward wrapped for that pass only). */
 async function damping(net: Backbone, data: Dataset): Promise<number[]> {
   const ratios: number[] = [];
-  for (const [, m] of net.namedModules()) {
-    if (!(m instanceof Amm)) continue;
+  const amms = [...net.namedModules()].map(([, m]) => m).filter((m): m is Amm => m instanceof Amm);
+  for (const m of amms) {
     const forward = m.forward.bind(m);
     m.forward = (x: Tensor) => {
       const y = forward(x);
@@ -72,7 +72,13 @@ async function damping(net: Backbone, data: Dataset): Promise<number[]> {
       return y;
     };
   }
-  await features(net, { ...data, items: data.items.slice(0, 1) }).then(({ x, y }) => { x.dispose(); y.dispose(); });
+  try {
+    const { x, y } = await features(net, { ...data, items: data.items.slice(0, 1) });
+    x.dispose();
+    y.dispose();
+  } finally {
+    for (const m of amms) delete (m as { forward?: unknown }).forward; // back to the prototype's
+  }
   return ratios;
 }
 
@@ -122,12 +128,7 @@ console.log(`amr-probe: ${train.items.length} train and ${val.items.length} val 
 const out: Record<string, unknown> = {};
 for (const v of variants) {
   const net = build(v);
-  let damped: number[] | null = null;
-  if (v !== 'plain') {
-    const hooked = build(v);
-    damped = await damping(hooked, val);
-    hooked.dispose();
-  }
+  const damped = v === 'plain' ? null : await damping(net, val);
   const [ft, fv] = [await features(net, train), await features(net, val)];
   const r = probe(ft, fv);
   const meanAbs = round(ft.x.abs().mean().item(), 3);

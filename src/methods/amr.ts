@@ -44,7 +44,7 @@ export function gaussProjection(x: Tensor, mean: Tensor | number, std: Tensor | 
 /**
  * How the AMM's Gaussian weights are scaled: 'code' as GaussProjection (peak 1/(sqrt(2 pi) sigma)); 'mean' divided by
  * their own (detached) mean over the tensor, so the module keeps the relative weighting but not the overall damping.
- * Why 'mean' exists: on MobileNetV2 the code's scale damps every residual branch 3-10x at initialisation, and the
+ * Why 'mean' exists: on MobileNetV2 the code's scale damps every residual branch 3-9x at initialisation, and the
  * ImageNet features lose most of what a linear probe reads from them (README, AMR); 'mean' keeps them.
  */
 export type GaussianScale = 'code' | 'mean';
