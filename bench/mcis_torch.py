@@ -10,7 +10,7 @@ train.py's loop body is `mcis_loss` below, verbatim but for the `.cuda()` calls.
 Modes:
   --serve BATCH SIZE [--weights F] [--batch-file F] [--channels-last]   bench/common.ts's TorchPeer protocol: workload
                 'step' is one train.py step (mcis_loss at epoch 2, then the code's nesterov SGD with its four groups:
-                lr 0.01 backbone weights, 0.02 biases, 0.1 / 0.2 the extra layers) on MobileNetV2; --weights is our
+                lr 0.001 backbone weights, 0.002 biases, 0.01 / 0.02 the extra layers) on MobileNetV2; --weights is our
                 McisNet's state (safetensors), --batch-file the pair batch bench/mcis.ts writes (safetensors input1,
                 input2, label1, label2), both random without.
   --make-vgg16 PATH... [--features-only]   writes torchvision.models.vgg16()'s state dict (random weights, seed 0) with
@@ -328,7 +328,7 @@ def serve(a):
         if not value.requires_grad:
             continue
         groups[(2 if 'extra' in name else 0) + (0 if 'weight' in name else 1)].append(value)
-    lr = 0.01
+    lr = 0.001  # the code's rate, as bench/mcis.ts
     opt = torch.optim.SGD([{'params': groups[0], 'lr': lr}, {'params': groups[1], 'lr': 2 * lr},
                            {'params': groups[2], 'lr': 10 * lr}, {'params': groups[3], 'lr': 20 * lr}],
                           momentum=0.9, weight_decay=1e-4, nesterov=True)
