@@ -4,11 +4,11 @@
 //
 // MCIS on voc-mini with MobileNetV2, by bench:cam's protocol (bench/cam.ts, bench/seeds.ts): per training seed, train
 // on train_aug (the CAM baseline's crops and schedule at the code's lr 0.001, as the voc-mini preset; 8 pairs a batch,
-// each pair 2 images and 3 self-pair views), make the localisation maps of train and val (co-attention with 3 partners per class and the self-pair
-// views, test.py's aggregation), score the seeds of train at the threshold chosen on val. The ablation (the
-// paper's): single-image only (the code's "don't use co-attention" loss, localised with the plain CAM at one scale,
-// unflipped), + co-attention, + contrastive co-attention (the full method), each over the same seeds in
-// <run-dir>/<variant>/seed-N.
+// each pair 2 images and 3 self-pair views), make the localisation maps of train and val (co-attention with 3
+// partners per class and the self-pair views, test.py's aggregation), score the seeds of train at the threshold
+// chosen on val. The ablation (the paper's): single-image only (the code's "don't use co-attention" loss, localised
+// with the plain CAM at one scale, unflipped), + co-attention, + contrastive co-attention (the full method), each
+// over the same seeds in <run-dir>/<variant>/seed-N.
 // gain_over_cam: the full method's mean against bench:cam's (<repo>/runs/bench-cam/bench-summary.json) over the
 // seeds both have. Then one training step on a pair batch is timed in weakseg and in PyTorch (bench/mcis_torch.py
 // --serve, the official loss and optimiser), each memory format in turn, interleaved; step_ratio takes each
