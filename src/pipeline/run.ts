@@ -14,7 +14,7 @@ import { type StageHooks, logger, prepareRun, writeJsonAtomic } from './common.j
 import { runPaths } from './paths.js';
 import { stageNamed, stages } from './stages.js';
 import { type Manifest, readManifest, recordStageOutputs, removeStageOutputs } from './manifest.js';
-import { dataFingerprints, extraSourcesFingerprint } from './fingerprint.js';
+import { ContentDigests, type ItemKey, dataFingerprints, extraSourcesFingerprint, legacyItemKey } from './fingerprint.js';
 import { alone, fromMain, worldGroup } from './distributed.js';
 
 // How long the other ranks wait for rank 0 to finish a stage it runs alone (a lost rank 0 fails them at once).
@@ -46,13 +46,13 @@ function readRecords(config: WeaksegConfig): StageRecords {
 
 async function fingerprint(
   stage: string, config: WeaksegConfig, records: StageRecords, manifest: Manifest,
-  data: (splits: readonly string[]) => Promise<Record<string, string>>,
+  data: (splits: readonly string[]) => Promise<Record<string, string>>, key: ItemKey,
 ): Promise<string> {
   const def = stageNamed(stage);
   // An upstream stage's outputs as written (a forced rerun keeps its fingerprint but changes its files).
   const upstream = def.inputs(config).map((s) => [s, records[s]?.fingerprint ?? null, manifest[s]?.digest ?? null]);
   const splits = await data((def.reads?.(config) ?? []).filter((s): s is string => Boolean(s)));
-  const extra = def.readsExtraSources && config.data.extra.length ? await extraSourcesFingerprint(config) : undefined;
+  const extra = def.readsExtraSources && config.data.extra.length ? await extraSourcesFingerprint(config, key) : undefined;
   return createHash('sha256').update(JSON.stringify({ stage, inputs: def.settings(config), upstream, splits, extra })).digest('hex').slice(0, 16);
 }
 
@@ -81,12 +81,27 @@ export async function runPipeline(config: WeaksegConfig, options: RunOptions = {
   const all = stages();
   const firstForced = Math.min(...(options.force ?? []).map((s) => all.findIndex((d) => d.name === s)));
   const order = all.filter((s) => config.run.stages.includes(s.name));
-  const data = dataFingerprints(config);
+  const digests = new ContentDigests(join(paths.root, 'data-digests.json'));
+  const data = dataFingerprints(config, digests.itemKey);
+  // Records written before content digests, as they were read: a stage's old fingerprint holds its upstream's old ones.
+  const before: StageRecords = JSON.parse(JSON.stringify(records));
+  let legacyData: ReturnType<typeof dataFingerprints> | undefined;
   for (const def of order) {
     options.signal?.throwIfAborted();
     const stage = def.name;
     const manifest = readManifest(paths.root);
-    const fp = await fingerprint(stage, config, records, manifest, data);
+    const fp = await fingerprint(stage, config, records, manifest, data, digests.itemKey);
+    digests.save();
+    // A record made before content digests stands while its data is untouched (same sizes and times) and nothing
+    // before it ran in this call; it is rewritten with the new fingerprint.
+    const old = records[stage];
+    if (old && old.fingerprint !== fp && summary.stages.every((s) => s.action === 'skipped')) {
+      legacyData ??= dataFingerprints(config, legacyItemKey);
+      if (old.fingerprint === await fingerprint(stage, config, before, manifest, legacyData, legacyItemKey)) {
+        records[stage] = { ...old, fingerprint: fp };
+        writeJsonAtomic(stagesPath(config), records);
+      }
+    }
     const previous = records[stage];
     const sameInputs = previous?.fingerprint === fp;
     const forced = all.indexOf(def) >= firstForced;

@@ -1,16 +1,19 @@
 // `weakseg run` on the built-in synthetic data at smoke-test size: every stage writes its outputs, a second run
-// skips what is up to date, a changed setting reruns exactly its stage and those after it, and a run killed in the
+// skips what is up to date (also with the data's files touched, and with a record fingerprinted the way runs made
+// before content digests were), a changed setting reruns exactly its stage and those after it, and a run killed in the
 // middle of a training stage resumes there (no finished stage repeated) and ends with the same metrics as a run
 // that was never interrupted. Also `weakseg demo --tiny` end to end through the CLI.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { makeSyntheticDataset } from '../../src/data/index.js';
-import { type RunSummary, type WeaksegConfig, demoConfig, readMetrics, runPaths, runPipeline } from '../../src/pipeline/index.js';
+import { type RunSummary, type WeaksegConfig, demoConfig, readMetrics, runPaths, runPipeline, stageNamed } from '../../src/pipeline/index.js';
+import { splitFingerprint } from '../../src/pipeline/fingerprint.js';
 import { tempDir } from '../data/helpers.js';
 
 const ALL = ['train', 'cams', 'eval', 'crf', 'affinity', 'random-walk', 'irn', 'irn-walk', 'seg-train', 'seg-eval', 'report'];
@@ -41,6 +44,9 @@ async function syntheticData(t: Parameters<typeof tempDir>[0], seed: number): Pr
 }
 
 const quiet = { progress: false as const, log: () => {} };
+const filesUnder = (dir: string): string[] => readdirSync(dir, { withFileTypes: true, recursive: true })
+  .filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name));
+const stamp = (path: string) => { const st = statSync(path); return [st.size, st.mtimeMs]; };
 const actions = (s: RunSummary) => Object.fromEntries(s.stages.map((x) => [x.stage, x.action]));
 const metricsOf = (c: WeaksegConfig) => readMetrics(c) as Record<string, { result?: { miou: number | null } } | undefined>;
 const scores = (c: WeaksegConfig) => {
@@ -64,6 +70,27 @@ test('run: all stages, then skipped when up to date, rerun from the changed stag
 
   const second = await runPipeline(config, quiet);
   assert.deepEqual(actions(second), Object.fromEntries(ALL.map((s) => [s, 'skipped'])), 'nothing new: even the report stands');
+
+  // The same files with new modification times (a dataset copied back in place): still nothing to do.
+  const later = new Date(Date.now() + 60_000);
+  for (const file of filesUnder(data)) utimesSync(file, later, later);
+  assert.deepEqual(actions(await runPipeline(config, quiet)), Object.fromEntries(ALL.map((s) => [s, 'skipped'])), 'touched data');
+
+  // A record written before content digests, fingerprinted by file sizes and times (the format of those runs, built
+  // here by hand for the train stage), stands while the files are untouched and is rewritten to the new fingerprint.
+  const stagesFile = join(p.root, 'stages.json');
+  const records = JSON.parse(readFileSync(stagesFile, 'utf8')) as Record<string, { fingerprint: string }>;
+  const current = records.train!.fingerprint;
+  const split = config.data.trainSplit;
+  const legacySplit = await splitFingerprint(config, split, (item) =>
+    [item.id, item.labels, stamp(item.imagePath), item.maskPath ?? null, item.maskPath ? stamp(item.maskPath) : null]);
+  records.train!.fingerprint = createHash('sha256')
+    .update(JSON.stringify({ stage: 'train', inputs: stageNamed('train').settings(config), upstream: [], splits: { [split]: legacySplit } }))
+    .digest('hex').slice(0, 16);
+  writeFileSync(stagesFile, JSON.stringify(records));
+  rmSync(join(p.root, 'data-digests.json'));
+  assert.deepEqual(actions(await runPipeline(config, quiet)), Object.fromEntries(ALL.map((s) => [s, 'skipped'])), 'a pre-digest record');
+  assert.equal((JSON.parse(readFileSync(stagesFile, 'utf8')) as typeof records).train!.fingerprint, current);
 
   // A segmentation setting changed: the classifier, CAMs and refinement stay, seg and what follows rerun.
   const changed = smallConfig(join(dir, 'run'), data, { seg: { epochs: 2, batchSize: 4, cropSize: 64, evalSplit: 'val', workingSize: 56 } });
