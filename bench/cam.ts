@@ -33,9 +33,9 @@ import { BatchLoader, trainTransform } from '../src/data/index.js';
 import { mobilenetV2 } from '../src/backbones/index.js';
 import type { Method } from '../src/methods/index.js';
 import { makeOptimizer } from '../src/train/index.js';
-import { type MiouResult, formatMiouTable } from '../src/eval/index.js';
+import { formatMiouTable } from '../src/eval/index.js';
 import { buildMethod, readSplit, resolveConfig } from '../src/pipeline/index.js';
-import { TUNED_GLIBC_ENV, TorchPeer, benchPaths, findTorchPython, median, round, stepTimer } from './common.js';
+import { TUNED_GLIBC_ENV, TorchPeer, benchPaths, findTorchPython, frequentMiou, median, round, stepTimer } from './common.js';
 import { SEED_OPTIONS, type SeedRun, gainOver, meanSd, meansOver, runSeed, seedDirs, seedList } from './seeds.js';
 import { advcamSubset, amrSeedConfig, branchFigures, quickVocRoot } from './amr-extras.js';
 
@@ -104,11 +104,6 @@ function amrMethodSettings(): Record<string, unknown> {
 
 // ---- 1-3. per seed: train (or reuse), CAMs for train and val, seeds scored at the t chosen on val ----
 const pct = (v: number | null | undefined) => (v === null || v === undefined ? null : round(100 * v, 2));
-const FREQUENT = ['background', 'cat', 'cow', 'dog', 'horse', 'person', 'sheep'];
-const frequentMiou = (r: MiouResult) => {
-  const f = r.classes.filter((c) => FREQUENT.includes(c.name));
-  return f.every((c) => c.iou !== null) ? f.reduce((s, c) => s + c.iou!, 0) / f.length : null;
-};
 const runs: SeedRun[] = [];
 const seedConfig = (seed: number) => (method === 'amr' ? amrSeedConfig(config, spotlightRunDir, seed) : config);
 for (const seed of seeds) {

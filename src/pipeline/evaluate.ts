@@ -31,8 +31,8 @@ export interface EvalReport {
   result: MiouResult;
   /** `split`'s own curve (its best is the oracle, leaky figure). */
   curve: { thresholds: number[]; miou: (number | null)[]; bestThreshold: number; bestMiou: number | null };
-  /** The fit split's curve (leak-free mode). */
-  fitCurve?: { split: string; thresholds: number[]; miou: (number | null)[]; bestThreshold: number; bestMiou: number | null };
+  /** The fit split's curve, and its scores at the threshold chosen on it (leak-free mode). */
+  fitCurve?: { split: string; thresholds: number[]; miou: (number | null)[]; bestThreshold: number; bestMiou: number | null; result: MiouResult };
   seedsDir: string | null;
 }
 
@@ -84,7 +84,7 @@ export async function evaluateSeeds(config: WeaksegConfig, hooks: StageHooks = {
     const fit = new ThresholdSweep(K, thresholds);
     for await (const s of camSamples(config, fitSet, e.fitSplit)) fit.add(s);
     const fitResult = fit.result(names);
-    fitCurve = { split: e.fitSplit, ...curveOf(fitResult) };
+    fitCurve = { split: e.fitSplit, ...curveOf(fitResult), result: fitResult.best.result };
     threshold = fitResult.best.threshold;
     chosenOn = e.fitSplit;
     result = sweep.confusionAt(fitResult.best.index).score(names);
