@@ -131,6 +131,7 @@ const ceiling = segMiou(runs.ceiling);
 const t = metrics.eval?.threshold ?? 0.25;
 const SEG_VARIANTS: Record<string, { what: string; seg: Record<string, unknown>; evalOnly?: boolean }> = {
   'schedule-2x': { what: 'twice the epochs', seg: { epochs: 2 * runs.weak.seg.epochs } },
+  'lr-10x': { what: `seg.lr ${round(10 * runs.weak.seg.lr, 6)} (10x; head ${runs.weak.seg.headLrMult}x that)`, seg: { lr: 10 * runs.weak.seg.lr } },
   'head-bn-frozen': { what: "seg.batchNorm 'frozen'", seg: { batchNorm: 'frozen' } },
   'classifier-init': { what: "seg.backboneInit 'classifier'", seg: { backboneInit: 'classifier' } },
   'ignore-band': { what: `seg.ignoreBand [${round(0.4 * t, 3)}, ${round(Math.min(1, 1.25 * t), 3)}]`, seg: { ignoreBand: [round(0.4 * t, 3), round(Math.min(1, 1.25 * t), 3)] } },
