@@ -47,8 +47,7 @@ export class ContentDigests {
   }
 
   /** The file's digest, or null where it cannot be read (the stage itself reports that when it runs). */
-  of(path: string | undefined): string | null {
-    if (!path) return null;
+  of(path: string): string | null {
     let size: number, mtimeMs: number;
     try {
       ({ size, mtimeMs } = statSync(path));
