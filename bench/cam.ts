@@ -1,5 +1,6 @@
 // npm run bench:cam  [-- --seeds 3] [--seed-list 0,1,2] [--epochs 8] [--run-dir runs/bench-cam] [--seed-dir 1=runs/cam-seed1]
 //                    [--retrain] [--skip-train] [--skip-cams] [--rounds 4] [--steps 2] [--cam-summary FILE]
+//                    [--momentum 0.9] [--head-lr-mult 10]   (the new layers' lr as a multiple of the backbone's 0.01)
 // npm run bench:seam [-- same options]   (this file with --method seam)
 // npm run bench:amr  [-- same options] [--spotlight-run-dir runs/bench-cam] [--variant code|paper]
 //                    [--gaussian-scale code|mean] [--advcam-images 20] [--advcam-iterations 27]   (this file with --method amr;
@@ -52,6 +53,7 @@ const { values: args } = parseArgs({
     steps: { type: 'string', default: '2' },
     warmup: { type: 'string', default: '2' },
     momentum: { type: 'string', default: '0.9' },
+    'head-lr-mult': { type: 'string', default: '10' },
     quick: { type: 'boolean', default: false },
     'spotlight-run-dir': { type: 'string' },
     variant: { type: 'string', default: 'code' },
@@ -86,7 +88,7 @@ const config = resolveConfig({
   model: { backbone: 'mobilenet_v2', weights, outputStride: 8 },
   train: {
     epochs: quick ? 1 : Number(args.epochs), batchSize: quick ? 4 : 16, cropSize: 224, scaleRange: [0.7, 1.3], flip: true, jitter: null,
-    lr: 0.01, headLrMult: 10, momentum: Number(args.momentum), weightDecay: 1e-4, polyPower: 0.9, seed: 0,
+    lr: 0.01, headLrMult: Number(args['head-lr-mult']), momentum: Number(args.momentum), weightDecay: 1e-4, polyPower: 0.9, seed: 0,
   },
   cams: { splits: ['train', 'val'], scales: quick ? [1] : [0.5, 1, 1.5, 2], flip: true },
   eval: { split: 'train', fitSplit: 'val', thresholds: { from: 0.05, to: 0.6, step: 0.01 } },
@@ -302,6 +304,7 @@ const summary = {
     camRuns.reduce((s, r) => s + r.camImages, 0), 1) : null,
   threads: getNumThreads(),
   momentum: config.train.momentum,
+  head_lr_mult: config.train.headLrMult,
   quick,
   ...(method === 'amr' ? await amrFigures() : {}),
 };
