@@ -1,13 +1,14 @@
 // npm run bench:pixelss [-- --seeds 3] [--seed-list 0,1,2] [--epochs 8] [--run-dir runs/bench-pixelss]
 //                       [--seam-dir runs/bench-seam] [--seed-dir 1=DIR] [--retrain] [--skip-train] [--skip-cams]
-//                       [--skip-ablation] [--rounds 4] [--steps 2] [--warmup 2] [--quick]
+//                       [--variants full,rcm-only,mam-only] [--skip-ablation] [--rounds 4] [--steps 2] [--warmup 2] [--quick]
 //
 // Pixel-level self-supervision (src/methods/pixelss.ts) end to end on voc-mini with MobileNetV2, bench:seam's
 // protocol (bench/cam.ts): per training seed, train on train_aug, make CAMs for train and val, score the seeds of
 // train at the threshold chosen on val. The MainNet is SEAM; the SupportNet is bench:seam's model of the same seed
 // (<seam-dir>/seed-N/model.safetensors, frozen). Three variants per seed: the full method, RCM only (lambda_mam 0)
 // and MAM only (lambda_rcm 0), in <run-dir>/seed-N, <run-dir>/rcm-only/seed-N and <run-dir>/mam-only/seed-N
-// (--skip-ablation: the full method only). A finished run with the same settings is reused, as bench:seam does.
+// (--variants: a comma-separated subset, e.g. the ablation alone once the full runs are scored; --skip-ablation:
+// the full method only). A finished run with the same settings is reused, as bench:seam does.
 // gain_over_seam: the difference of the means over the seeds both have, against bench:seam's per-seed figures
 // (<seam-dir>/bench-summary.json). Then one training step is timed in weakseg and in PyTorch (bench/pixelss_torch.py,
 // the same step transcribed, on the same weights and batch): step_ratio.
@@ -37,6 +38,7 @@ const { values: args } = parseArgs({
     'run-dir': { type: 'string' },
     'seam-dir': { type: 'string' },
     ...SEED_OPTIONS,
+    variants: { type: 'string', default: 'full,rcm-only,mam-only' },
     'skip-ablation': { type: 'boolean', default: false },
     quick: { type: 'boolean', default: false },
     rounds: { type: 'string', default: '4' },
@@ -91,11 +93,17 @@ function benchConfig(dir: string, method: Record<string, unknown>, dataRoot: str
 
 const dataRoot = quick ? await quickData() : voc;
 const VARIANTS = [
-  { key: 'full', sub: '', weights: {} },
-  { key: 'rcm_only', sub: 'rcm-only', weights: { lambdaMam: 0 } },
-  { key: 'mam_only', sub: 'mam-only', weights: { lambdaRcm: 0 } },
+  { key: 'full', name: 'full', weights: {} },
+  { key: 'rcm_only', name: 'rcm-only', weights: { lambdaMam: 0 } },
+  { key: 'mam_only', name: 'mam-only', weights: { lambdaRcm: 0 } },
 ] as const;
-const variants = args['skip-ablation'] ? VARIANTS.slice(0, 1) : VARIANTS;
+const wanted = args.variants!.split(',').map((v) => v.trim()).filter(Boolean);
+const unknown = wanted.filter((w) => !VARIANTS.some((v) => v.name === w));
+if (unknown.length || !wanted.length) {
+  throw new Error(`--variants: ${unknown.length ? `unknown ${unknown.join(', ')}; ` : ''}give a comma-separated subset of ${VARIANTS.map((v) => v.name).join(', ')}`);
+}
+const variants = VARIANTS.filter((v) => wanted.includes(v.name) && !(args['skip-ablation'] && v.key !== 'full'));
+if (!variants.length) throw new Error('--skip-ablation leaves none of --variants to run (it keeps only full)');
 const log = (l: string) => console.log(l);
 const seedOptions = { retrain: args.retrain!, skipTrain: args['skip-train']!, skipCams: args['skip-cams']!, log };
 console.log(`bench:pixelss${quick ? ' --quick' : ''}: seeds ${seeds.join(', ')} in ${runDir}, SupportNet from ${seamDir}, ` +
@@ -115,7 +123,7 @@ for (const seed of seeds) {
   }
   for (const v of variants) {
     const method = { name: 'pixel-ss', support: 'frozen', supportMethod: 'seam', supportFrom: support, pcmTaps: TAPS, ...v.weights };
-    const where = v.key === 'full' ? fullDirs.get(seed)! : { dir: join(runDir, v.sub, `seed-${seed}`), own: true };
+    const where = v.key === 'full' ? fullDirs.get(seed)! : { dir: join(runDir, v.name, `seed-${seed}`), own: true };
     const r = await runSeed(benchConfig(runDir, method, dataRoot), seed, where, seedOptions);
     runs[v.key]!.push(r);
     console.log(`seed ${seed}, ${v.key}: ${pct(r.report.result.miou)} % at t ${r.report.threshold} (chosen on val); ` +
@@ -164,8 +172,8 @@ for (const k of Object.keys(runs)) {
   for (const r of runs[k]!) console.log(`${k.padEnd(9)} seed ${r.seed}: ${pct(r.report.result.miou)} % at t ${r.report.threshold}`);
 }
 for (const s of seamPerSeed) console.log(`SEAM      seed ${s.seed}: ${s.value} %`);
-console.log(`mean: ${headline.seed_miou_valt} % (sd ${headline.seed_miou_valt_sd}); gain over SEAM ${gain.gain ?? '-'} ` +
-  `(sd ${gain.sd ?? '-'}, seeds ${gain.seeds.join(', ')}); RCM only ${ablation.rcm_only_miou_valt ?? '-'} %, MAM only ${ablation.mam_only_miou_valt ?? '-'} %`);
+console.log(`${runs.full!.length ? `mean: ${headline.seed_miou_valt} % (sd ${headline.seed_miou_valt_sd}); ` +
+  `gain over SEAM ${gain.gain ?? '-'} (sd ${gain.sd ?? '-'}, seeds ${gain.seeds.join(', ')})` : 'full method not run (--variants)'}; RCM only ${ablation.rcm_only_miou_valt ?? '-'} %, MAM only ${ablation.mam_only_miou_valt ?? '-'} %`);
 
 const summary = {
   method: 'pixel-ss',
@@ -178,11 +186,11 @@ const summary = {
   rcm_only_miou_valt: null,
   mam_only_miou_valt: null,
   ...ablation,
-  per_seed: full.map((p) => ({
-    ...p,
-    rcm_only_miou_valt: pct(runs.rcm_only!.find((r) => r.seed === p.seed)?.report.result.miou),
-    mam_only_miou_valt: pct(runs.mam_only!.find((r) => r.seed === p.seed)?.report.result.miou),
-    seam_miou_valt: seamPerSeed.find((s) => s.seed === p.seed)?.value ?? null,
+  per_seed: seeds.map((seed) => ({
+    ...(full.find((p) => p.seed === seed) ?? { seed, seed_miou_valt: null }),
+    rcm_only_miou_valt: pct(runs.rcm_only!.find((r) => r.seed === seed)?.report.result.miou),
+    mam_only_miou_valt: pct(runs.mam_only!.find((r) => r.seed === seed)?.report.result.miou),
+    seam_miou_valt: seamPerSeed.find((s) => s.seed === seed)?.value ?? null,
   })),
   step_ratio: timing.step_ratio,
   step_ms: timing.step_ms,
