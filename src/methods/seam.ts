@@ -319,11 +319,6 @@ export class SeamMethod implements Method {
       return camRv.narrow(1, 1, this.numClasses).contiguous();
     });
   }
-
-  /** The raw CAM head (without PCM), for comparison. */
-  rawCams(images: Tensor): Tensor {
-    return tidy(() => this.model.forwardGrid(images).cam.narrow(1, 1, this.numClasses).contiguous());
-  }
 }
 
 /** The PCM taps setting, shared by the methods built on SEAM. */
