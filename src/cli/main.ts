@@ -232,14 +232,16 @@ export function describeMethods(): string {
     const defaults = d.settings.parse({}) as Record<string, unknown>;
     const shape = d.settings.shape as Record<string, { description?: string }>;
     const keys = Object.keys(shape);
+    const inference = new Set<string>(d.inferenceSettings ?? []);
     if (!keys.length) lines.push('  no settings');
     for (const k of keys) {
       const value = k in defaults ? JSON.stringify(defaults[k]) : '(unset)';
-      lines.push(`  ${k} = ${value}${shape[k]?.description ? `  ${shape[k].description}` : ''}`);
+      lines.push(`  ${k} = ${value}${inference.has(k) ? '  [inference]' : ''}${shape[k]?.description ? `  ${shape[k].description}` : ''}`);
     }
   }
   lines.push('', 'Choose one in a config as "method": { "name": "<name>", <setting>: <value>, ... }, or with --method <name>',
-    'and --set method.<setting>=<value>.');
+    'and --set method.<setting>=<value>. A setting marked [inference] is read by the CAM stage only: changing it',
+    'remakes the CAMs and keeps the trained model.');
   return lines.join('\n');
 }
 

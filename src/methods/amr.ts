@@ -393,6 +393,7 @@ export const amr = defineMethod({
   title: 'AMR',
   paper: 'Qin et al., Activation Modulation and Recalibration Scheme for Weakly Supervised Semantic Segmentation, AAAI 2022',
   settings: AmrSettings,
+  inferenceSettings: ['spotlightWeight', 'compensationWeight', 'branchMap'],
   build: (s, context) => {
     const spotlight = context.backbone();
     let compensation: Backbone | null = null;

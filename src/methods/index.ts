@@ -35,6 +35,8 @@ export function registerMethod<S extends z.ZodObject>(definition: MethodDefiniti
   if (!empty.success) {
     throw new TypeError(`method '${name}': every setting needs a default (${empty.error.issues.map((i) => i.path.join('.')).join(', ')} has none)`);
   }
+  const unknown = (d.inferenceSettings ?? []).filter((k) => !(k in d.settings!.shape));
+  if (unknown.length) throw new TypeError(`method '${name}': inferenceSettings names no setting: ${unknown.join(', ')}`);
   if (typeof d.build !== 'function') throw new TypeError(`method '${name}' has no build function`);
   if (typeof d.paper !== 'string' || !d.paper || typeof d.title !== 'string' || !d.title) {
     throw new TypeError(`method '${name}' needs a title and the paper it follows`);
@@ -85,3 +87,8 @@ export function methodConfigSchema(): z.ZodType<{ name: string } & Record<string
 
 /** The union as last built, and for how many methods (the registry only grows). */
 let union: { size: number; schema: z.ZodType<{ name: string } & Record<string, unknown>> } | null = null;
+
+/** The settings of a method that only its inference reads (none for an unknown name: the config reports that). */
+export function inferenceSettingKeys(name: string): readonly string[] {
+  return REGISTRY.get(name)?.inferenceSettings ?? [];
+}

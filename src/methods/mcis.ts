@@ -364,6 +364,7 @@ export const mcis = defineMethod({
   title: 'MCIS',
   paper: 'Sun, Wang, Dai, Van Gool, Mining Cross-Image Semantics for Weakly Supervised Semantic Segmentation, ECCV 2020',
   settings: McisSettings,
+  inferenceSettings: ['partners', 'inferSize', 'localization'],
   build: (s, context) => {
     const paper = s.variant === 'paper' ? MCIS_PAPER : {};
     const backbone = context.backbone();

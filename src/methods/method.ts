@@ -109,6 +109,11 @@ export interface MethodDefinition<S extends z.ZodObject = z.ZodObject> {
   readonly paper: string;
   /** Its settings: a zod object whose every field has a default; they sit next to `name` in the config's `method`. */
   readonly settings: S;
+  /**
+   * The settings only the trained model's inference reads (the CAM stage): a change to one remakes the CAMs and
+   * keeps the trained classifier, whose fingerprint leaves them out.
+   */
+  readonly inferenceSettings?: readonly (keyof z.output<S> & string)[];
   build(settings: z.output<S>, context: MethodContext): Method;
 }
 

@@ -45,7 +45,11 @@ export interface SeamOptions {
   dropout?: number;
   /** Learning-rate multiplier of the new layers (fc8 and the PCM; code: 10). */
   headLrMult?: number;
+  /** The map the CAM stage reads: the PCM output (code: infer_SEAM.py's cam_rv) or fc8's raw CAM. */
+  camSource?: SeamCamSource;
 }
+
+export type SeamCamSource = 'pcm' | 'cam';
 
 /** The official code's settings (train_SEAM.py, resnet38_SEAM.py): every default below and in the config comes from here. */
 export const SEAM_DEFAULTS = {
@@ -59,6 +63,7 @@ export const SEAM_DEFAULTS = {
   pcmProjChannels: [64, 128] as [number, number],
   pcmEmbedChannels: 192,
   headLrMult: 10,
+  camSource: 'pcm' as SeamCamSource,
 };
 
 /** The paper's variant: no OHEM (plain mean of the ECR error) and no min-pooling term. */
@@ -243,6 +248,7 @@ export class SeamMethod implements Method {
       erLoss: o.erLoss ?? SEAM_DEFAULTS.erLoss,
       dropout: o.dropout ?? SEAM_DEFAULTS.dropout,
       headLrMult: o.headLrMult ?? SEAM_DEFAULTS.headLrMult,
+      camSource: o.camSource ?? SEAM_DEFAULTS.camSource,
     };
     this.model = new SeamNet(backbone, o);
   }
@@ -312,11 +318,11 @@ export class SeamMethod implements Method {
     return { loss, parts: min ? { cls, min, er, ecr } : { cls, er, ecr } };
   }
 
-  /** Foreground CAMs from the PCM output (the code infers from cam_rv), at the feature grid. */
+  /** Foreground CAMs at the feature grid: the PCM output (the code infers from cam_rv), or fc8's with `camSource: 'cam'`. */
   cams(images: Tensor): Tensor {
     return tidy(() => {
-      const { camRv } = this.model.forwardGrid(images);
-      return camRv.narrow(1, 1, this.numClasses).contiguous();
+      const { cam, camRv } = this.model.forwardGrid(images);
+      return (this.options.camSource === 'cam' ? cam : camRv).narrow(1, 1, this.numClasses).contiguous();
     });
   }
 }
@@ -334,6 +340,10 @@ const SeamSettings = z.object({
   scaleFactor: z.number().positive().max(1).default(SEAM_DEFAULTS.scaleFactor).describe('rescale factor of A'),
   erLoss: z.enum(['l1', 'l2']).default(SEAM_DEFAULTS.erLoss).describe('the equivariance regularisation distance'),
   dropout: z.number().min(0).max(1).default(SEAM_DEFAULTS.dropout).describe('Dropout2d before the CAM head (the code: 0.5 on ResNet-38)'),
+  ohemRatio: z.number().gt(0).max(1).optional()
+    .describe(`share of the largest ECR errors averaged (OHEM; default ${SEAM_DEFAULTS.ohemRatio} under 'code', 1 under 'paper'; set, it overrides the variant)`),
+  camSource: z.enum(['pcm', 'cam']).default(SEAM_DEFAULTS.camSource)
+    .describe("the map the CAM stage reads: 'pcm' the PCM output (the code's infer_SEAM.py) or 'cam' fc8's raw CAM"),
   pcmTaps: pcmTapsSetting,
 }).strict();
 
@@ -342,6 +352,7 @@ export const seam = defineMethod({
   title: 'SEAM',
   paper: 'Wang et al., Self-supervised Equivariant Attention Mechanism for Weakly Supervised Semantic Segmentation, CVPR 2020',
   settings: SeamSettings,
+  inferenceSettings: ['camSource'],
   build: (s, context) => {
     const backbone = context.backbone();
     try {
@@ -353,7 +364,9 @@ export const seam = defineMethod({
         erLoss: s.erLoss,
         dropout: s.dropout,
         headLrMult: context.headLrMult,
+        camSource: s.camSource,
         ...(s.variant === 'paper' ? SEAM_PAPER : {}),
+        ...(s.ohemRatio !== undefined ? { ohemRatio: s.ohemRatio } : {}),
       });
     } catch (e) {
       backbone.dispose();

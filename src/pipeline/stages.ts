@@ -3,12 +3,13 @@
 // read it. A stage's name is kebab-case and is its one spelling everywhere: its command (`weakseg random-walk`),
 // its entry in --stages, --force and run.stages, and its key in metrics.json and stages.json.
 //
-// This module loads no engine code (a stage's run function imports its module when called), so the config and
+// This module loads no native code (a stage's run function imports its module when called), so the config and
 // `weakseg --help` can read the registry at once.
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { WeaksegConfig } from './config.js';
+import { inferenceSettingKeys } from '../methods/index.js';
 import type { StageHooks } from './common.js';
 import { runPaths } from './paths.js';
 
@@ -67,7 +68,13 @@ function folderStamp(dir: string | null): string | null {
   return hash.digest('hex').slice(0, 16);
 }
 
-function omit<T extends object>(o: T, keys: (keyof T)[]): Partial<T> {
+/** The method's settings that only the CAM stage reads (`{ method: {...} }`), or nothing. */
+function inferenceSettingsOf(c: WeaksegConfig): { method?: Record<string, unknown> } {
+  const keys = inferenceSettingKeys(c.method.name);
+  return keys.length ? { method: Object.fromEntries(keys.map((k) => [k, c.method[k]])) } : {};
+}
+
+function omit<T extends object>(o: T, keys: readonly (keyof T)[]): Partial<T> {
   const out: Partial<T> = { ...o };
   for (const k of keys) delete out[k];
   return out;
@@ -93,7 +100,7 @@ const STAGES: Stage[] = [
     // data.extra only when there is any, so that runs from before it keep their fingerprints.
     settings: (c) => ({
       data: { ...omit(c.data, ['onBadFile', 'maxSkippedFraction', 'extra']), ...(c.data.extra.length ? { extra: c.data.extra } : {}) },
-      model: c.model, method: c.method, train: c.train,
+      model: c.model, method: omit(c.method, inferenceSettingKeys(c.method.name)), train: c.train,
     }),
     outputs: (c) => [runPaths(c).checkpoints, runPaths(c).model, runPaths(c).trainLog, runPaths(c).trainJsonLog],
     trainLog: (c) => runPaths(c).trainJsonLog,
@@ -105,7 +112,8 @@ const STAGES: Stage[] = [
     description: 'make multi-scale + flip CAMs of every image of the chosen splits (one safetensors file per image)',
     inputs: () => ['train'],
     reads: (c) => camSplits(c),
-    settings: (c) => ({ ...omit(c.cams, ['splits']), splits: camSplits(c) }),
+    // The method's inference settings only where it has any, so that runs from before them keep their fingerprints.
+    settings: (c) => ({ ...omit(c.cams, ['splits']), splits: camSplits(c), ...inferenceSettingsOf(c) }),
     outputs: (c) => [join(runPaths(c).root, 'cams')],
     run: async (c, h) => (await import('./cams.js')).makeCams({ ...c, cams: { ...c.cams, splits: camSplits(c) } }, h),
     distributed: true,

@@ -11,7 +11,7 @@ import { describeMethods } from '../../src/cli/main.js';
 const base = { runDir: 'runs/x', data: { root: 'data' } };
 const build = () => { throw new Error('not built in this test'); };
 
-test('the registry rejects a method without a settings schema, with a setting lacking a default, or a taken name', () => {
+test('the registry rejects a method without a settings schema, with a setting lacking a default, a taken name, or an unknown inference setting', () => {
   const bad = (d: Partial<MethodDefinition>) => () => registerMethod(d as MethodDefinition);
   assert.throws(bad({ name: 'noschema', title: 'X', paper: 'p', build }), /method 'noschema' has no settings schema/);
   assert.throws(bad({ name: 'plainobject', title: 'X', paper: 'p', build, settings: { a: 1 } as unknown as z.ZodObject }),
@@ -22,6 +22,8 @@ test('the registry rejects a method without a settings schema, with a setting la
   assert.throws(bad({ name: 'seam', title: 'X', paper: 'p', build, settings: z.object({}) }), /already registered/);
   assert.throws(bad({ name: 'Bad Name', title: 'X', paper: 'p', build, settings: z.object({}) }), /lower case/);
   assert.throws(bad({ name: 'nopaper', title: 'X', paper: '', build, settings: z.object({}) }), /paper/);
+  assert.throws(bad({ name: 'badinference', title: 'X', paper: 'p', build, settings: z.object({ k: z.number().default(1) }), inferenceSettings: ['k', 'q'] }),
+    /inferenceSettings names no setting: q/);
   assert.deepEqual(methodNames().slice(0, 2), ['cam', 'seam'], 'nothing was registered by the failures');
 });
 
@@ -36,13 +38,15 @@ test('a registered method appears in the config union with its defaults, and onl
   assert.throws(() => resolveConfig({ ...base, method: { name: 'test-pairs', variant: 'paper' } }),
     (e: unknown) => e instanceof ConfigError && /method\.variant: unknown setting; known here: name, partners, shareClass/.test(e.message));
   assert.match(describeMethods(), /test-pairs \(TP\): a test\n {2}partners = 3\n {2}shareClass = 1/);
+  assert.match(describeMethods(), /\n {2}camSource = "pcm" {2}\[inference\] {2}the map the CAM stage reads/);
+  assert.match(describeMethods(), /\n {2}variant = "code" {2}'code'/, 'a training setting is not marked');
 });
 
 test('config.method: defaults per method, SEAM defaults from methods/seam.ts, unknown names and settings named', () => {
   assert.deepEqual(resolveConfig(base).method, { name: 'cam' });
   const seam = resolveConfig({ ...base, method: { name: 'seam', variant: 'paper' } }).method;
   assert.deepEqual(seam, { name: 'seam', ...methodDefaults('seam'), variant: 'paper' });
-  assert.deepEqual(methodDefaults('seam'), { variant: 'code', transform: 'rescale', scaleFactor: 0.3, erLoss: 'l1', dropout: 0 });
+  assert.deepEqual(methodDefaults('seam'), { variant: 'code', transform: 'rescale', scaleFactor: 0.3, erLoss: 'l1', dropout: 0, camSource: 'pcm' });
   assert.throws(() => resolveConfig({ ...base, method: { name: 'nosuch' } }), /method\.name: must name a method: cam, seam/);
   assert.throws(() => resolveConfig({ ...base, method: { name: 'seam', varient: 'paper' } }), /did you mean 'method\.variant'/);
   assert.throws(() => methodDefinition('nope'), /unknown method 'nope' \(known: cam, seam/);

@@ -172,6 +172,18 @@ test('training a few SEAM steps runs, every part is finite, and cams() come from
   });
 });
 
+test("cams(): the PCM output by default, fc8's raw CAM with camSource 'cam'", () => {
+  const x = randn([1, 3, 24, 24]);
+  const fg = (t: Tensor) => flat(t.narrow(1, 1, 3).contiguous());
+  const pcm = tinySeam();
+  const fromPcm = flat(pcm.cams(x));
+  assert.deepEqual(fromPcm, noGrad(() => fg(pcm.model.forwardGrid(x).camRv)));
+  const raw = tinySeam({ camSource: 'cam' });  // the same seed, so the same weights
+  const fromCam = flat(raw.cams(x));
+  assert.deepEqual(fromCam, noGrad(() => fg(raw.model.forwardGrid(x).cam)));
+  assert.ok(fromCam.some((v, i) => Math.abs(v - fromPcm[i]!) > 1e-4), 'the two sources differ');
+});
+
 test('the affinity memory is planned: 448 crop at output stride 8 is 3136^2 float32 per image', () => {
   assert.equal(pcmAffinityBytes(448, 8), 3136 * 3136 * 4);  // 39.3 MB
   assert.equal(pcmAffinityBytes(224, 8), 784 * 784 * 4);    // 2.5 MB

@@ -1,7 +1,7 @@
 // SEAM trained through the pipeline's training stage (the shared trainer, the loader, the config's method section)
 // on the demo's synthetic data with TinyNet: the loss falls, every step's total is the sum of its terms (SEAM
 // weighs them all 1), and each variant setting runs and reaches the loss: the paper variant (no min-pool term,
-// plain-mean ECR, which cannot exceed the code's top-20 % mean), the L2 ER loss (below L1's on the same first
+// plain-mean ECR, which cannot exceed the code's top-20 % mean; ohemRatio 1 gives the same ECR), the L2 ER loss (below L1's on the same first
 // batch, as every difference lies in [-1, 1]), and the rotate and translate transforms.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -62,6 +62,11 @@ test('SEAM through the training stage: the loss falls; variants paper, l2, rotat
   assert.ok(Math.abs(paper[0]!.parts.cls! - code[0]!.parts.cls!) < 1e-6, 'same first forward pass');
   assert.ok(paper[0]!.parts.ecr! < code[0]!.parts.ecr!,
     `plain-mean ECR ${paper[0]!.parts.ecr} below the top-20 % mean ${code[0]!.parts.ecr}`);
+
+  // ohemRatio set explicitly overrides the variant's: 1 under 'code' gives the paper's ECR with the min-pool term.
+  const plainEcr = await trainSeam(dir, 'ohem-1', { ohemRatio: 1 }, 1);
+  checkSums(plainEcr, ['cls', 'min', 'er', 'ecr'], 'ohemRatio 1');
+  assert.ok(Math.abs(plainEcr[0]!.parts.ecr! - paper[0]!.parts.ecr!) < 1e-6, `ohemRatio 1: ${plainEcr[0]!.parts.ecr} is the paper's ECR ${paper[0]!.parts.ecr}`);
 
   const l2 = await trainSeam(dir, 'l2', { erLoss: 'l2' }, 3);
   checkSums(l2, ['cls', 'min', 'er', 'ecr'], 'erLoss l2');

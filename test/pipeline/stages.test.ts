@@ -8,7 +8,8 @@ import { test } from 'node:test';
 
 import { buildProgram } from '../../src/cli/main.js';
 import {
-  ConfigError, type WeaksegConfig, prepareRun, readMetrics, readSplit, recordMetrics, registerStage, resolveConfig, runPaths, runPipeline, stageNames,
+  ConfigError, type WeaksegConfig, prepareRun, readMetrics, readSplit, recordMetrics, registerStage, resolveConfig, runPaths, runPipeline, stageNamed,
+  stageNames,
 } from '../../src/pipeline/index.js';
 import { makeSyntheticDataset } from '../../src/data/index.js';
 import { tempDir } from '../data/helpers.js';
@@ -43,6 +44,23 @@ test('a registered stage is in the registry order, the config defaults and choic
     outputs: () => [], run: async () => {} };
   assert.throws(() => registerStage(stage), /'countAgain' is not kebab-case \(e\.g\. 'count-again'\)/);
   assert.throws(() => registerStage({ ...stage, name: FAKE }), /already registered/);
+});
+
+test("a method's inference settings fingerprint the CAM stage, not the classifier; methods without any keep the CAM stage's", () => {
+  const config = (method: Record<string, unknown>) => resolveConfig({ runDir: 'r', data: { root: 'd' }, method });
+  const fingerprinted = (c: WeaksegConfig) => ({ train: JSON.stringify(stageNamed('train').settings(c)), cams: JSON.stringify(stageNamed('cams').settings(c)) });
+  const pcm = fingerprinted(config({ name: 'seam' }));
+  const raw = fingerprinted(config({ name: 'seam', camSource: 'cam' }));
+  assert.equal(raw.train, pcm.train, 'camSource does not retrain SEAM');
+  assert.notEqual(raw.cams, pcm.cams, 'camSource remakes the CAMs');
+  assert.notEqual(fingerprinted(config({ name: 'seam', ohemRatio: 0.5 })).train, pcm.train, 'ohemRatio retrains');
+  const amr = fingerprinted(config({ name: 'amr', spotlight: 'x' }));
+  const reweighted = fingerprinted(config({ name: 'amr', spotlight: 'x', compensationWeight: 0.3, branchMap: 'gradcam' }));
+  assert.equal(reweighted.train, amr.train);
+  assert.notEqual(reweighted.cams, amr.cams);
+  const cam = config({ name: 'cam' });
+  assert.ok(!('method' in (stageNamed('cams').settings(cam) as object)), 'no inference settings: the CAM stage fingerprint as before');
+  assert.deepEqual((stageNamed('train').settings(cam) as { method: unknown }).method, cam.method);
 });
 
 test('a registered stage gets a command and is listed in --help, --stages and --pseudo-masks', () => {
