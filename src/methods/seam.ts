@@ -342,8 +342,9 @@ const SeamSettings = z.object({
   dropout: z.number().min(0).max(1).default(SEAM_DEFAULTS.dropout).describe('Dropout2d before the CAM head (the code: 0.5 on ResNet-38)'),
   ohemRatio: z.number().gt(0).max(1).optional()
     .describe(`share of the largest ECR errors averaged (OHEM; default ${SEAM_DEFAULTS.ohemRatio} under 'code', 1 under 'paper'; set, it overrides the variant)`),
-  camSource: z.enum(['pcm', 'cam']).default(SEAM_DEFAULTS.camSource)
-    .describe("the map the CAM stage reads: 'pcm' the PCM output (the code's infer_SEAM.py) or 'cam' fc8's raw CAM"),
+  // Optional rather than defaulted, so that SEAM runs from before it keep their CAM stage's fingerprint.
+  camSource: z.enum(['pcm', 'cam']).optional()
+    .describe(`the map the CAM stage reads: 'pcm' the PCM output (the code's infer_SEAM.py; default) or 'cam' fc8's raw CAM`),
   pcmTaps: pcmTapsSetting,
 }).strict();
 
@@ -364,7 +365,7 @@ export const seam = defineMethod({
         erLoss: s.erLoss,
         dropout: s.dropout,
         headLrMult: context.headLrMult,
-        camSource: s.camSource,
+        ...(s.camSource ? { camSource: s.camSource } : {}),
         ...(s.variant === 'paper' ? SEAM_PAPER : {}),
         ...(s.ohemRatio !== undefined ? { ohemRatio: s.ohemRatio } : {}),
       });

@@ -68,10 +68,10 @@ function folderStamp(dir: string | null): string | null {
   return hash.digest('hex').slice(0, 16);
 }
 
-/** The method's settings that only the CAM stage reads (`{ method: {...} }`), or nothing. */
+/** The method's settings that only the CAM stage reads and that are set (`{ method: {...} }`), or nothing. */
 function inferenceSettingsOf(c: WeaksegConfig): { method?: Record<string, unknown> } {
-  const keys = inferenceSettingKeys(c.method.name);
-  return keys.length ? { method: Object.fromEntries(keys.map((k) => [k, c.method[k]])) } : {};
+  const set = inferenceSettingKeys(c.method.name).filter((k) => c.method[k] !== undefined);
+  return set.length ? { method: Object.fromEntries(set.map((k) => [k, c.method[k]])) } : {};
 }
 
 function omit<T extends object>(o: T, keys: readonly (keyof T)[]): Partial<T> {
@@ -112,7 +112,7 @@ const STAGES: Stage[] = [
     description: 'make multi-scale + flip CAMs of every image of the chosen splits (one safetensors file per image)',
     inputs: () => ['train'],
     reads: (c) => camSplits(c),
-    // The method's inference settings only where it has any, so that runs from before them keep their fingerprints.
+    // The method's inference settings only where any is set, so that runs from before them keep their fingerprints.
     settings: (c) => ({ ...omit(c.cams, ['splits']), splits: camSplits(c), ...inferenceSettingsOf(c) }),
     outputs: (c) => [join(runPaths(c).root, 'cams')],
     run: async (c, h) => (await import('./cams.js')).makeCams({ ...c, cams: { ...c.cams, splits: camSplits(c) } }, h),

@@ -38,7 +38,7 @@ test('a registered method appears in the config union with its defaults, and onl
   assert.throws(() => resolveConfig({ ...base, method: { name: 'test-pairs', variant: 'paper' } }),
     (e: unknown) => e instanceof ConfigError && /method\.variant: unknown setting; known here: name, partners, shareClass/.test(e.message));
   assert.match(describeMethods(), /test-pairs \(TP\): a test\n {2}partners = 3\n {2}shareClass = 1/);
-  assert.match(describeMethods(), /\n {2}camSource = "pcm" {2}\[inference\] {2}the map the CAM stage reads/);
+  assert.match(describeMethods(), /\n {2}camSource = \(unset\) {2}\[inference\] {2}the map the CAM stage reads/);
   assert.match(describeMethods(), /\n {2}variant = "code" {2}'code'/, 'a training setting is not marked');
 });
 
@@ -46,7 +46,7 @@ test('config.method: defaults per method, SEAM defaults from methods/seam.ts, un
   assert.deepEqual(resolveConfig(base).method, { name: 'cam' });
   const seam = resolveConfig({ ...base, method: { name: 'seam', variant: 'paper' } }).method;
   assert.deepEqual(seam, { name: 'seam', ...methodDefaults('seam'), variant: 'paper' });
-  assert.deepEqual(methodDefaults('seam'), { variant: 'code', transform: 'rescale', scaleFactor: 0.3, erLoss: 'l1', dropout: 0, camSource: 'pcm' });
+  assert.deepEqual(methodDefaults('seam'), { variant: 'code', transform: 'rescale', scaleFactor: 0.3, erLoss: 'l1', dropout: 0 });
   assert.throws(() => resolveConfig({ ...base, method: { name: 'nosuch' } }), /method\.name: must name a method: cam, seam/);
   assert.throws(() => resolveConfig({ ...base, method: { name: 'seam', varient: 'paper' } }), /did you mean 'method\.variant'/);
   assert.throws(() => methodDefinition('nope'), /unknown method 'nope' \(known: cam, seam/);

@@ -46,7 +46,7 @@ test('a registered stage is in the registry order, the config defaults and choic
   assert.throws(() => registerStage({ ...stage, name: FAKE }), /already registered/);
 });
 
-test("a method's inference settings fingerprint the CAM stage, not the classifier; methods without any keep the CAM stage's", () => {
+test("a method's inference settings fingerprint the CAM stage, not the classifier; where none is set the CAM stage's is as before", () => {
   const config = (method: Record<string, unknown>) => resolveConfig({ runDir: 'r', data: { root: 'd' }, method });
   const fingerprinted = (c: WeaksegConfig) => ({ train: JSON.stringify(stageNamed('train').settings(c)), cams: JSON.stringify(stageNamed('cams').settings(c)) });
   const pcm = fingerprinted(config({ name: 'seam' }));
@@ -60,6 +60,7 @@ test("a method's inference settings fingerprint the CAM stage, not the classifie
   assert.notEqual(reweighted.cams, amr.cams);
   const cam = config({ name: 'cam' });
   assert.ok(!('method' in (stageNamed('cams').settings(cam) as object)), 'no inference settings: the CAM stage fingerprint as before');
+  assert.ok(!('method' in (stageNamed('cams').settings(config({ name: 'seam' })) as object)), 'camSource unset: as before it existed');
   assert.deepEqual((stageNamed('train').settings(cam) as { method: unknown }).method, cam.method);
 });
 
