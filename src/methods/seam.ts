@@ -365,9 +365,9 @@ export const seam = defineMethod({
         erLoss: s.erLoss,
         dropout: s.dropout,
         headLrMult: context.headLrMult,
-        ...(s.camSource ? { camSource: s.camSource } : {}),
+        camSource: s.camSource,
         ...(s.variant === 'paper' ? SEAM_PAPER : {}),
-        ...(s.ohemRatio !== undefined ? { ohemRatio: s.ohemRatio } : {}),
+        ...(s.ohemRatio !== undefined ? { ohemRatio: s.ohemRatio } : {}),  // after the variant's, and only when set
       });
     } catch (e) {
       backbone.dispose();
