@@ -1,4 +1,5 @@
 // npm run bench:chain [-- --model-run runs/bench-seam/seed-0] [--run-dir runs/bench-chain] [--quick] [--seg-variants all|a,b]
+//   [--variants-on weak|matched] [--segmenters weak,matched,ceiling] [--no-irn]
 //
 // The pipeline after the classifier, on voc-mini with a trained model (bench:seam's by default): seeds -> CRF ->
 // random walk (PSA) -> IRN -> DeepLab, plus the supervised ceiling (the same DeepLab on the ground-truth masks of
@@ -10,6 +11,10 @@
 // --seg-variants: the segmenter candidates of issue 20, one at a time against the weak segmenter's settings, each
 // trained (or, for the inference-only ones, evaluated) on the same pseudo-masks: a table of their val mIoU and the
 // difference to the default, and `seg_variants` in the JSON line. 'all' or a comma-separated list of SEG_VARIANTS.
+// --variants-on matched: each candidate changes the matched segmenter (the 437 images with ground truth, 648 steps,
+// about 27 minutes of 2 cores) instead of the weak one (1,000 images, 1,500 steps, about 65): a cheaper comparison.
+// --segmenters: which of the three reference segmenters to train (default all; the candidates' base always runs).
+// --no-irn: the refiners without IRN (DeepLab then trains on the random walk's masks).
 // --quick: a handful of images (a VOC root of links with shortened split lists), one epoch of each network, single
 // scale; for development only (its figures mean nothing). The full run takes about an hour of 2 cores.
 // Needs ../shared (data and weights). Ends with one JSON line.
@@ -28,6 +33,9 @@ const { values: args } = parseArgs({
     'run-dir': { type: 'string' },
     quick: { type: 'boolean', default: false },
     'seg-variants': { type: 'string' },
+    'variants-on': { type: 'string', default: 'weak' },
+    segmenters: { type: 'string', default: 'weak,matched,ceiling' },
+    'no-irn': { type: 'boolean', default: false },
   },
 });
 const quick = args.quick!;
@@ -86,6 +94,40 @@ if (!existsSync(join(modelRun, 'config.json'))) {
   console.error(`bench:chain: ${modelRun} is not a run directory (no config.json): run npm run bench:seam first, or pass --model-run DIR`);
   process.exit(1);
 }
+// The segmenter candidates, each one change to a reference segmenter's settings (b). PSA's band is put around the
+// seed threshold t chosen on val as PSA's affinity exponents 24 and 4 sit around its random walk's 6 (t 0.092 and
+// 0.276 around 0.222): [0.4 t, 1.25 t].
+type SegVariant = { what: string; seg: Record<string, unknown>; evalOnly?: boolean };
+const segVariants = (b: WeaksegConfig['seg'], t: number): Record<string, SegVariant> => ({
+  'schedule-2x': { what: 'twice the epochs', seg: { epochs: 2 * b.epochs } },
+  'lr-10x': { what: `seg.lr ${round(10 * b.lr, 6)} (10x; head ${b.headLrMult}x that)`, seg: { lr: 10 * b.lr } },
+  'head-bn-frozen': { what: "seg.batchNorm 'frozen'", seg: { batchNorm: 'frozen' } },
+  'classifier-init': { what: "seg.backboneInit 'classifier'", seg: { backboneInit: 'classifier' } },
+  'ignore-band': { what: `seg.ignoreBand [${round(0.4 * t, 3)}, ${round(Math.min(1, 1.25 * t), 3)}]`, seg: { ignoreBand: [round(0.4 * t, 3), round(Math.min(1, 1.25 * t), 3)] } },
+  'repeat-factor': { what: "seg.sampling 'repeatFactor', t 0.1", seg: { sampling: 'repeatFactor', repeatThreshold: 0.1 } },
+  aspp: { what: "seg.head 'aspp'", seg: { head: 'aspp' } },
+  'crop-321': { what: "seg.cropSize 321 (the codebase's; voc-mini's images are about 256)", seg: { cropSize: 321 } },
+  'single-scale': { what: 'inference at scale 1, no flip', seg: { scales: [1], testFlip: false }, evalOnly: true },
+  crf: { what: "seg.crf 'psa' on the predictions", seg: { crf: 'psa' }, evalOnly: true },
+});
+// The reference segmenters: the weak one, the same on exactly the images with ground truth, the supervised ceiling.
+const SEGMENTERS = {
+  weak: { dir: 'seg', seg: {} },
+  matched: { dir: 'seg-matched', seg: { trainImages: 'withGroundTruth' } },
+  ceiling: { dir: 'ceiling', seg: { pseudoMasks: 'groundTruth' } },
+} as const;
+type Segmenter = keyof typeof SEGMENTERS;
+const isSegmenter = (s: string): s is Segmenter => s in SEGMENTERS;
+const variantsOn = args['variants-on']!;
+if (variantsOn !== 'weak' && variantsOn !== 'matched') throw new Error(`bench:chain: --variants-on must be weak or matched, not '${variantsOn}'`);
+const segmenters = args.segmenters!.split(',').filter(Boolean);
+const unknownSeg = segmenters.filter((s) => !isSegmenter(s));
+if (unknownSeg.length) throw new Error(`bench:chain: unknown --segmenters ${unknownSeg.join(', ')} (known: ${Object.keys(SEGMENTERS).join(', ')})`);
+const variantNames = Object.keys(segVariants({ epochs: 1, lr: 1, headLrMult: 1 } as WeaksegConfig['seg'], 0.25));
+const wanted = args['seg-variants'] === undefined ? [] : args['seg-variants'] === 'all' ? variantNames : args['seg-variants'].split(',');
+const unknown = wanted.filter((v) => !variantNames.includes(v));
+if (unknown.length) throw new Error(`bench:chain: unknown --seg-variants ${unknown.join(', ')} (known: ${variantNames.join(', ')}, or all)`);
+
 const saved = readConfigFile(join(modelRun, 'config.json'));
 let base = mergeConfig(readConfigFile(join(repo, 'configs', 'seam-mobilenetv2-vocmini-pipeline.json')), {
   data: { root: quick ? quickRoot() : voc, trainSplit: 'train_aug' },
@@ -94,7 +136,7 @@ let base = mergeConfig(readConfigFile(join(repo, 'configs', 'seam-mobilenetv2-vo
   runtime: { logEvery: 20 },
 });
 if (quick) base = mergeConfig(base, QUICK);
-const REFINERS = ['cams', 'eval', 'crf', 'affinity', 'random-walk', 'irn', 'irn-walk'];
+const REFINERS = ['cams', 'eval', 'crf', 'affinity', 'random-walk', ...(args['no-irn'] ? [] : ['irn', 'irn-walk'])];
 const configOf = (dir: string, over: Record<string, unknown>): WeaksegConfig => resolveConfig(mergeConfig(base, { runDir: join(runDir, dir), ...over }), `bench:chain ${dir}`);
 const log = (l: string) => console.log(l);
 const hooks = { log, progress: false, resume: true };
@@ -114,9 +156,9 @@ const seg = (dir: string, over: Record<string, unknown>) => {
   for (const d of ['pseudo', 'irn', 'cams']) if (!existsSync(join(c.runDir, d)) && existsSync(join(chain.runDir, d))) symlinkSync(join(chain.runDir, d), join(c.runDir, d));
   return c;
 };
-// 2. The weak segmenter, 3. the same on exactly the images with ground truth, 4. the supervised ceiling.
-const runs = { weak: seg('seg', {}), matched: seg('seg-matched', { trainImages: 'withGroundTruth' }), ceiling: seg('ceiling', { pseudoMasks: 'groundTruth' }) };
-for (const c of Object.values(runs)) await runPipeline(c, hooks);
+// 2-4. The reference segmenters asked for; the candidates' base whenever there are candidates.
+const runs = Object.fromEntries(Object.entries(SEGMENTERS).map(([name, r]) => [name, seg(r.dir, r.seg)])) as Record<Segmenter, WeaksegConfig>;
+for (const [name, c] of Object.entries(runs)) if (segmenters.includes(name) || (wanted.length && name === variantsOn)) await runPipeline(c, hooks);
 const segResult = (c: WeaksegConfig) => (readMetrics(c) as Json)['seg-eval']?.result;
 const segMiou = (c: WeaksegConfig) => segResult(c)?.miou ?? null;
 // The seeds are told each image's tags and the segmenters are not: on classes seen in a handful of images only the
@@ -125,43 +167,27 @@ const segFrequent = (c: WeaksegConfig) => { const r = segResult(c); return r ? f
 const pct = (v: number | null | undefined) => (v === null || v === undefined ? null : round(100 * v, 2));
 const ceiling = segMiou(runs.ceiling);
 
-// 5. The segmenter candidates, each one change to the weak segmenter's settings. PSA's band is put around the seed
-// threshold t chosen on val as PSA's affinity exponents 24 and 4 sit around its random walk's 6 (t 0.092 and 0.276
-// around 0.222): [0.4 t, 1.25 t].
-const t = metrics.eval?.threshold ?? 0.25;
-const SEG_VARIANTS: Record<string, { what: string; seg: Record<string, unknown>; evalOnly?: boolean }> = {
-  'schedule-2x': { what: 'twice the epochs', seg: { epochs: 2 * runs.weak.seg.epochs } },
-  'lr-10x': { what: `seg.lr ${round(10 * runs.weak.seg.lr, 6)} (10x; head ${runs.weak.seg.headLrMult}x that)`, seg: { lr: 10 * runs.weak.seg.lr } },
-  'head-bn-frozen': { what: "seg.batchNorm 'frozen'", seg: { batchNorm: 'frozen' } },
-  'classifier-init': { what: "seg.backboneInit 'classifier'", seg: { backboneInit: 'classifier' } },
-  'ignore-band': { what: `seg.ignoreBand [${round(0.4 * t, 3)}, ${round(Math.min(1, 1.25 * t), 3)}]`, seg: { ignoreBand: [round(0.4 * t, 3), round(Math.min(1, 1.25 * t), 3)] } },
-  'repeat-factor': { what: "seg.sampling 'repeatFactor', t 0.1", seg: { sampling: 'repeatFactor', repeatThreshold: 0.1 } },
-  aspp: { what: "seg.head 'aspp'", seg: { head: 'aspp' } },
-  'crop-321': { what: "seg.cropSize 321 (the codebase's; voc-mini's images are about 256)", seg: { cropSize: 321 } },
-  'single-scale': { what: 'inference at scale 1, no flip', seg: { scales: [1], testFlip: false }, evalOnly: true },
-  crf: { what: "seg.crf 'psa' on the predictions", seg: { crf: 'psa' }, evalOnly: true },
-};
-const wanted = args['seg-variants'] === undefined ? [] : args['seg-variants'] === 'all' ? Object.keys(SEG_VARIANTS) : args['seg-variants'].split(',');
-const unknown = wanted.filter((v) => !(v in SEG_VARIANTS));
-if (unknown.length) throw new Error(`bench:chain: unknown --seg-variants ${unknown.join(', ')} (known: ${Object.keys(SEG_VARIANTS).join(', ')}, or all)`);
 const variants: Record<string, { what: string; miou: number | null; delta: number | null }> = {};
+// 5. The candidates, each one change to the base's settings (--variants-on).
+const baseRun = runs[variantsOn];
+const SEG_VARIANTS = segVariants(baseRun.seg, metrics.eval?.threshold ?? 0.25);
 for (const name of wanted) {
   const v = SEG_VARIANTS[name]!;
-  const c = seg(`seg-${name}`, v.seg);
-  const only = v.evalOnly ? resolveConfig({ ...c, run: { ...c.run, stages: ['seg-eval'] } }, `bench:chain seg-${name}`) : c;
+  const c = seg(`${SEGMENTERS[variantsOn].dir}-${name}`, { ...SEGMENTERS[variantsOn].seg, ...v.seg });
+  const only = v.evalOnly ? resolveConfig({ ...c, run: { ...c.run, stages: ['seg-eval'] } }, `bench:chain ${c.runDir}`) : c;
   if (v.evalOnly) {
     // Inference-only candidates score the default segmenter's model (a link; its evaluation reruns each time).
     mkdirSync(join(only.runDir, 'seg'), { recursive: true });
     const model = join(only.runDir, 'seg', 'model.safetensors');
-    if (!existsSync(model)) symlinkSync(join(runs.weak.runDir, 'seg', 'model.safetensors'), model);
+    if (!existsSync(model)) symlinkSync(join(baseRun.runDir, 'seg', 'model.safetensors'), model);
   }
   await runPipeline(only, { ...hooks, ...(v.evalOnly ? { force: ['seg-eval'] } : {}) });
   const miou = segMiou(only);
-  const base = segMiou(runs.weak);
+  const base = segMiou(baseRun);
   variants[name] = { what: v.what, miou: pct(miou), delta: miou !== null && base !== null ? round(100 * (miou - base), 2) : null };
 }
 if (wanted.length) {
-  log(`bench:chain: segmenter candidates on the '${refiner}' masks (val mIoU %, difference to the default ${pct(segMiou(runs.weak))})`);
+  log(`bench:chain: segmenter candidates on the '${refiner}' masks, each a change to the ${variantsOn} segmenter (val mIoU %, difference to its ${pct(segMiou(baseRun))})`);
   log('| candidate | setting | seg mIoU (val) | delta |');
   log('| --- | --- | --- | --- |');
   for (const [name, v] of Object.entries(variants)) log(`| ${name} | ${v.what} | ${v.miou ?? '-'} | ${v.delta === null ? '-' : `${v.delta >= 0 ? '+' : ''}${v.delta}`} |`);
@@ -182,8 +208,8 @@ const summary = {
   seg_matched_miou_val_frequent7: pct(segFrequent(runs.matched)),
   seed_miou_val_frequent7: pct(metrics.eval?.fitCurve?.result ? frequentMiou(metrics.eval.fitCurve.result) : null),
   ceiling_miou_val_frequent7: pct(segFrequent(runs.ceiling)),
-  seg_of_ceiling: ceiling ? round(segMiou(runs.weak) / ceiling, 3) : null,
-  ...(wanted.length ? { seg_variants: variants } : {}),
+  seg_of_ceiling: ceiling && segMiou(runs.weak) !== null ? round(segMiou(runs.weak) / ceiling, 3) : null,
+  ...(wanted.length ? { seg_variants: variants, seg_variants_on: variantsOn } : {}),
   run_dir: runDir,
 };
 log(`bench:chain${quick ? ' (quick: figures of a handful of images, for development only)' : ''}: seeds ${summary.seed_miou} -> CRF ${summary.crf_miou} ` +
