@@ -8,9 +8,9 @@
 // score, and which refiner's masks DeepLab trains on); pseudo-masks are scored on `train`, the segmenters on `val`.
 // Settings: configs/seam-mobilenetv2-vocmini-pipeline.json with the model run's method and model. Each run
 // directory resumes like any `weakseg run`.
-// --seg-variants: the segmenter candidates of issue 20, one at a time against the weak segmenter's settings, each
+// --seg-variants: the segmenter candidates of issue 20, one at a time against a reference segmenter's settings, each
 // trained (or, for the inference-only ones, evaluated) on the same pseudo-masks: a table of their val mIoU and the
-// difference to the default, and `seg_variants` in the JSON line. 'all' or a comma-separated list of SEG_VARIANTS.
+// difference to the default, and `seg_variants` in the JSON line. 'all' or a comma-separated list of segVariants' names.
 // --variants-on matched: each candidate changes the matched segmenter (the 437 images with ground truth, 648 steps,
 // about 27 minutes of 2 cores) instead of the weak one (1,000 images, 1,500 steps, about 65): a cheaper comparison.
 // --segmenters: which of the three reference segmenters to train (default all; the candidates' base always runs).
@@ -149,16 +149,17 @@ const metrics = readMetrics(chain) as Json;
 const valOf = { 'random-walk': metrics['random-walk']?.bgAlphaFit?.best?.miou ?? null, 'irn-walk': metrics['irn-walk']?.bgThresholdFit?.best?.miou ?? null };
 const refiner = (valOf['irn-walk'] ?? -1) > (valOf['random-walk'] ?? -1) ? 'irn-walk' : 'random-walk';
 log(`bench:chain: DeepLab trains on the '${refiner}' masks (val mIoU of the refiners: random walk ${valOf['random-walk']}, IRN ${valOf['irn-walk']})`);
-const seg = (dir: string, over: Record<string, unknown>) => {
-  const c = configOf(dir, { seg: { pseudoMasks: refiner, ...over }, run: { stages: ['seg-train', 'seg-eval'] } });
-  // The segmenters read the chain's pseudo-masks: they share its run directory's refinement outputs by links.
+const seg = (dir: string, over: Record<string, unknown>) =>
+  configOf(dir, { seg: { pseudoMasks: refiner, ...over }, run: { stages: ['seg-train', 'seg-eval'] } });
+/** The segmenters read the chain's pseudo-masks: they share its run directory's refinement outputs by links. */
+const linkChain = (c: WeaksegConfig): WeaksegConfig => {
   mkdirSync(c.runDir, { recursive: true });
   for (const d of ['pseudo', 'irn', 'cams']) if (!existsSync(join(c.runDir, d)) && existsSync(join(chain.runDir, d))) symlinkSync(join(chain.runDir, d), join(c.runDir, d));
   return c;
 };
 // 2-4. The reference segmenters asked for; the candidates' base whenever there are candidates.
 const runs = Object.fromEntries(Object.entries(SEGMENTERS).map(([name, r]) => [name, seg(r.dir, r.seg)])) as Record<Segmenter, WeaksegConfig>;
-for (const [name, c] of Object.entries(runs)) if (segmenters.includes(name) || (wanted.length && name === variantsOn)) await runPipeline(c, hooks);
+for (const [name, c] of Object.entries(runs)) if (segmenters.includes(name) || (wanted.length && name === variantsOn)) await runPipeline(linkChain(c), hooks);
 const segResult = (c: WeaksegConfig) => (readMetrics(c) as Json)['seg-eval']?.result;
 const segMiou = (c: WeaksegConfig) => segResult(c)?.miou ?? null;
 // The seeds are told each image's tags and the segmenters are not: on classes seen in a handful of images only the
@@ -173,10 +174,10 @@ const baseRun = runs[variantsOn];
 const SEG_VARIANTS = segVariants(baseRun.seg, metrics.eval?.threshold ?? 0.25);
 for (const name of wanted) {
   const v = SEG_VARIANTS[name]!;
-  const c = seg(`${SEGMENTERS[variantsOn].dir}-${name}`, { ...SEGMENTERS[variantsOn].seg, ...v.seg });
+  const c = linkChain(seg(`${SEGMENTERS[variantsOn].dir}-${name}`, { ...SEGMENTERS[variantsOn].seg, ...v.seg }));
   const only = v.evalOnly ? resolveConfig({ ...c, run: { ...c.run, stages: ['seg-eval'] } }, `bench:chain ${c.runDir}`) : c;
   if (v.evalOnly) {
-    // Inference-only candidates score the default segmenter's model (a link; its evaluation reruns each time).
+    // Inference-only candidates score the base segmenter's model (a link; its evaluation reruns each time).
     mkdirSync(join(only.runDir, 'seg'), { recursive: true });
     const model = join(only.runDir, 'seg', 'model.safetensors');
     if (!existsSync(model)) symlinkSync(join(baseRun.runDir, 'seg', 'model.safetensors'), model);
