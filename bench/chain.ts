@@ -106,6 +106,8 @@ const segVariants = (b: WeaksegConfig['seg'], t: number): Record<string, SegVari
   'ignore-band': { what: `seg.ignoreBand [${round(0.4 * t, 3)}, ${round(Math.min(1, 1.25 * t), 3)}]`, seg: { ignoreBand: [round(0.4 * t, 3), round(Math.min(1, 1.25 * t), 3)] } },
   'repeat-factor': { what: "seg.sampling 'repeatFactor', t 0.1", seg: { sampling: 'repeatFactor', repeatThreshold: 0.1 } },
   aspp: { what: "seg.head 'aspp'", seg: { head: 'aspp' } },
+  // deeplab-pytorch trains ASPP at 2.5e-4 (the branches 10x): at the LargeFOV rate it diverged on voc-mini.
+  'aspp-v2-lr': { what: "seg.head 'aspp' at deeplab-pytorch's seg.lr 2.5e-4 (head 10x)", seg: { head: 'aspp', lr: 2.5e-4 } },
   'crop-321': { what: "seg.cropSize 321 (the codebase's; voc-mini's images are about 256)", seg: { cropSize: 321 } },
   'single-scale': { what: 'inference at scale 1, no flip', seg: { scales: [1], testFlip: false }, evalOnly: true },
   crf: { what: "seg.crf 'psa' on the predictions", seg: { crf: 'psa' }, evalOnly: true },
