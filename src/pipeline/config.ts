@@ -416,6 +416,7 @@ const SegSchema = fitSchema({
    * ceiling's images, so a weak segmenter and the ceiling differ in their labels alone). 'groundTruth' implies it.
    */
   trainImages: z.enum(['all', 'withGroundTruth']).default('all'),
+  // 'aspp' has no BatchNorm: deeplab-pytorch trains it at lr 2.5e-4; at the voc-mini presets' 0.001 it diverged.
   head: z.enum(['largefov', 'aspp']).default('largefov'),
   /** Backbone and weights: default the classifier's (model.backbone, model.weights). */
   backbone: z.string().min(1).optional(),
