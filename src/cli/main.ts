@@ -72,7 +72,7 @@ function refineOptions(cmd: Command): Command {
 
 function segOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--seg-head <head>', 'DeepLab head (default largefov)').choices(['largefov', 'aspp']))
+    .addOption(new Option('--seg-head <head>', 'DeepLab head (default largefov; aspp has no BatchNorm and wants seg.lr 2.5e-4, it diverged at 0.001)').choices(['largefov', 'aspp']))
     .addOption(new Option('--pseudo-masks <stage>', 'the stage whose pseudo-masks the segmenter trains on (default random-walk), ' +
       "or 'groundTruth': the supervised ceiling, trained on the ground-truth masks of the images that have them")
       .choices([...stages().filter((s) => s.pseudoMasks).map((s) => s.name), 'groundTruth']))
