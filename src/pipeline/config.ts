@@ -340,21 +340,25 @@ const RefineSchema = z.object({
      */
     taps: z.array(z.string().min(1)).optional(),
   }).strict().prefault({}),
-  /** Random walk (PSA/SEAM infer_aff.py): A^beta, T^(2^logt), background (1 - max fg)^bgAlpha. */
+  /**
+   * Random walk (PSA/SEAM infer_aff.py): A^beta, T^(2^logt), background (1 - max fg)^bgAlpha. Each of the three
+   * may be 'fit': every combination of the candidates (`betas`, `logts`, `bgAlphas`) is walked on eval.fitSplit
+   * (on eval.split itself, an oracle figure, without one) and the best kept; one walk per beta serves every
+   * exponent and every shorter step count.
+   */
   randomWalk: z.object({
-    beta: z.number().positive().default(8),
-    logt: z.number().int().min(0).max(12).default(6),
-    /**
-     * Background exponent of the walk's input: a number (PSA/SEAM: 6), or 'fit' (default), which walks every one
-     * of `bgAlphas` on eval.fitSplit (on eval.split itself, an oracle figure, without one) and keeps the best.
-     */
+    beta: z.union([z.number().positive(), z.literal('fit')]).default(8),
+    betas: z.array(z.number().positive()).min(1).default([4, 8, 16]),
+    logt: z.union([z.number().int().min(0).max(12), z.literal('fit')]).default(6),
+    logts: z.array(z.number().int().min(0).max(12)).min(1).default([1, 2, 3, 4, 5, 6]),
+    /** Background exponent of the walk's input: a number (PSA/SEAM: 6), or 'fit' (default) among `bgAlphas`. */
     bgAlpha: z.union([z.number().positive(), z.literal('fit')]).default('fit'),
     bgAlphas: z.array(z.number().positive()).min(1).default([0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24]),
     /** Labels whose refined score is below this fraction of the pixel's best are left; 255 marks pixels no label claims. */
     uncertainBelow: fraction.default(0),
     /**
      * Dense CRF on the walked scores before the argmax (PSA's "rw + dCRF"; null, the default, as infer_aff.py).
-     * Kernel widths scale with refine.crf.referenceSize. With bgAlpha 'fit' the exponent is chosen through it.
+     * Kernel widths scale with refine.crf.referenceSize. The 'fit' settings are chosen through it.
      */
     crf: z.enum(['psa', 'deeplab']).nullable().default(null),
   }).strict().prefault({}),

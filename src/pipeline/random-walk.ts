@@ -1,6 +1,7 @@
 // Stage 'random-walk': CAMs propagated by the trained AffinityNet's random walk (methods-reference.md sections 2.6,
-// 3(e)) -> pseudo/<split>/*.png for data.trainSplit and eval.split; the background exponent is chosen on the fit
-// split ('fit'). Records { split, result, bgAlpha, ... } in metrics.json under 'random-walk'.
+// 3(e)) -> pseudo/<split>/*.png for data.trainSplit and eval.split; the settings marked 'fit' (background exponent,
+// beta, number of steps) are chosen on the fit split. Records { split, result, beta, logt, bgAlpha, fit, ... } in
+// metrics.json under 'random-walk'.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -11,7 +12,7 @@ import { type MiouResult, formatMiouTable } from '../eval/index.js';
 import { type CrfParams, crfParams } from '../refine/crf-presets.js';
 import { LabelShareCounter } from '../refine/affinity-labels.js';
 import type { AffinityNet } from '../refine/affinity-net.js';
-import { type WalkCrf, randomWalkMask, randomWalkMasksPerAlpha } from '../refine/random-walk.js';
+import { type WalkCrf, randomWalkMask, randomWalkMaskGrid } from '../refine/random-walk.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, logger, prepareRun, readSplit, recordMetrics, skippedFilesLog } from './common.js';
 import {
@@ -25,13 +26,20 @@ export interface RandomWalkSplitSummary extends RefineSplitSummary {
   msWalk: number;
 }
 
-/** Random-walk mIoU per background exponent on the split the exponent was chosen on. */
-export interface BgAlphaFitCurve {
+/** One setting of the walk. */
+export interface WalkSetting {
+  beta: number;
+  logt: number;
+  bgAlpha: number;
+}
+
+/** Random-walk mIoU per candidate setting on the split the settings were chosen on. */
+export interface WalkFitCurve {
   split: string;
   mode: 'leak-free' | 'oracle';
-  bgAlphas: number[];
+  candidates: WalkSetting[];
   miou: (number | null)[];
-  best: { bgAlpha: number; miou: number | null };
+  best: WalkSetting & { miou: number | null };
 }
 
 export interface RandomWalkSummary {
@@ -41,8 +49,8 @@ export interface RandomWalkSummary {
   beta: number;
   logt: number;
   bgAlpha: number;
-  /** The sweep that chose bgAlpha (refine.randomWalk.bgAlpha 'fit'). */
-  bgAlphaFit: BgAlphaFitCurve | null;
+  /** The sweep that chose the settings marked 'fit' (null when none is). */
+  fit: WalkFitCurve | null;
   /** Share of the scored split's pixels left unclaimed (255; only with refine.randomWalk.uncertainBelow > 0). */
   uncertainShare: number;
   splits: RandomWalkSplitSummary[];
@@ -66,40 +74,61 @@ async function walkCrf(params: CrfParams | null, item: DatasetItem): Promise<Wal
   return { params, image: { rgb: image.data, width: image.width, height: image.height } };
 }
 
+/** The candidates of each walk setting: the one given, or the list to choose from where it is 'fit'. */
+function walkGrid(config: WeaksegConfig) {
+  const rw = config.refine.randomWalk;
+  return {
+    betas: rw.beta === 'fit' ? [...rw.betas] : [rw.beta],
+    logts: rw.logt === 'fit' ? [...rw.logts] : [rw.logt],
+    bgAlphas: rw.bgAlpha === 'fit' ? [...rw.bgAlphas] : [rw.bgAlpha],
+  };
+}
+
 /**
- * The background exponent chosen by walking every refine.randomWalk.bgAlphas on eval.fitSplit (leak-free) or,
- * without one, eval.split (oracle): one walk per image carries all exponents' background planes.
+ * The walk's settings chosen by walking every combination of the candidates on eval.fitSplit (leak-free) or,
+ * without one, eval.split (oracle): one walk per image and beta carries all exponents and step counts.
  */
-async function fitBgAlpha(config: WeaksegConfig, net: AffinityNet, share: ImageShare): Promise<BgAlphaFitCurve> {
+async function fitWalk(config: WeaksegConfig, net: AffinityNet, share: ImageShare): Promise<WalkFitCurve> {
   const hooks = share.hooks;
   const log = logger(hooks);
   const rw = config.refine.randomWalk;
   const { split, mode } = fitSplitOf(config);
-  const { dataset, scored } = await fitItems(config, split, "refine.randomWalk.bgAlpha 'fit'");
+  const { dataset, scored } = await fitItems(config, split, "refine.randomWalk's 'fit' settings");
   const crfOfWalk = walkCrfParams(config);
-  const bgAlphas = [...rw.bgAlphas];
-  log(`random walk: choosing the background exponent among ${bgAlphas.join(', ')} on '${split}' (${scored.length} images with masks, ${mode})`);
+  const grid = walkGrid(config);
+  const candidates = grid.betas.flatMap((beta) => grid.logts.flatMap((logt) => grid.bgAlphas.map((bgAlpha) => ({ beta, logt, bgAlpha }))));
+  log(`random walk: choosing among ${candidates.length} settings (beta ${grid.betas.join('/')}, logt ${grid.logts.join('/')}, ` +
+    `background exponent ${grid.bgAlphas.join('/')}) on '${split}' (${scored.length} images with masks, ${mode})`);
   const mine = share.mine(scored);
   const camPaths = new Map(mine.map((item) => [item.id, camFile(config, split, item)]));
-  const sweep = new CandidateSweep(bgAlphas.length, dataset.classes);
-  const bar = progress(hooks, `random-walk exponent sweep ${split}`, mine.length);
+  const sweep = new CandidateSweep(candidates.length, dataset.classes);
+  const bar = progress(hooks, `random-walk settings sweep ${split}`, mine.length);
   const loader = new BatchLoader({ ...dataset, items: mine }, evalTransform({ norm: net.backbone.inputNorm, withMask: false }), {
     batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile, badFiles: skippedFilesLog(config, split, mine.length),
   });
   for await (const batch of loader.epoch(0)) {
     hooks.signal?.throwIfAborted();
     const item = mine[batch.indices[0]!]!;
-    const masks = randomWalkMasksPerAlpha(readCam(camPaths.get(item.id)!), affinityFieldOf(net, batch, config), {
-      beta: rw.beta, logt: rw.logt, bgAlphas, stride: net.stride, uncertainBelow: rw.uncertainBelow, crf: await walkCrf(crfOfWalk, item),
+    const masks = randomWalkMaskGrid(readCam(camPaths.get(item.id)!), affinityFieldOf(net, batch, config), {
+      ...grid, stride: net.stride, uncertainBelow: rw.uncertainBelow, crf: await walkCrf(crfOfWalk, item),
     });
     const gt = await readMask(item.maskPath!);
-    masks.forEach((m, k) => sweep.add(k, m.data, gt.data, item.id));
+    masks.forEach((m, k) => sweep.add(k, m.mask.data, gt.data, item.id));
     bar.tick();
   }
   bar.stop();
   const { miou, bestIndex } = sweep.sumOver(share).result();
-  log(`random walk on '${split}' (exponent: mIoU %): ${bgAlphas.map((a, k) => `${a}: ${pct(miou[k] ?? null)}`).join(', ')}`);
-  return { split, mode, bgAlphas, miou, best: { bgAlpha: bgAlphas[bestIndex]!, miou: miou[bestIndex] ?? null } };
+  // One entry per (beta, logt): its best exponent's mIoU, so that a large grid stays readable.
+  const rows = grid.betas.flatMap((beta, b) => grid.logts.map((logt, l) => {
+    const offset = (b * grid.logts.length + l) * grid.bgAlphas.length;
+    const row = miou.slice(offset, offset + grid.bgAlphas.length).map((m) => m ?? -1);
+    const k = row.indexOf(Math.max(...row));
+    return grid.bgAlphas.length === 1 ? `beta ${beta}, logt ${logt}: ${pct(miou[offset] ?? null)}`
+      : `beta ${beta}, logt ${logt}: ${pct(miou[offset + k] ?? null)} at exponent ${grid.bgAlphas[k]}` +
+        (candidates.length === grid.bgAlphas.length ? ` (${grid.bgAlphas.map((a, i) => `${a}: ${pct(miou[offset + i] ?? null)}`).join(', ')})` : '');
+  }));
+  log(`random walk on '${split}' (mIoU %): ${rows.join('; ')}`);
+  return { split, mode, candidates, miou, best: { ...candidates[bestIndex]!, miou: miou[bestIndex] ?? null } };
 }
 
 /** Pseudo-masks of data.trainSplit and eval.split by the random walk; scores eval.split. */
@@ -122,19 +151,20 @@ export async function randomWalkMasks(config: WeaksegConfig, hooksIn: StageHooks
   const datasets = new Map<string, Dataset>();
   for (const split of splits) datasets.set(split, await readSplit(config, split));
   const net = buildAffinityNet(config, datasets.get(scoredSplit)!.classes.length, hooks);
-  let bgAlphaFit: BgAlphaFitCurve | null = null;
-  let bgAlpha: number;
+  let fit: WalkFitCurve | null = null;
+  let setting: WalkSetting;
   try {
     inferenceModel(net.model, modelPath, config, false); // the walk's net runs in the default memory order
-    if (rw.bgAlpha === 'fit') {
-      bgAlphaFit = await fitBgAlpha(config, net, share);
-      bgAlpha = bgAlphaFit.best.bgAlpha;
+    if (rw.beta === 'fit' || rw.logt === 'fit' || rw.bgAlpha === 'fit') {
+      fit = await fitWalk(config, net, share);
+      setting = { beta: fit.best.beta, logt: fit.best.logt, bgAlpha: fit.best.bgAlpha };
     } else {
-      bgAlpha = rw.bgAlpha;
+      setting = { beta: rw.beta, logt: rw.logt, bgAlpha: rw.bgAlpha };
     }
+    const { beta, logt, bgAlpha } = setting;
     const crfOfWalk = walkCrfParams(config);
-    log(`random walk with ${modelPath}: beta ${rw.beta}, ${2 ** rw.logt} steps (logt ${rw.logt}), background alpha ${bgAlpha}` +
-      `${bgAlphaFit ? ` (${bgAlphaFit.mode}, chosen on '${bgAlphaFit.split}')` : ''}, stride ${net.stride}, radius ${net.radius}`);
+    log(`random walk with ${modelPath}: beta ${beta}, ${2 ** logt} steps (logt ${logt}), background alpha ${bgAlpha}` +
+      `${fit ? ` (${fit.mode}, chosen on '${fit.split}')` : ''}, stride ${net.stride}, radius ${net.radius}`);
     for (const [split, dataset] of datasets) {
       const dir = paths.pseudo(split);
       const score = split === scoredSplit ? new SplitScore(dataset) : null;
@@ -156,7 +186,7 @@ export async function randomWalkMasks(config: WeaksegConfig, hooksIn: StageHooks
         const field = affinityFieldOf(net, batch, config);
         const t1 = performance.now();
         const mask = randomWalkMask(readCam(camPaths.get(item.id)!), field, {
-          beta: rw.beta, logt: rw.logt, bgAlpha, stride: net.stride, uncertainBelow: rw.uncertainBelow, crf: await walkCrf(crfOfWalk, item),
+          beta, logt, bgAlpha, stride: net.stride, uncertainBelow: rw.uncertainBelow, crf: await walkCrf(crfOfWalk, item),
         });
         const out = join(dir, `${item.id}.png`);
         await writeMask(out, mask);
@@ -198,7 +228,7 @@ export async function randomWalkMasks(config: WeaksegConfig, hooksIn: StageHooks
   } finally {
     net.model.dispose();
   }
-  const summary: RandomWalkSummary = { split: scoredSplit, result, beta: rw.beta, logt: rw.logt, bgAlpha, bgAlphaFit, uncertainShare, splits: summaries };
+  const summary: RandomWalkSummary = { split: scoredSplit, result, ...setting, fit, uncertainShare, splits: summaries };
   recordMetrics(config, 'random-walk', summary);
   return summary;
 }

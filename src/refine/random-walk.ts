@@ -82,29 +82,42 @@ export function transition(field: AffinityField, beta: number): Transition {
  * (x T)_j = (x_j + sum over pairs {i, j} of A_ij x_i) / sum_i A_ij.
  */
 export function propagate(x: Float32Array, channels: number, t: Transition, steps: number): Float32Array {
+  return propagateSnapshots(x, channels, t, [steps])[0]!;
+}
+
+/** x T^s for every s of `steps` (non-decreasing) from one walk: the shorter walks are its intermediate states. */
+export function propagateSnapshots(x: Float32Array, channels: number, t: Transition, steps: readonly number[]): Float32Array[] {
   const n = t.size;
   if (x.length !== channels * n) throw new RangeError(`random walk: ${x.length} scores for ${channels} channels of ${n} cells`);
+  steps.forEach((s, k) => {
+    if (!Number.isInteger(s) || s < 0 || (k > 0 && s < steps[k - 1]!)) throw new RangeError(`random walk: step counts must be non-decreasing non-negative integers, got ${steps.join(', ')}`);
+  });
   let cur = Float64Array.from(x);
   let next = new Float64Array(channels * n);
   const { from, step, weight, invColumnSum } = t;
-  // One channel at a time over the pair list: the fastest of the layouts measured (pixel-major, per-offset
-  // bands, and engine ops over shifted planes, which pay one native call per offset and step).
-  for (let s = 0; s < steps; s++) {
-    next.set(cur); // self-affinity 1
-    for (let c = 0; c < channels; c++) {
-      const o = c * n;
-      for (let i = 0; i < weight.length; i++) {
-        const a = weight[i]!;
-        const p = o + from[i]!;
-        const q = p + step[i]!;
-        next[p] += a * cur[q]!;
-        next[q] += a * cur[p]!;
+  const snapshots: Float32Array[] = [];
+  let done = 0;
+  for (const target of steps) {
+    // One channel at a time over the pair list: the fastest of the layouts measured (pixel-major, per-offset
+    // bands, and engine ops over shifted planes, which pay one native call per offset and step).
+    for (; done < target; done++) {
+      next.set(cur); // self-affinity 1
+      for (let c = 0; c < channels; c++) {
+        const o = c * n;
+        for (let i = 0; i < weight.length; i++) {
+          const a = weight[i]!;
+          const p = o + from[i]!;
+          const q = p + step[i]!;
+          next[p] += a * cur[q]!;
+          next[q] += a * cur[p]!;
+        }
+        for (let p = 0; p < n; p++) next[o + p] *= invColumnSum[p]!;
       }
-      for (let p = 0; p < n; p++) next[o + p] *= invColumnSum[p]!;
+      [cur, next] = [next, cur];
     }
-    [cur, next] = [next, cur];
+    snapshots.push(Float32Array.from(cur));
   }
-  return Float32Array.from(cur);
+  return snapshots;
 }
 
 /** x T^(2^logt) on the field's grid. */
@@ -192,30 +205,59 @@ export interface WalkMaskOptions extends RandomWalkOptions {
 
 /** The random-walk pseudo-mask of one image (mask ids: 0 background, class index + 1; 255 unclaimed). */
 export function randomWalkMask(record: CamRecord, field: AffinityField, o: WalkMaskOptions): LabelMap {
-  return randomWalkMasksPerAlpha(record, field, { ...o, bgAlphas: [o.bgAlpha] })[0]!;
+  return randomWalkMaskGrid(record, field, { ...o, betas: [o.beta], logts: [o.logt], bgAlphas: [o.bgAlpha] })[0]!.mask;
+}
+
+/** The walk's free settings, each a list of candidates. */
+export interface WalkGrid {
+  betas: readonly number[];
+  logts: readonly number[];
+  bgAlphas: readonly number[];
+}
+
+/** One point of a WalkGrid and its pseudo-mask. */
+export interface WalkGridMask {
+  beta: number;
+  logt: number;
+  bgAlpha: number;
+  mask: LabelMap;
 }
 
 /**
- * The pseudo-masks of one image for several background exponents from one walk: the walk is linear in its
- * input, so every exponent's background plane is walked alongside the class planes (used to choose the exponent).
+ * The pseudo-masks of one image for every (beta, logt, bgAlpha) of a grid, in that nesting (bgAlpha fastest),
+ * from one walk per beta (used to choose the settings on the fit split): the walk is linear in its input, so every
+ * exponent's background plane walks alongside the class planes, and the walk of 2^max(logts) steps passes through
+ * every shorter one.
  */
-export function randomWalkMasksPerAlpha(
-  record: CamRecord, field: AffinityField, o: Omit<WalkMaskOptions, 'bgAlpha'> & { bgAlphas: readonly number[] },
-): LabelMap[] {
+export function randomWalkMaskGrid(
+  record: CamRecord, field: AffinityField, o: Omit<WalkMaskOptions, 'beta' | 'logt' | 'bgAlpha'> & WalkGrid,
+): WalkGridMask[] {
   const k = o.bgAlphas.length;
   if (k === 0) throw new RangeError('random walk: no background exponent');
+  if (o.betas.length === 0 || o.logts.length === 0) throw new RangeError('random walk: no beta or no step count');
+  o.logts.forEach((l) => {
+    if (!Number.isInteger(l) || l < 0) throw new RangeError(`logt must be a non-negative integer, got ${l}`);
+  });
   const input = walkInput(record, o.bgAlphas, o.stride);
   if (input.height !== field.height || input.width !== field.width) {
     throw new RangeError(`${record.id}: the CAMs pool to ${input.height}x${input.width} at stride ${o.stride}, the affinity field is ${field.height}x${field.width}`);
   }
-  const walked = randomWalk(input.scores, input.channels, field, o);
   const cells = input.height * input.width;
   const L = record.labels.length;
-  return o.bgAlphas.map((_, i) => {
-    const scores = new Float32Array((L + 1) * cells);
-    scores.set(walked.subarray(i * cells, (i + 1) * cells));
-    scores.set(walked.subarray(k * cells), cells);
-    const planes = walkedScoresToPlanes(scores, L + 1, input, o.stride, record, o.uncertainBelow ?? 0, o.crf ?? null);
-    return { width: record.width, height: record.height, data: planeIndexToMaskIds(planes, record.labels) };
-  });
+  const ascending = [...new Set(o.logts)].sort((a, b) => a - b);
+  const out: WalkGridMask[] = [];
+  for (const beta of o.betas) {
+    const snapshots = propagateSnapshots(input.scores, input.channels, transition(field, beta), ascending.map((l) => 2 ** l));
+    for (const logt of o.logts) {
+      const walked = snapshots[ascending.indexOf(logt)]!;
+      o.bgAlphas.forEach((bgAlpha, i) => {
+        const scores = new Float32Array((L + 1) * cells);
+        scores.set(walked.subarray(i * cells, (i + 1) * cells));
+        scores.set(walked.subarray(k * cells), cells);
+        const planes = walkedScoresToPlanes(scores, L + 1, input, o.stride, record, o.uncertainBelow ?? 0, o.crf ?? null);
+        out.push({ beta, logt, bgAlpha, mask: { width: record.width, height: record.height, data: planeIndexToMaskIds(planes, record.labels) } });
+      });
+    }
+  }
+  return out;
 }

@@ -67,7 +67,7 @@ test('crf, random-walk, irn-walk and seg-eval on 2 ranks write the files and sco
     assert.deepEqual(figures(m2[s]), figures(m1[s]), s);
   }
   // The fit sweeps ran (their curves are compared above) and the scored splits were scored.
-  assert.ok((m1['random-walk'] as { bgAlphaFit: unknown }).bgAlphaFit);
+  assert.ok((m1['random-walk'] as { fit: unknown }).fit);
   assert.ok((m1['seg-eval'] as { result: unknown }).result);
   assert.ok(existsSync(join(two, 'crf', 'fit.json')));
 });

@@ -207,24 +207,27 @@ test('CRF threshold swept through the CRF; affinity-label exponents from that th
   assert.deepEqual(JSON.parse(readFileSync(join(runPaths(leakFree).affinity.labels, 'info.json'), 'utf8')).alphas, a);
 });
 
-test('random walk: the background exponent chosen by one walk over all candidates, scored as the stage scores', { timeout: 120_000 }, async (t) => {
+test('random walk: beta, step count and background exponent chosen by one walk over all candidates, scored as the stage scores', { timeout: 120_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'weakseg-refine-rw-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const hooks = { log: () => {}, progress: false, backboneFactory: () => new TinyBackbone({ channels: 8 }) };
-  const config = await tinyRun(dir, { randomWalk: { logt: 2, bgAlpha: 'fit', bgAlphas: [0.5, 6, 40] } });
+  const config = await tinyRun(dir, { randomWalk: { beta: 'fit', betas: [2, 8], logt: 'fit', logts: [0, 2], bgAlpha: 'fit', bgAlphas: [0.5, 6, 40] } });
   recordMetrics(config, 'eval', { threshold: 0.3, mode: 'fixed', thresholdChosenOn: 'given' });
   await trainAffinity(config, hooks);
   const rw = await randomWalkMasks(config, hooks);
-  const fit = rw.bgAlphaFit!;
+  const fit = rw.fit!;
   // No eval.fitSplit: chosen on the scored split itself, an oracle figure, so the stage's own score at the chosen
-  // exponent (a separate walk per image) must equal the sweep's best.
+  // settings (a separate walk per image) must equal the sweep's best.
   assert.equal(fit.mode, 'oracle');
   assert.equal(fit.split, 'train');
-  assert.deepEqual(fit.bgAlphas, [0.5, 6, 40]);
+  assert.equal(fit.candidates.length, 2 * 2 * 3);
+  assert.deepEqual(fit.candidates[0], { beta: 2, logt: 0, bgAlpha: 0.5 });
+  assert.deepEqual(fit.candidates[11], { beta: 8, logt: 2, bgAlpha: 40 });
   const best = Math.max(...fit.miou.map((m) => m ?? -1));
-  assert.equal(rw.bgAlpha, fit.bgAlphas[fit.miou.indexOf(best)]);
+  const chosen = fit.candidates[fit.miou.indexOf(best)]!;
+  assert.deepEqual({ beta: rw.beta, logt: rw.logt, bgAlpha: rw.bgAlpha }, chosen);
   assert.ok(Math.abs(rw.result!.miou! - best) < 1e-12, `scored ${rw.result!.miou} vs swept ${best}`);
   // The exponents matter: at 40 the background is ~0 wherever a CAM is above 0.1, at 0.5 it beats most CAM values.
   assert.ok(new Set(fit.miou).size > 1, JSON.stringify(fit.miou));
-  assert.equal(JSON.parse(readFileSync(runPaths(config).metrics, 'utf8'))['random-walk'].bgAlphaFit.best.bgAlpha, rw.bgAlpha);
+  assert.deepEqual(JSON.parse(readFileSync(runPaths(config).metrics, 'utf8'))['random-walk'].fit.best, { ...chosen, miou: best });
 });

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import type { CamRecord } from '../../src/cams/format.js';
 import { pairOffsets } from '../../src/refine/affinity-labels.js';
 import {
-  type AffinityField, propagate, randomWalk, randomWalkMask, randomWalkMasksPerAlpha, transition, walkInput, walkedScoresToPlanes,
+  type AffinityField, propagate, propagateSnapshots, randomWalk, randomWalkMask, randomWalkMaskGrid, transition, walkInput, walkedScoresToPlanes,
 } from '../../src/refine/random-walk.js';
 import { CRF_PRESETS } from '../../src/refine/crf-presets.js';
 import { assertClose, rng } from '../helpers.js';
@@ -166,16 +166,49 @@ test('one walk for several background exponents equals a walk per exponent (the 
   const r = record(W, H, [3, 9], [Array.from({ length: W * H }, () => rand()), Array.from({ length: W * H }, () => rand() ** 2)]);
   const field = randomField(6, 10, 2, 11);
   const alphas = [0.5, 2, 6, 24];
-  const together = randomWalkMasksPerAlpha(r, field, { beta: 8, logt: 3, bgAlphas: alphas, stride: 2 });
+  const together = randomWalkMaskGrid(r, field, { betas: [8], logts: [3], bgAlphas: alphas, stride: 2 });
   assert.equal(together.length, alphas.length);
   alphas.forEach((bgAlpha, k) => {
+    assert.equal(together[k]!.bgAlpha, bgAlpha);
     const alone = randomWalkMask(r, field, { beta: 8, logt: 3, bgAlpha, stride: 2 });
-    assert.deepEqual(together[k]!.data, alone.data, `exponent ${bgAlpha}`);
+    assert.deepEqual(together[k]!.mask.data, alone.data, `exponent ${bgAlpha}`);
   });
   // Larger exponents shrink the background: more foreground pixels.
-  const fg = together.map((m) => m.data.filter((v) => v !== 0).length);
+  const fg = together.map((m) => m.mask.data.filter((v) => v !== 0).length);
   for (let k = 1; k < fg.length; k++) assert.ok(fg[k]! >= fg[k - 1]!, `foreground pixels per exponent ${fg}`);
-  assert.throws(() => randomWalkMasksPerAlpha(r, field, { beta: 8, logt: 3, bgAlphas: [], stride: 2 }), /no background exponent/);
+  assert.throws(() => randomWalkMaskGrid(r, field, { betas: [8], logts: [3], bgAlphas: [], stride: 2 }), /no background exponent/);
+  assert.throws(() => randomWalkMaskGrid(r, field, { betas: [8], logts: [1.5], bgAlphas: [6], stride: 2 }), /logt must be a non-negative integer/);
+});
+
+test('a grid of betas, step counts and exponents: each point equals its own walk, in beta, logt, exponent order', () => {
+  const rand = rng(9);
+  const W = 20;
+  const H = 12;
+  const r = record(W, H, [4, 11], [Array.from({ length: W * H }, () => rand() ** 3), Array.from({ length: W * H }, () => rand() ** 2)]);
+  const field = randomField(6, 10, 2, 5);
+  // Step counts out of order and repeated: the walk runs to the longest once and snapshots the shorter ones.
+  const grid = { betas: [2, 8], logts: [4, 0, 2, 4], bgAlphas: [1, 6] };
+  const masks = randomWalkMaskGrid(r, field, { ...grid, stride: 2 });
+  assert.equal(masks.length, 2 * 4 * 2);
+  let k = 0;
+  for (const beta of grid.betas) for (const logt of grid.logts) for (const bgAlpha of grid.bgAlphas) {
+    const m = masks[k++]!;
+    assert.deepEqual([m.beta, m.logt, m.bgAlpha], [beta, logt, bgAlpha]);
+    assert.deepEqual(m.mask.data, randomWalkMask(r, field, { beta, logt, bgAlpha, stride: 2 }).data, `beta ${beta}, logt ${logt}, exponent ${bgAlpha}`);
+  }
+  // The settings matter on this field: not every point gives the same mask.
+  assert.ok(new Set(masks.map((m) => m.mask.data.join(''))).size > 2);
+});
+
+test('propagateSnapshots: each snapshot equals a walk of that many steps; step counts must not decrease', () => {
+  const field = randomField(5, 7, 2, 3);
+  const t = transition(field, 4);
+  const rand = rng(2);
+  const x = Float32Array.from({ length: 2 * 35 }, () => rand());
+  const snaps = propagateSnapshots(x, 2, t, [0, 1, 1, 5]);
+  assert.deepEqual(snaps[0], x);
+  [1, 1, 5].forEach((s, i) => assertClose(snaps[i + 1]!, propagate(x, 2, t, s), { rtol: 0, atol: 0 }, `${s} steps`));
+  assert.throws(() => propagateSnapshots(x, 2, t, [3, 2]), /non-decreasing/);
 });
 
 test('random walk spreads a label along strong affinities and not across weak ones', () => {
