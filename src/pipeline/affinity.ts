@@ -1,11 +1,12 @@
 // Stage 'affinity': AffinityNet's labels from CRF'd CAMs (la/ha background exponents), then AffinityNet trained on
 // them with the shared trainer (methods-reference.md section 2.6) -> affinity/. Records its figures in metrics.json.
 import { join } from 'node:path';
-import { manualSeed } from '../engine/index.js';
-import { type Dataset, decodeImage } from '../data/index.js';
+import { manualSeed, tidy } from '../engine/index.js';
+import { type Dataset, decodeImage, readMask } from '../data/index.js';
 import { readCam } from '../cams/format.js';
 import { affinityLabelMap, alphaForThreshold } from '../refine/affinity-labels.js';
 import { AffinityNet, affinityTaps, freezeAffinityStem } from '../refine/affinity-net.js';
+import { AffinityAgreement, type AffinityAgreementResult, gridPairLabels } from '../refine/affinity-score.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, buildBackbone, imageCount, logger, prepareRun, readMetrics, readSplit, recordMetrics } from './common.js';
 import { runPaths } from './paths.js';
@@ -84,7 +85,45 @@ export function buildAffinityNet(config: WeaksegConfig, numClasses: number, hook
 }
 
 export interface AffinitySummary extends FitSummary {
-  labels: AffinityLabelsSummary;
+  labels: AffinityLabelsSummary & { score: AffinityLabelScore | null };
+}
+
+/** The affinity labels' pairs against the ground truth's, on the training images that have ground truth. */
+export interface AffinityLabelScore {
+  images: number;
+  /** Of the ground truth's pairs in each group, the share the labels are sure of (both ends certain). */
+  coverage: { bgPos: number | null; fgPos: number | null; neg: number | null };
+  /** On the pairs the labels are sure of: a labelled-positive pair has affinity 1, a negative one 0. */
+  agreement: AffinityAgreementResult;
+}
+
+/**
+ * Scores the affinity labels of data.trainSplit's images with ground truth on the feature grid AffinityNet learns
+ * them on: are the pairs it is taught right? Null when no training image has ground truth.
+ */
+export async function scoreAffinityLabels(config: WeaksegConfig, dataset: Dataset, o: { stride: number; radius: number }): Promise<AffinityLabelScore | null> {
+  const items = dataset.items.filter((item) => item.maskPath);
+  if (items.length === 0) return null;
+  const taught = new AffinityAgreement();
+  const all = new AffinityAgreement();
+  const grid = { stride: o.stride, radius: o.radius, numClasses: dataset.classes.length };
+  for (const item of items) {
+    const [labels, truth] = [await readMask(affinityLabelPath(config, item.id)), await readMask(item.maskPath!)];
+    if (labels.width !== truth.width || labels.height !== truth.height) {
+      throw new Error(`${affinityLabelPath(config, item.id)}: ${labels.width}x${labels.height}, its ground truth ${item.maskPath} ${truth.width}x${truth.height}`);
+    }
+    tidy(() => {
+      const cells = { height: Math.ceil(truth.height / o.stride), width: Math.ceil(truth.width / o.stride) };
+      const t = gridPairLabels(truth, cells, grid);
+      const l = gridPairLabels(labels, cells, grid);
+      const positive = l.bgPos.add(l.fgPos);
+      taught.add(positive, t, positive.add(l.neg));
+      all.add(positive, t);
+    });
+  }
+  const [r, total] = [taught.result(), all.result()];
+  const share = (g: 'bgPos' | 'fgPos' | 'neg') => (total[g].pairs ? r[g].pairs / total[g].pairs : null);
+  return { images: items.length, coverage: { bgPos: share('bgPos'), fgPos: share('fgPos'), neg: share('neg') }, agreement: r };
 }
 
 /** Makes the affinity labels (kept on resume) and trains AffinityNet on them with the shared trainer. */
@@ -99,6 +138,13 @@ export async function trainAffinity(config: WeaksegConfig, hooks: StageHooks = {
   manualSeed(a.seed); // the new layers' initialisation is part of the run's determinism
   const net = buildAffinityNet(config, dataset.classes.length, hooks);
   const { taps } = net.model;
+  const labelScore = await scoreAffinityLabels(config, dataset, { stride: net.stride, radius: net.radius });
+  if (labelScore) {
+    const g = (k: 'bgPos' | 'fgPos' | 'neg') => `${labelScore.coverage[k] === null ? '-' : (100 * labelScore.coverage[k]).toFixed(1)} % labelled, ` +
+      `${labelScore.agreement[k].agree === null ? '-' : (100 * labelScore.agreement[k].agree).toFixed(1)} % of those right`;
+    logger(hooks)(`affinity labels against the ground truth of ${labelScore.images} images: background pairs ${g('bgPos')}; ` +
+      `same-object pairs ${g('fgPos')}; pairs across a boundary ${g('neg')}`);
+  }
   const fit = await fitAndSave(config, hooks, {
     net,
     dataset: labelled,
@@ -118,7 +164,7 @@ export async function trainAffinity(config: WeaksegConfig, hooks: StageHooks = {
   });
   recordMetrics(config, 'affinity', {
     model: ap.model, ...fitFigures(fit), taps, radius: net.radius, stride: net.stride,
-    labels: { split: labels.split, images: labels.images, seconds: labels.seconds, msPerImage: labels.msPerImage, shares: labels.shares, alphas: labels.alphas },
+    labels: { split: labels.split, images: labels.images, seconds: labels.seconds, msPerImage: labels.msPerImage, shares: labels.shares, alphas: labels.alphas, score: labelScore },
   });
-  return { ...fit, labels };
+  return { ...fit, labels: { ...labels, score: labelScore } };
 }

@@ -12,6 +12,7 @@ import { type MiouResult, formatMiouTable } from '../eval/index.js';
 import { type CrfParams, crfParams } from '../refine/crf-presets.js';
 import { LabelShareCounter } from '../refine/affinity-labels.js';
 import type { AffinityNet } from '../refine/affinity-net.js';
+import { AffinityAgreement, type AffinityAgreementResult, gridPairLabels } from '../refine/affinity-score.js';
 import { type WalkCrf, randomWalkMask, randomWalkMaskGrid } from '../refine/random-walk.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, logger, prepareRun, readSplit, recordMetrics, skippedFilesLog } from './common.js';
@@ -40,6 +41,8 @@ export interface WalkFitCurve {
   candidates: WalkSetting[];
   miou: (number | null)[];
   best: WalkSetting & { miou: number | null };
+  /** The affinity net's field against the split's ground-truth pairs (does it leak across boundaries?). */
+  affinity: AffinityAgreementResult;
 }
 
 export interface RandomWalkSummary {
@@ -102,6 +105,7 @@ async function fitWalk(config: WeaksegConfig, net: AffinityNet, share: ImageShar
   const mine = share.mine(scored);
   const camPaths = new Map(mine.map((item) => [item.id, camFile(config, split, item)]));
   const sweep = new CandidateSweep(candidates.length, dataset.classes);
+  const agreement = new AffinityAgreement();
   const bar = progress(hooks, `random-walk settings sweep ${split}`, mine.length);
   const loader = new BatchLoader({ ...dataset, items: mine }, evalTransform({ norm: net.backbone.inputNorm, withMask: false }), {
     batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile, badFiles: skippedFilesLog(config, split, mine.length),
@@ -109,15 +113,22 @@ async function fitWalk(config: WeaksegConfig, net: AffinityNet, share: ImageShar
   for await (const batch of loader.epoch(0)) {
     hooks.signal?.throwIfAborted();
     const item = mine[batch.indices[0]!]!;
-    const masks = randomWalkMaskGrid(readCam(camPaths.get(item.id)!), affinityFieldOf(net, batch, config), {
+    const field = affinityFieldOf(net, batch, config);
+    const masks = randomWalkMaskGrid(readCam(camPaths.get(item.id)!), field, {
       ...grid, stride: net.stride, uncertainBelow: rw.uncertainBelow, crf: await walkCrf(crfOfWalk, item),
     });
     const gt = await readMask(item.maskPath!);
+    tidy(() => agreement.addWeights(field.weights, gridPairLabels(gt, field, { stride: net.stride, radius: net.radius, numClasses: dataset.classes.length })));
     masks.forEach((m, k) => sweep.add(k, m.mask.data, gt.data, item.id));
     bar.tick();
   }
   bar.stop();
   const { miou, bestIndex } = sweep.sumOver(share).result();
+  share.sum(agreement.sums);
+  const affinity = agreement.result();
+  const group = (g: { meanAffinity: number | null; agree: number | null }) => `mean ${g.meanAffinity?.toFixed(3) ?? '-'}, ${pct(g.agree)} % on the right side of 0.5`;
+  log(`affinities on '${split}' against its ground truth: background pairs ${group(affinity.bgPos)}; same-object pairs ${group(affinity.fgPos)}; ` +
+    `pairs across a boundary ${group(affinity.neg)}; balanced ${pct(affinity.balanced)} %`);
   // One entry per (beta, logt): its best exponent's mIoU, so that a large grid stays readable.
   const rows = grid.betas.flatMap((beta, b) => grid.logts.map((logt, l) => {
     const offset = (b * grid.logts.length + l) * grid.bgAlphas.length;
@@ -128,7 +139,7 @@ async function fitWalk(config: WeaksegConfig, net: AffinityNet, share: ImageShar
         (candidates.length === grid.bgAlphas.length ? ` (${grid.bgAlphas.map((a, i) => `${a}: ${pct(miou[offset + i] ?? null)}`).join(', ')})` : '');
   }));
   log(`random walk on '${split}' (mIoU %): ${rows.join('; ')}`);
-  return { split, mode, candidates, miou, best: { ...candidates[bestIndex]!, miou: miou[bestIndex] ?? null } };
+  return { split, mode, candidates, miou, best: { ...candidates[bestIndex]!, miou: miou[bestIndex] ?? null }, affinity };
 }
 
 /** Pseudo-masks of data.trainSplit and eval.split by the random walk; scores eval.split. */

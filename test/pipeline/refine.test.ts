@@ -129,6 +129,16 @@ test('refinement stages: CRF seeds, affinity labels and training, random walk (t
   const { shares } = aff.labels;
   assert.ok(Math.abs(shares.uncertain + shares.background + shares.foreground - 1) < 1e-9);
   assert.ok(shares.foreground > 0.1 && shares.background > 0.1, JSON.stringify(shares));
+  // The labels against the ground truth on the feature grid: the uncertain patch leaves background pairs
+  // unlabelled; the labels cover every object cell with its class, so each same-object pair is labelled right, but
+  // where a square's edge splits a cell the labels' vote (2 pixels of the class, 2 uncertain) gives the class and the
+  // ground truth's (2 of each) background, so some pairs across the edge are taught as positives.
+  const score = aff.labels.score!;
+  assert.equal(score.images, 4);
+  assert.ok(score.coverage.bgPos! > 0.5 && score.coverage.bgPos! < 1, JSON.stringify(score.coverage));
+  assert.equal(score.agreement.fgPos.agree, 1, JSON.stringify(score.agreement.fgPos));
+  assert.ok(score.agreement.bgPos.agree! > 0.8 && score.agreement.bgPos.agree! < 1, JSON.stringify(score.agreement.bgPos));
+  assert.ok(score.agreement.neg.pairs > 0 && score.agreement.neg.agree! > 0.2 && score.agreement.neg.agree! < 1, JSON.stringify(score.agreement.neg));
   assert.ok(existsSync(paths.affinity.model));
   assert.ok(existsSync(paths.affinity.trainLog));
   assert.ok(readdirSync(paths.affinity.checkpoints).length >= 1);
@@ -216,6 +226,11 @@ test('random walk: beta, step count and background exponent chosen by one walk o
   await trainAffinity(config, hooks);
   const rw = await randomWalkMasks(config, hooks);
   const fit = rw.fit!;
+  // The affinity net's field scored against the ground truth's pairs on the same images.
+  for (const g of ['bgPos', 'fgPos', 'neg'] as const) {
+    const a = fit.affinity[g];
+    assert.ok(a.pairs > 0 && a.meanAffinity! > 0 && a.meanAffinity! < 1 && a.agree! >= 0 && a.agree! <= 1, `${g}: ${JSON.stringify(a)}`);
+  }
   // No eval.fitSplit: chosen on the scored split itself, an oracle figure, so the stage's own score at the chosen
   // settings (a separate walk per image) must equal the sweep's best.
   assert.equal(fit.mode, 'oracle');
