@@ -23,6 +23,7 @@ import {
   SplitScore, affinityLabelPath, scoreAffinityLabels, buildAffinityNet, camFile, inferenceModel, paddedDeviceImage, readConfigFile, readMetrics,
   readSplit, resolveConfig, runPaths,
 } from '../src/pipeline/index.js';
+import type { PairLabels } from '../src/refine/affinity-labels.js';
 import { AffinityAgreement, type AffinityAgreementResult, gridPairLabels } from '../src/refine/affinity-score.js';
 import { type AffinityField, randomWalkMask } from '../src/refine/random-walk.js';
 import { frequentMiou, round } from './common.js';
@@ -60,9 +61,8 @@ const labelScore = (await scoreAffinityLabels(config, await readSplit(config, co
 const netAgreement = new AffinityAgreement();
 
 /** 1 inside a region, 0 across, 0.5 where an end is unlabelled: a field from a label map's pairs. */
-function fieldOfLabels(mask: { width: number; height: number; data: Uint8Array }, grid: { height: number; width: number }): AffinityField {
+function fieldOfPairs(p: PairLabels, grid: { height: number; width: number }): AffinityField {
   return tidy(() => {
-    const p = gridPairLabels(mask, grid, o);
     const known = p.bgPos.add(p.fgPos).add(p.neg);
     const weights = p.bgPos.add(p.fgPos).add(known.neg().add(1).mul(0.5));
     return { ...grid, radius: o.radius, weights: weights.contiguous().toFloat32Array().slice() };
@@ -76,14 +76,15 @@ for await (const batch of loader.epoch(0)) {
   const item = items[batch.indices[0]!]!;
   const netField = tidy(() => affinityNet.affinityField(paddedDeviceImage(batch, config, affinityNet.stride)));
   const grid = { height: netField.height, width: netField.width };
-  const gt = await readMask(item.maskPath!);
-  tidy(() => netAgreement.addWeights(netField.weights, gridPairLabels(gt, grid, o)));
+  const [gt, labels] = [await readMask(item.maskPath!), await readMask(affinityLabelPath(config, item.id))];
+  // The ground truth's pairs serve twice: to score the net's field and as the oracle field.
+  const truth = tidy(() => {
+    const pairs = gridPairLabels(gt, grid, o);
+    netAgreement.addWeights(netField.weights, pairs);
+    return fieldOfPairs(pairs, grid);
+  });
   const cams = readCam(camFile(config, split, item));
-  const fields = {
-    net: netField,
-    labels: fieldOfLabels(await readMask(affinityLabelPath(config, item.id)), grid),
-    truth: fieldOfLabels(gt, grid),
-  };
+  const fields = { net: netField, labels: tidy(() => fieldOfPairs(gridPairLabels(labels, grid, o), grid)), truth };
   for (const [name, field] of Object.entries(fields) as [keyof typeof fields, AffinityField][]) {
     await scores[name].add(item, randomWalkMask(cams, field, { beta, logt, bgAlpha, stride: affinityNet.stride }));
   }

@@ -105,7 +105,7 @@ export async function scoreAffinityLabels(config: WeaksegConfig, dataset: Datase
   const items = dataset.items.filter((item) => item.maskPath);
   if (items.length === 0) return null;
   const taught = new AffinityAgreement();
-  const all = new AffinityAgreement();
+  const truthPairs = { bgPos: 0, fgPos: 0, neg: 0 };
   const grid = { stride: o.stride, radius: o.radius, numClasses: dataset.classes.length };
   for (const item of items) {
     const [labels, truth] = [await readMask(affinityLabelPath(config, item.id)), await readMask(item.maskPath!)];
@@ -118,11 +118,11 @@ export async function scoreAffinityLabels(config: WeaksegConfig, dataset: Datase
       const l = gridPairLabels(labels, cells, grid);
       const positive = l.bgPos.add(l.fgPos);
       taught.add(positive, t, positive.add(l.neg));
-      all.add(positive, t);
+      for (const g of ['bgPos', 'fgPos', 'neg'] as const) truthPairs[g] += t[g].sum().item();
     });
   }
-  const [r, total] = [taught.result(), all.result()];
-  const share = (g: 'bgPos' | 'fgPos' | 'neg') => (total[g].pairs ? r[g].pairs / total[g].pairs : null);
+  const r = taught.result();
+  const share = (g: 'bgPos' | 'fgPos' | 'neg') => (truthPairs[g] ? r[g].pairs / truthPairs[g] : null);
   return { images: items.length, coverage: { bgPos: share('bgPos'), fgPos: share('fgPos'), neg: share('neg') }, agreement: r };
 }
 
