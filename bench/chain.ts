@@ -13,7 +13,8 @@
 // difference to the default, and `seg_variants` in the JSON line. 'all' or a comma-separated list of segVariants' names.
 // --variants-on matched: each candidate changes the matched segmenter (the 437 images with ground truth, 648 steps,
 // about 27 minutes of 2 cores) instead of the weak one (1,000 images, 1,500 steps, about 65): a cheaper comparison.
-// --segmenters: which of the three reference segmenters to train (default all; the candidates' base always runs).
+// --segmenters: which of the three reference segmenters to train (default all; `--segmenters=` none, the refiners
+// only; the candidates' base always runs).
 // --no-irn: the refiners without IRN (DeepLab then trains on the random walk's masks).
 // --quick: a handful of images (a VOC root of links with shortened split lists), one epoch of each network, single
 // scale; for development only (its figures mean nothing). The full run takes about an hour of 2 cores.
