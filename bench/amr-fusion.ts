@@ -8,7 +8,7 @@
 // so no choice sees the split reported. Per seed, then means and spreads, and the gain over bench:cam's seeds.
 // Needs bench:amr's seed directories with their branch-spotlight/ and branch-compensation/ CAMs of train and val.
 // Ends with one JSON line.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -17,7 +17,7 @@ import { ThresholdSweep, formatMiouTable, withBackground } from '../src/eval/ind
 import { readCam } from '../src/cams/index.js';
 import { type WeaksegConfig, camFile, readConfigFile, readSplit, resolveConfig, thresholdList } from '../src/pipeline/index.js';
 import { benchPaths, round } from './common.js';
-import { gainOver, meanSd, seedList } from './seeds.js';
+import { gainOver, meanSd, readBaselinePerSeed, seedList } from './seeds.js';
 
 const { repo } = benchPaths();
 const { values: args } = parseArgs({
@@ -90,8 +90,7 @@ for (const seed of seeds) {
   });
 }
 
-type CamSummary = { per_seed?: { seed: number; seed_miou_valt: number | null }[] };
-const cam = existsSync(camSummaryPath) ? (JSON.parse(readFileSync(camSummaryPath, 'utf8')) as CamSummary).per_seed ?? [] : [];
+const cam = readBaselinePerSeed(camSummaryPath);
 const gain = gainOver(perSeed.map((p) => ({ seed: p.seed, value: p.seed_miou_valt })), cam.map((c) => ({ seed: c.seed, value: c.seed_miou_valt })));
 const valt = meanSd(perSeed.map((p) => p.seed_miou_valt).filter((v): v is number => v !== null));
 const codeW = meanSd(perSeed.map((p) => p.at_code_weight).filter((v): v is number => v !== null));

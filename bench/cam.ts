@@ -18,7 +18,8 @@
 // (--retrain starts the seeds in <run-dir> afresh). The headline figures are means over the seeds with their
 // standard deviations (`<key>_sd`) and each seed's (`per_seed`); SEAM's gain over the baseline is the difference
 // of the means over the seeds both benchmarks have (bench:cam writes its per-seed figures to
-// <run-dir>/bench-summary.json, which bench:seam reads). Then the training step is timed once in weakseg and in
+// <run-dir>/bench-summary.json, which bench:seam reads, with <run-dir>/seed-N/metrics.json for the seeds a later
+// run with another --seed-list left out of it). Then the training step is timed once in weakseg and in
 // PyTorch (bench/cam_torch.py: the same model, built by hand) on the same batch, interleaved.
 // AMR (bench/amr-extras.ts): each seed's spotlight is bench:cam's model of that seed; each branch is scored on its own
 // too (spotlight_miou_valt, compensation_miou_valt), and AdvCAM on the first --advcam-images train images of the
@@ -37,7 +38,7 @@ import { makeOptimizer } from '../src/train/index.js';
 import { formatMiouTable } from '../src/eval/index.js';
 import { buildMethod, readSplit, resolveConfig } from '../src/pipeline/index.js';
 import { TUNED_GLIBC_ENV, TorchPeer, benchPaths, findTorchPython, frequentMiou, median, round, stepTimer } from './common.js';
-import { SEED_OPTIONS, type SeedRun, gainOver, meanSd, meansOver, runSeed, seedDirs, seedList } from './seeds.js';
+import { SEED_OPTIONS, type SeedRun, gainOver, meanSd, meansOver, readBaselinePerSeed, runSeed, seedDirs, seedList } from './seeds.js';
 import { advcamSubset, amrSeedConfig, branchFigures, quickVocRoot } from './amr-extras.js';
 
 const { repo, voc, weights } = benchPaths();
@@ -248,12 +249,8 @@ if (torchMs !== null && torchBest) {
     `PyTorch as installed (NCHW, default malloc) ${torchDefaultMs!.toFixed(0)} ms (ratio ${(stepMs / torchDefaultMs!).toFixed(3)})`);
 }
 
-// The gain over the baseline: the difference of the two means over the seeds both have (an older single-run
-// summary, without per_seed, was seed 0's).
-type CamSummary = { per_seed?: { seed: number; seed_miou_valt: number | null; seed_miou_frequent7: number | null }[];
-  seed_miou_valt: number | null; seed_miou_frequent7: number | null };
-const camSummary = method !== 'cam' && existsSync(camSummaryPath) ? (JSON.parse(readFileSync(camSummaryPath, 'utf8')) as CamSummary) : null;
-const camPerSeed = camSummary ? camSummary.per_seed ?? [{ seed: 0, seed_miou_valt: camSummary.seed_miou_valt, seed_miou_frequent7: camSummary.seed_miou_frequent7 }] : [];
+// The gain over the baseline: the difference of the two means over the seeds both have.
+const camPerSeed = method !== 'cam' ? readBaselinePerSeed(camSummaryPath) : [];
 const common = perSeed.filter((p) => camPerSeed.some((c) => c.seed === p.seed));
 const gainOf = (key: 'seed_miou_valt' | 'seed_miou_frequent7') =>
   gainOver(common.map((p) => ({ seed: p.seed, value: p[key] })), camPerSeed.map((c) => ({ seed: c.seed, value: c[key] })));

@@ -9,10 +9,10 @@
 // chosen on val. The ablation (the paper's): single-image only (the code's "don't use co-attention" loss, localised
 // with the plain CAM at one scale, unflipped), + co-attention, + contrastive co-attention (the full method), each
 // over the same seeds in <run-dir>/<variant>/seed-N.
-// gain_over_cam: the full method's mean against bench:cam's (<repo>/runs/bench-cam/bench-summary.json) over the
-// seeds both have. Then one training step on a pair batch is timed in weakseg and in PyTorch (bench/mcis_torch.py
-// --serve, the official loss and optimiser), each memory format in turn, interleaved; step_ratio takes each
-// engine's faster format.
+// gain_over_cam: the full method's mean against bench:cam's (<repo>/runs/bench-cam/bench-summary.json, and
+// seed-N/metrics.json for the seeds it lacks) over the seeds both have. Then one training step on a pair batch is
+// timed in weakseg and in PyTorch (bench/mcis_torch.py --serve, the official loss and optimiser), each memory format
+// in turn, interleaved; step_ratio takes each engine's faster format.
 // --quick: a handful of images (24 train_aug, 8 train, 8 val in a temporary VOC root linking voc-mini's files), one
 // seed, one epoch of a few steps, batch 2 pairs at 128 px, one timing round: checks the whole path in minutes; its
 // figures mean nothing.
@@ -35,7 +35,7 @@ import type { McisMethod } from '../src/methods/index.js';
 import { makeOptimizer } from '../src/train/index.js';
 import { buildMethod, readSplit, resolveConfig } from '../src/pipeline/index.js';
 import { TUNED_GLIBC_ENV, TorchPeer, benchPaths, findTorchPython, median, round, stepTimer } from './common.js';
-import { SEED_OPTIONS, type SeedRun, gainOver, meansOver, runSeed, seedDirs, seedList } from './seeds.js';
+import { SEED_OPTIONS, type SeedRun, gainOver, meansOver, readBaselinePerSeed, runSeed, seedDirs, seedList } from './seeds.js';
 
 const { repo, voc, weights } = benchPaths();
 
@@ -168,9 +168,7 @@ for (const r of full) {
 }
 
 // ---- gain over the CAM baseline: means over the seeds both have ----
-type CamSummary = { per_seed?: { seed: number; seed_miou_valt: number | null }[]; seed_miou_valt: number | null };
-const camSummary = existsSync(camSummaryPath) ? (JSON.parse(readFileSync(camSummaryPath, 'utf8')) as CamSummary) : null;
-const camPerSeed = camSummary ? camSummary.per_seed ?? [{ seed: 0, seed_miou_valt: camSummary.seed_miou_valt }] : [];
+const camPerSeed = readBaselinePerSeed(camSummaryPath);
 const gainFigures = gainOver(perSeed('full').map((p) => ({ seed: p.seed, value: p.seed_miou_valt })),
   camPerSeed.map((c) => ({ seed: c.seed, value: c.seed_miou_valt })));
 const gain = quick || half ? null : gainFigures.gain ?? null; // --extra-half trains on other data than bench:cam

@@ -10,15 +10,16 @@
 // (--variants: a comma-separated subset, e.g. the ablation alone once the full runs are scored; --skip-ablation:
 // the full method only). A finished run with the same settings is reused, as bench:seam does.
 // gain_over_seam: the difference of the means over the seeds both have, against bench:seam's per-seed figures
-// (<seam-dir>/bench-summary.json). Then one training step is timed in weakseg and in PyTorch (bench/pixelss_torch.py,
-// the same step transcribed, on the same weights and batch): step_ratio.
+// (<seam-dir>/bench-summary.json, and seed-N/metrics.json beside it for the seeds that file lacks). Then one
+// training step is timed in weakseg and in PyTorch (bench/pixelss_torch.py, the same step transcribed, on the same
+// weights and batch): step_ratio.
 //
 // --quick: a smoke run of the whole protocol in seconds to minutes: 16 train_aug, 8 train and 8 val images (a
 // VOC folder of links in <run-dir>/quick-data), one epoch of batch 4 at 128 px, CAMs at scale 1 without flip, its
 // own SEAM SupportNet trained the same way (the baseline of its gain), the step timed at batch 2, 128 px, once.
 // Its figures say that the chain runs, nothing about the method.
 // Needs ../shared (data and weights); PyTorch is optional (step_ratio is null without it). Ends with one JSON line.
-import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -28,7 +29,7 @@ import { type WeaksegConfig, readSplit, resolveConfig } from '../src/pipeline/in
 import { loadModelWeights } from '../src/train/checkpoint.js';
 import { benchPaths, findTorchPython, round } from './common.js';
 import { timePixelSsStep } from './pixelss-step.js';
-import { SEED_OPTIONS, type SeedRun, gainOver, meansOver, runSeed, seedDirs, seedList } from './seeds.js';
+import { SEED_OPTIONS, type SeedRun, gainOver, meansOver, readBaselinePerSeed, runSeed, seedDirs, seedList } from './seeds.js';
 
 const { repo, voc, weights } = benchPaths();
 
@@ -132,13 +133,10 @@ for (const seed of seeds) {
 }
 
 // The baseline: bench:seam's per-seed figures (--quick: the SEAM support trained here).
-type SeamSummary = { per_seed?: { seed: number; seed_miou_valt: number | null }[] };
 const seamSummaryPath = join(seamDir, 'bench-summary.json');
 const seamPerSeed = quick
   ? seamRuns.map((r) => ({ seed: r.seed, value: pct(r.report.result.miou) }))
-  : existsSync(seamSummaryPath)
-    ? ((JSON.parse(readFileSync(seamSummaryPath, 'utf8')) as SeamSummary).per_seed ?? []).map((p) => ({ seed: p.seed, value: p.seed_miou_valt }))
-    : [];
+  : readBaselinePerSeed(seamSummaryPath).map((p) => ({ seed: p.seed, value: p.seed_miou_valt }));
 if (!seamPerSeed.length) console.log(`no bench:seam figures at ${seamSummaryPath}: gain_over_seam left out`);
 
 const perSeed = (rs: SeedRun[]) => rs.map((r) => ({

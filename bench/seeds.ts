@@ -1,17 +1,18 @@
 // What the method benchmarks share for judging a method over training seeds: which seeds (--seeds N, --seed-list),
 // one run directory per seed (trained, or reused when it already holds the finished run with the same settings),
 // and the mean and spread of each figure over the seeds.
-import { existsSync, rmSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 
 import { readSafetensorsHeader } from '../src/engine/serialize/index.js';
 import { readCamIndex } from '../src/cams/index.js';
+import type { MiouResult } from '../src/eval/index.js';
 import { listCheckpoints } from '../src/train/index.js';
 import {
   type EvalReport, type TrainSummary, type WeaksegConfig, evaluateSeeds, makeCams, readRunConfig, readSplit, resolveConfig,
   runPaths, trainClassifier,
 } from '../src/pipeline/index.js';
-import { round } from './common.js';
+import { frequentMiou, round } from './common.js';
 
 /** The options every method benchmark takes for its seeds (parseArgs shapes). */
 export const SEED_OPTIONS = {
@@ -170,4 +171,36 @@ export function gainOver(ours: { seed: number; value: number | null }[], baselin
     sd: meanSd(pairs.map((p) => p.ours - p.theirs)).sd,
     seeds: pairs.map((p) => p.seed),
   };
+}
+
+/** One seed of a baseline benchmark (bench:cam, bench:seam), as a method's gain reads it. */
+export interface BaselineSeed { seed: number; seed_miou_valt: number | null; seed_miou_frequent7: number | null }
+
+/**
+ * A baseline benchmark's per-seed figures: the `per_seed` of its bench-summary.json, and for each seed that file
+ * lacks, the leak-free evaluation in `seed-N/metrics.json` beside it. A run with another --seed-list rewrites the
+ * summary with its own seeds only, so a gain read from the summary alone would silently cover fewer seeds. An
+ * older single-run summary without `per_seed` was seed 0's. Empty where neither exists.
+ */
+export function readBaselinePerSeed(summaryPath: string): BaselineSeed[] {
+  type Summary = { per_seed?: BaselineSeed[]; seed_miou_valt?: number | null; seed_miou_frequent7?: number | null };
+  const summary = existsSync(summaryPath) ? (JSON.parse(readFileSync(summaryPath, 'utf8')) as Summary) : null;
+  const out: BaselineSeed[] = summary
+    ? (summary.per_seed ?? [{ seed: 0, seed_miou_valt: summary.seed_miou_valt ?? null, seed_miou_frequent7: summary.seed_miou_frequent7 ?? null }])
+      .map((p) => ({ seed: p.seed, seed_miou_valt: p.seed_miou_valt ?? null, seed_miou_frequent7: p.seed_miou_frequent7 ?? null }))
+    : [];
+  const dir = dirname(summaryPath);
+  const seedDirNames = existsSync(dir) ? readdirSync(dir).filter((n) => /^seed-\d+$/.test(n)) : [];
+  for (const name of seedDirNames) {
+    const seed = Number(name.slice(5));
+    const metricsPath = join(dir, name, 'metrics.json');
+    if (out.some((p) => p.seed === seed) || !existsSync(metricsPath)) continue;
+    type Metrics = { eval?: { mode?: string; split?: string; thresholdChosenOn?: string; result?: MiouResult } };
+    const e = (JSON.parse(readFileSync(metricsPath, 'utf8')) as Metrics).eval;
+    // Only the benchmarks' own protocol counts: train scored at the threshold chosen on val.
+    if (!e?.result || e.mode !== 'leak-free' || e.split !== 'train' || e.thresholdChosenOn !== 'val') continue;
+    const f7 = frequentMiou(e.result);
+    out.push({ seed, seed_miou_valt: e.result.miou === null ? null : round(e.result.miou * 100, 2), seed_miou_frequent7: f7 === null ? null : round(f7 * 100, 2) });
+  }
+  return out.sort((a, b) => a.seed - b.seed);
 }

@@ -3,13 +3,13 @@
 // as that seed's, a directory holding a run with other settings is refused by name and left as it was, and the
 // seed lists, mean and standard deviation.
 import assert from 'node:assert/strict';
-import { readFileSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 
 import { makeSyntheticDataset } from '../../src/data/index.js';
 import { type WeaksegConfig, demoConfig, runPaths, runPipeline } from '../../src/pipeline/index.js';
-import { gainOver, meanSd, meansOver, runSeed, seedDirs, seedList } from '../../bench/seeds.js';
+import { gainOver, meanSd, meansOver, readBaselinePerSeed, runSeed, seedDirs, seedList } from '../../bench/seeds.js';
 import { tempDir } from '../data/helpers.js';
 
 const quiet = { log: () => {} };
@@ -85,4 +85,28 @@ test('gainOver: difference of the means over the seeds both have, spread of the 
   assert.equal(g.gain, (30 + 33) / 2 - (29 + 30) / 2);
   assert.equal(g.sd, Math.round(Math.SQRT2 * 100) / 100, 'gains 1 and 3: sample sd sqrt(2)');
   assert.deepEqual(gainOver(ours, []), { gain: undefined, sd: undefined, seeds: [] });
+});
+
+test('readBaselinePerSeed: the summary\'s seeds, then the leak-free metrics of the seeds it lacks', async (t) => {
+  const dir = await tempDir(t);
+  const names = ['background', 'cat', 'cow', 'dog', 'horse', 'person', 'sheep', 'sofa'];
+  const metrics = (miou: number, mode: string, iou: number) => ({
+    eval: { mode, split: 'train', thresholdChosenOn: 'val',
+      result: { miou, classes: names.map((name, id) => ({ id, name, iou: name === 'sofa' ? 0.9 : iou })) } },
+  });
+  const write = (path: string, v: unknown) => { mkdirSync(join(dir, path, '..'), { recursive: true }); writeFileSync(join(dir, path), JSON.stringify(v)); };
+  // The summary of a later `--seed-list 1` run: seed 1 only, its figure kept even though seed-1/metrics.json differs.
+  write('bench-summary.json', { per_seed: [{ seed: 1, seed_miou_valt: 30.46, seed_miou_frequent7: 46.31 }] });
+  write('seed-1/metrics.json', metrics(0.1, 'leak-free', 0.1));
+  write('seed-0/metrics.json', metrics(0.24194, 'leak-free', 0.4));
+  write('seed-2/metrics.json', metrics(0.5, 'oracle', 0.5)); // another protocol: not a benchmark figure
+  write('seed-3/config.json', {}); // no metrics yet
+  assert.deepEqual(readBaselinePerSeed(join(dir, 'bench-summary.json')), [
+    { seed: 0, seed_miou_valt: 24.19, seed_miou_frequent7: 40 },
+    { seed: 1, seed_miou_valt: 30.46, seed_miou_frequent7: 46.31 },
+  ]);
+  // An older single-run summary without per_seed was seed 0's; no summary and no seed directories: nothing.
+  write('old/bench-summary.json', { seed_miou_valt: 25.83, seed_miou_frequent7: 41 });
+  assert.deepEqual(readBaselinePerSeed(join(dir, 'old', 'bench-summary.json')), [{ seed: 0, seed_miou_valt: 25.83, seed_miou_frequent7: 41 }]);
+  assert.deepEqual(readBaselinePerSeed(join(dir, 'none', 'bench-summary.json')), []);
 });
