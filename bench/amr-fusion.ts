@@ -16,7 +16,7 @@ import { readMask } from '../src/data/index.js';
 import { ThresholdSweep, formatMiouTable, withBackground } from '../src/eval/index.js';
 import { readCam } from '../src/cams/index.js';
 import { type WeaksegConfig, camFile, readConfigFile, readSplit, resolveConfig, thresholdList } from '../src/pipeline/index.js';
-import { benchPaths, round } from './common.js';
+import { benchPaths, pct, round } from './common.js';
 import { gainOver, meanSd, readBaselinePerSeed, seedList } from './seeds.js';
 
 const { repo } = benchPaths();
@@ -62,7 +62,6 @@ async function sweeps(spot: WeaksegConfig, comp: WeaksegConfig, split: string, K
   return out;
 }
 
-const pct = (v: number | null | undefined) => (v === null || v === undefined ? null : round(100 * v, 2));
 const perSeed: { seed: number; weight: number; t: number; val_miou: number | null; seed_miou_valt: number | null; at_code_weight: number | null }[] = [];
 for (const seed of seeds) {
   const seedDir = join(runDir, `seed-${seed}`);

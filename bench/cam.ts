@@ -37,7 +37,7 @@ import type { Method } from '../src/methods/index.js';
 import { makeOptimizer } from '../src/train/index.js';
 import { formatMiouTable } from '../src/eval/index.js';
 import { buildMethod, readSplit, resolveConfig } from '../src/pipeline/index.js';
-import { TUNED_GLIBC_ENV, TorchPeer, benchPaths, findTorchPython, frequentMiou, median, round, stepTimer } from './common.js';
+import { TUNED_GLIBC_ENV, TorchPeer, benchPaths, findTorchPython, frequentMiou, median, pct, round, stepTimer } from './common.js';
 import { SEED_OPTIONS, type SeedRun, gainOver, meanSd, meansOver, readBaselinePerSeed, runSeed, seedDirs, seedList } from './seeds.js';
 import { advcamSubset, amrSeedConfig, branchFigures, quickVocRoot } from './amr-extras.js';
 
@@ -106,7 +106,6 @@ function amrMethodSettings(): Record<string, unknown> {
 }
 
 // ---- 1-3. per seed: train (or reuse), CAMs for train and val, seeds scored at the t chosen on val ----
-const pct = (v: number | null | undefined) => (v === null || v === undefined ? null : round(100 * v, 2));
 const runs: SeedRun[] = [];
 const seedConfig = (seed: number) => (method === 'amr' ? amrSeedConfig(config, spotlightRunDir, seed) : config);
 for (const seed of seeds) {

@@ -24,7 +24,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { mergeConfig, readConfigFile, readMetrics, resolveConfig, runPipeline, type WeaksegConfig } from '../src/pipeline/index.js';
-import { benchPaths, frequentMiou, round } from './common.js';
+import { benchPaths, frequentMiou, pct, round } from './common.js';
 
 const { repo, voc, weights } = benchPaths();
 
@@ -169,7 +169,6 @@ const segMiou = (c: WeaksegConfig) => segResult(c)?.miou ?? null;
 // The seeds are told each image's tags and the segmenters are not: on classes seen in a handful of images only the
 // seeds score, so the frequent classes are reported beside the mIoU over all classes.
 const segFrequent = (c: WeaksegConfig) => { const r = segResult(c); return r ? frequentMiou(r) : null; };
-const pct = (v: number | null | undefined) => (v === null || v === undefined ? null : round(100 * v, 2));
 const ceiling = segMiou(runs.ceiling);
 
 const variants: Record<string, { what: string; miou: number | null; delta: number | null }> = {};

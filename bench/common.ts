@@ -99,6 +99,9 @@ export function round(x: number, digits = 3): number {
   return Math.round(x * f) / f;
 }
 
+/** A fraction as a percentage to 2 decimals, for the JSON lines; null stays null. */
+export const pct = (v: number | null | undefined): number | null => (v === null || v === undefined ? null : round(100 * v, 2));
+
 /** |a - b| / |b| of two scalars (the cross-checks' loss terms). */
 export const relScalar = (a: number, b: number): number => Math.abs(a - b) / Math.max(Math.abs(b), 1e-12);
 

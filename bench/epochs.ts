@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 import { readCamIndex } from '../src/cams/index.js';
 import { listCheckpoints } from '../src/train/index.js';
 import { evaluateSeeds, makeCams, readRunConfig, readSplit, resolveConfig } from '../src/pipeline/index.js';
-import { round } from './common.js';
+import { pct, round } from './common.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -36,7 +36,6 @@ const onlyEpochs = args.epochs?.split(',').map((s) => {
   return n;
 });
 
-const pct = (x: number | null | undefined) => (x === null || x === undefined ? null : round(100 * x, 2));
 
 interface EpochFigures {
   epoch: number;

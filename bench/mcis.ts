@@ -34,7 +34,7 @@ import { formatMiouTable } from '../src/eval/index.js';
 import type { McisMethod } from '../src/methods/index.js';
 import { makeOptimizer } from '../src/train/index.js';
 import { buildMethod, readSplit, resolveConfig } from '../src/pipeline/index.js';
-import { TUNED_GLIBC_ENV, TorchPeer, benchPaths, findTorchPython, median, round, stepTimer } from './common.js';
+import { TUNED_GLIBC_ENV, TorchPeer, benchPaths, findTorchPython, median, pct, round, stepTimer } from './common.js';
 import { SEED_OPTIONS, type SeedRun, gainOver, meansOver, readBaselinePerSeed, runSeed, seedDirs, seedList } from './seeds.js';
 
 const { repo, voc, weights } = benchPaths();
@@ -135,7 +135,6 @@ const configOf = (v: Variant) => resolveConfig({
 
 console.log(`bench:mcis${quick ? ' --quick' : ''}: seeds ${seeds.join(', ')}, variants ${variants.join(', ')} in ${runDir}, ` +
   `${getNumThreads()} engine threads`);
-const pct = (v: number | null | undefined) => (v === null || v === undefined ? null : round(100 * v, 2));
 
 // ---- per variant and seed: train (or reuse), maps for train and val, seeds scored at the t chosen on val ----
 const runs: Record<string, SeedRun[]> = {};

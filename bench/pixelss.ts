@@ -27,7 +27,7 @@ import { getNumThreads } from '../src/engine/index.js';
 import { readVoc } from '../src/data/index.js';
 import { type WeaksegConfig, readSplit, resolveConfig } from '../src/pipeline/index.js';
 import { loadModelWeights } from '../src/train/checkpoint.js';
-import { benchPaths, findTorchPython, round } from './common.js';
+import { benchPaths, findTorchPython, pct, round } from './common.js';
 import { timePixelSsStep } from './pixelss-step.js';
 import { SEED_OPTIONS, type SeedRun, gainOver, meansOver, readBaselinePerSeed, runSeed, seedDirs, seedList } from './seeds.js';
 
@@ -110,7 +110,6 @@ const seedOptions = { retrain: args.retrain!, skipTrain: args['skip-train']!, sk
 console.log(`bench:pixelss${quick ? ' --quick' : ''}: seeds ${seeds.join(', ')} in ${runDir}, SupportNet from ${seamDir}, ` +
   `${getNumThreads()} engine threads`);
 
-const pct = (v: number | null | undefined) => (v === null || v === undefined ? null : round(100 * v, 2));
 const seamRuns: SeedRun[] = [];
 const runs: Record<string, SeedRun[]> = { full: [], rcm_only: [], mam_only: [] };
 const fullDirs = seedDirs(runDir, seeds, args['seed-dir']);

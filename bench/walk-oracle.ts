@@ -26,7 +26,7 @@ import {
 import type { PairLabels } from '../src/refine/affinity-labels.js';
 import { AffinityAgreement, type AffinityAgreementResult, gridPairLabels } from '../src/refine/affinity-score.js';
 import { type AffinityField, randomWalkMask } from '../src/refine/random-walk.js';
-import { frequentMiou, round } from './common.js';
+import { frequentMiou, pct, round } from './common.js';
 
 const { values: args } = parseArgs({
   options: { 'run-dir': { type: 'string', default: 'runs/bench-chain/chain' }, logt: { type: 'string' }, beta: { type: 'string' } },
@@ -92,7 +92,6 @@ for await (const batch of loader.epoch(0)) {
 }
 affinityNet.model.dispose();
 
-const pct = (v: number | null | undefined) => (v === null || v === undefined ? null : round(100 * v, 2));
 const groups = (r: AffinityAgreementResult, coverage?: Record<string, number | null>) => (['bgPos', 'fgPos', 'neg'] as const).map((g) =>
   `${{ bgPos: 'background pairs', fgPos: 'same-object pairs', neg: 'pairs across a boundary' }[g]}: ` +
   `${coverage ? `${pct(coverage[g])} % labelled, ` : ''}mean ${r[g].meanAffinity?.toFixed(3)}, ${pct(r[g].agree)} % right`).join('; ');
