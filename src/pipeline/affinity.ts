@@ -98,19 +98,23 @@ export interface AffinityLabelScore {
 }
 
 /**
- * Scores the affinity labels of data.trainSplit's images with ground truth on the feature grid AffinityNet learns
- * them on: are the pairs it is taught right? Null when no training image has ground truth.
+ * Scores the pair labels of data.trainSplit's images with ground truth on the feature grid a pair net (AffinityNet,
+ * or IRNet with `labelPath` its IR labels) learns them on: are the pairs it is taught right? Null when no training
+ * image has ground truth.
  */
-export async function scoreAffinityLabels(config: WeaksegConfig, dataset: Dataset, o: { stride: number; radius: number }): Promise<AffinityLabelScore | null> {
+export async function scoreAffinityLabels(
+  config: WeaksegConfig, dataset: Dataset, o: { stride: number; radius: number; labelPath?: (id: string) => string },
+): Promise<AffinityLabelScore | null> {
   const items = dataset.items.filter((item) => item.maskPath);
   if (items.length === 0) return null;
+  const labelPath = o.labelPath ?? ((id: string) => affinityLabelPath(config, id));
   const taught = new AffinityAgreement();
   const truthPairs = { bgPos: 0, fgPos: 0, neg: 0 };
   const grid = { stride: o.stride, radius: o.radius, numClasses: dataset.classes.length };
   for (const item of items) {
-    const [labels, truth] = [await readMask(affinityLabelPath(config, item.id)), await readMask(item.maskPath!)];
+    const [labels, truth] = [await readMask(labelPath(item.id)), await readMask(item.maskPath!)];
     if (labels.width !== truth.width || labels.height !== truth.height) {
-      throw new Error(`${affinityLabelPath(config, item.id)}: ${labels.width}x${labels.height}, its ground truth ${item.maskPath} ${truth.width}x${truth.height}`);
+      throw new Error(`${labelPath(item.id)}: ${labels.width}x${labels.height}, its ground truth ${item.maskPath} ${truth.width}x${truth.height}`);
     }
     tidy(() => {
       const cells = { height: Math.ceil(truth.height / o.stride), width: Math.ceil(truth.width / o.stride) };
@@ -126,6 +130,15 @@ export async function scoreAffinityLabels(config: WeaksegConfig, dataset: Datase
   return { images: items.length, coverage: { bgPos: share('bgPos'), fgPos: share('fgPos'), neg: share('neg') }, agreement: r };
 }
 
+/** One log line of a pair-label score (nothing without ground truth). */
+export function logLabelScore(hooks: StageHooks, what: string, score: AffinityLabelScore | null): void {
+  if (!score) return;
+  const g = (k: 'bgPos' | 'fgPos' | 'neg') => `${score.coverage[k] === null ? '-' : (100 * score.coverage[k]).toFixed(1)} % labelled, ` +
+    `${score.agreement[k].agree === null ? '-' : (100 * score.agreement[k].agree).toFixed(1)} % of those right`;
+  logger(hooks)(`${what} against the ground truth of ${score.images} images: background pairs ${g('bgPos')}; ` +
+    `same-object pairs ${g('fgPos')}; pairs across a boundary ${g('neg')}`);
+}
+
 /** Makes the affinity labels (kept on resume) and trains AffinityNet on them with the shared trainer. */
 export async function trainAffinity(config: WeaksegConfig, hooks: StageHooks = {}): Promise<AffinitySummary> {
   const ap = prepareRun(config).affinity;
@@ -139,12 +152,7 @@ export async function trainAffinity(config: WeaksegConfig, hooks: StageHooks = {
   const net = buildAffinityNet(config, dataset.classes.length, hooks);
   const { taps } = net.model;
   const labelScore = await scoreAffinityLabels(config, dataset, { stride: net.stride, radius: net.radius });
-  if (labelScore) {
-    const g = (k: 'bgPos' | 'fgPos' | 'neg') => `${labelScore.coverage[k] === null ? '-' : (100 * labelScore.coverage[k]).toFixed(1)} % labelled, ` +
-      `${labelScore.agreement[k].agree === null ? '-' : (100 * labelScore.agreement[k].agree).toFixed(1)} % of those right`;
-    logger(hooks)(`affinity labels against the ground truth of ${labelScore.images} images: background pairs ${g('bgPos')}; ` +
-      `same-object pairs ${g('fgPos')}; pairs across a boundary ${g('neg')}`);
-  }
+  logLabelScore(hooks, 'affinity labels', labelScore);
   const fit = await fitAndSave(config, hooks, {
     net,
     dataset: labelled,

@@ -15,6 +15,7 @@ import { irLabelMap, irnMasks, irnWalk } from '../refine/irn.js';
 import { IrNet } from '../refine/irn-net.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, imageCount, logger, prepareRun, readSplit, recordMetrics, skippedFilesLog } from './common.js';
+import { type AffinityLabelScore, logLabelScore, scoreAffinityLabels } from './affinity.js';
 import { runPaths } from './paths.js';
 import { type FitSummary, fitAndSave, fitFigures, fitTransform, refuseExistingCheckpoints, requireOneBatch } from './fit.js';
 import {
@@ -53,7 +54,7 @@ async function makeIrLabels(config: WeaksegConfig, dataset: Dataset, hooks: Stag
 }
 
 /** Stage 'irn': makes the IR labels (kept on resume) and trains IRNet on them with the shared trainer. */
-export async function trainIrn(config: WeaksegConfig, hooks: StageHooks = {}): Promise<FitSummary & { labels: LabelMapsSummary }> {
+export async function trainIrn(config: WeaksegConfig, hooks: StageHooks = {}): Promise<FitSummary & { labels: LabelMapsSummary & { score: AffinityLabelScore | null } }> {
   const p = prepareRun(config).irn;
   refuseExistingCheckpoints(p.checkpoints, hooks);
   const i = config.refine.irn;
@@ -64,6 +65,9 @@ export async function trainIrn(config: WeaksegConfig, hooks: StageHooks = {}): P
   const labelled: Dataset = { ...dataset, items: dataset.items.map((item) => ({ ...item, maskPath: join(p.labels, `${item.id}.png`) })) };
   manualSeed(i.seed);
   const net = buildIrNet(config, dataset.classes.length, hooks);
+  // IRNet learns its boundaries from pairs of these labels, as AffinityNet does from its own: score them the same way.
+  const labelScore = await scoreAffinityLabels(config, dataset, { stride: net.stride, radius: net.radius, labelPath: (id) => join(p.labels, `${id}.png`) });
+  logLabelScore(hooks, 'IR labels', labelScore);
   const fit = await fitAndSave(config, hooks, {
     net,
     dataset: labelled,
@@ -83,9 +87,9 @@ export async function trainIrn(config: WeaksegConfig, hooks: StageHooks = {}): P
   });
   recordMetrics(config, 'irn', {
     model: p.model, ...fitFigures(fit), radius: net.radius, stride: net.stride,
-    labels: { split: labels.split, images: labels.images, seconds: labels.seconds, msPerImage: labels.msPerImage, shares: labels.shares },
+    labels: { split: labels.split, images: labels.images, seconds: labels.seconds, msPerImage: labels.msPerImage, shares: labels.shares, score: labelScore },
   });
-  return { ...fit, labels };
+  return { ...fit, labels: { ...labels, score: labelScore } };
 }
 
 /** The class boundary map of one image (a batch of 1), padded to a multiple of the stride as the walk needs. */

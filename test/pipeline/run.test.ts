@@ -67,6 +67,15 @@ test('run: all stages, then skipped when up to date, rerun from the changed stag
     assert.ok(existsSync(path), `${path} written`);
   }
   for (const s of scores(config)) assert.ok(typeof s === 'number' && s >= 0 && s <= 1, `a score in [0, 1]: ${s}`);
+  // IRN's labels are scored against the ground truth as the affinity labels are, on the same training images.
+  type LabelScore = { images: number; agreement: Record<'bgPos' | 'fgPos' | 'neg', { pairs: number; agree: number | null }> };
+  const labelsOf = (stage: string) => (metricsOf(config) as unknown as Record<string, { labels: { score: LabelScore } }>)[stage]!.labels;
+  const irnLabels = labelsOf('irn');
+  assert.ok(irnLabels.score.images > 0 && irnLabels.score.images === labelsOf('affinity').score.images, JSON.stringify(irnLabels.score));
+  for (const g of ['bgPos', 'fgPos', 'neg'] as const) {
+    const { pairs, agree } = irnLabels.score.agreement[g];
+    assert.ok(pairs > 0 && agree !== null && agree >= 0 && agree <= 1, `IR label ${g} pairs: ${JSON.stringify(irnLabels.score.agreement[g])}`);
+  }
 
   const second = await runPipeline(config, quiet);
   assert.deepEqual(actions(second), Object.fromEntries(ALL.map((s) => [s, 'skipped'])), 'nothing new: even the report stands');
