@@ -8,11 +8,13 @@ import { performance } from 'node:perf_hooks';
 import { emptyCache, manualSeed, tidy } from '../engine/index.js';
 import { type Batch, BatchLoader, type Dataset, type DatasetItem, type LabelMap, decodeImage, evalTransform, readMask, writeMask } from '../data/index.js';
 import { createBackbone } from '../backbones/index.js';
+import { readSafetensorsHeader } from '../engine/serialize/index.js';
 import { readCam } from '../cams/format.js';
 import { type MiouResult, formatMiouTable } from '../eval/index.js';
 import { crfParams } from '../refine/crf-presets.js';
 import { irLabelMap, irnMasks, irnWalk } from '../refine/irn.js';
 import { IrNet } from '../refine/irn-net.js';
+import { loadModelWeights } from '../train/checkpoint.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, imageCount, logger, prepareRun, readSplit, recordMetrics, skippedFilesLog } from './common.js';
 import { type AffinityLabelScore, logLabelScore, scoreAffinityLabels } from './affinity.js';
@@ -27,14 +29,32 @@ function irLabelCrf(config: WeaksegConfig) {
   return crfParams('irn', { referenceSize: config.refine.crf.referenceSize, workingSize: config.refine.crf.workingSize });
 }
 
-/** IRNet on the run's backbone: refine.irn.weights, else model.weights (IRN: the ImageNet ResNet-50, frozen). */
+/** A model file `weakseg train` wrote (a whole classifier, its backbone under 'backbone.'), not a backbone's weights. */
+function isClassifierModel(path: string): boolean {
+  return path.endsWith('.safetensors') && existsSync(path) && readSafetensorsHeader(path).metadata.format === 'weakseg-model/1';
+}
+
+/**
+ * IRNet on the run's backbone: refine.irn.weights, else model.weights (IRN: the ImageNet ResNet-50, frozen).
+ * refine.irn.weights may be a classifier's model file: the backbone is then built as the classifier's was (from
+ * model.weights, whose metadata gives its padding and input normalisation) and takes the classifier's weights.
+ */
 export function buildIrNet(config: WeaksegConfig, numClasses: number, hooks: StageHooks): IrNet {
   const m = config.model;
   const i = config.refine.irn;
+  const fromClassifier = i.weights !== undefined && isClassifierModel(i.weights);
   const backbone = hooks.backboneFactory ? hooks.backboneFactory(config) : createBackbone(m.backbone, {
-    weights: i.weights ?? m.weights, outputStride: m.outputStride, ...(m.padding ? { padding: m.padding } : {}),
+    weights: fromClassifier ? m.weights : i.weights ?? m.weights, outputStride: m.outputStride, ...(m.padding ? { padding: m.padding } : {}),
     ...(m.dilate !== undefined ? { dilate: m.dilate } : {}),
   });
+  if (fromClassifier) {
+    try {
+      loadModelWeights(i.weights!, backbone, { prefix: 'backbone.' });
+    } catch (e) {
+      backbone.dispose();
+      throw new Error(`refine.irn.weights: ${(e as Error).message}`);
+    }
+  }
   return new IrNet(backbone, { numClasses, radius: i.radius, displacementLrMult: i.headLrMult });
 }
 

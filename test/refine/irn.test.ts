@@ -1,9 +1,15 @@
 // IRN's pieces on hand-made inputs: the IR labels from CAM seeds, the paths and the boundary-derived affinities,
 // the displacement targets and loss, and the walk on a boundary map.
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { test } from 'node:test';
 
 import { manualSeed, noGrad, tensor, tidy } from '../../src/engine/index.js';
+import { saveSafetensors } from '../../src/engine/serialize/index.js';
+import { mobilenetV2 } from '../../src/backbones/index.js';
+import { buildIrNet } from '../../src/pipeline/irn.js';
+import { resolveConfig } from '../../src/pipeline/index.js';
+import { tempDir } from '../data/helpers.js';
 import type { CamRecord } from '../../src/cams/format.js';
 import { crfParams } from '../../src/refine/crf-presets.js';
 import { affinityPairLabels, pairOffsets } from '../../src/refine/affinity-labels.js';
@@ -168,4 +174,26 @@ test('IRNet: a frozen backbone, the boundary and displacement groups, a finite l
     assert.throws(() => net.boundaryMap(tensor(new Float32Array(3 * 15 * 24), { shape: [1, 3, 15, 24] })), /multiple of 4/);
   }));
   net.model.dispose();
+});
+
+test("refine.irn.weights: a classifier's model file gives IRNet that classifier's backbone; other keys are left, a wrong file is refused", async (t) => {
+  const dir = await tempDir(t);
+  manualSeed(4);
+  // MobileNetV2 (random weights) reads backbone files only, so the classifier's file goes through IRN's own loading.
+  const classifier = mobilenetV2();
+  const model = join(dir, 'model.safetensors');
+  // As `weakseg train` writes it: the backbone under 'backbone.', the method's own layers beside it.
+  const state = new Map([...classifier.stateDict()].map(([k, v]) => [`backbone.${k}`, v]));
+  state.set('fc8.weight', tensor(new Float32Array(6), { shape: [3, 2] }));
+  saveSafetensors(model, state, { format: 'weakseg-model/1', method: 'cam', backbone: 'mobilenet_v2' });
+  const config = (weights: string) => resolveConfig({ runDir: dir, data: { root: dir }, model: { backbone: 'mobilenet_v2' }, refine: { irn: { weights } } });
+  manualSeed(5);
+  const net = buildIrNet(config(model), 3, {});
+  const key = [...classifier.stateDict().keys()].find((k) => k.endsWith('weight'))!;
+  assert.deepEqual([...net.backbone.stateDict().get(key)!.dataSync()], [...classifier.stateDict().get(key)!.dataSync()]);
+  net.model.dispose();
+  // A model file of another architecture names the setting and the keys that do not match.
+  saveSafetensors(model, new Map([['backbone.other.weight', tensor(new Float32Array(2), { shape: [2] })]]), { format: 'weakseg-model/1' });
+  assert.throws(() => buildIrNet(config(model), 3, {}), /refine\.irn\.weights: .*missing keys/);
+  classifier.dispose();
 });
