@@ -36,7 +36,6 @@ const onlyEpochs = args.epochs?.split(',').map((s) => {
   return n;
 });
 
-
 interface EpochFigures {
   epoch: number;
   best_t: number;
