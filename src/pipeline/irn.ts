@@ -14,7 +14,7 @@ import { type MiouResult, formatMiouTable } from '../eval/index.js';
 import { crfParams } from '../refine/crf-presets.js';
 import { irLabelMap, irnMasks, irnWalk } from '../refine/irn.js';
 import { IrNet } from '../refine/irn-net.js';
-import { loadModelWeights } from '../train/checkpoint.js';
+import { MODEL_FORMAT, loadModelWeights } from '../train/checkpoint.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, imageCount, logger, prepareRun, readSplit, recordMetrics, skippedFilesLog } from './common.js';
 import { type AffinityLabelScore, logLabelScore, scoreAffinityLabels } from './affinity.js';
@@ -31,7 +31,7 @@ function irLabelCrf(config: WeaksegConfig) {
 
 /** A model file `weakseg train` wrote (a whole classifier, its backbone under 'backbone.'), not a backbone's weights. */
 function isClassifierModel(path: string): boolean {
-  return path.endsWith('.safetensors') && existsSync(path) && readSafetensorsHeader(path).metadata.format === 'weakseg-model/1';
+  return path.endsWith('.safetensors') && existsSync(path) && readSafetensorsHeader(path).metadata.format === MODEL_FORMAT;
 }
 
 /**

@@ -1,5 +1,6 @@
 // Stage 1: train the classifier of a method from image-level tags.
 import { manualSeed } from '../engine/index.js';
+import { MODEL_FORMAT } from '../train/checkpoint.js';
 import type { WeaksegConfig } from './config.js';
 import { type StageHooks, buildMethod, imageCount, logger, prepareRun, readSplit, recordMetrics } from './common.js';
 import { namingSources, withExtraSources } from './extra.js';
@@ -37,7 +38,7 @@ export async function trainClassifier(config: WeaksegConfig, options: TrainOptio
       `${dataset.classes.length} classes; momentum ${t.momentum}`,
     checkpointMetadata: { backbone: method.backbone.name, config: JSON.stringify(config) },
     modelMetadata: (result) => ({
-      format: 'weakseg-model/1', method: method.name, backbone: method.backbone.name,
+      format: MODEL_FORMAT, method: method.name, backbone: method.backbone.name,
       num_classes: String(method.numClasses), classes: JSON.stringify(dataset.classes),
       epochs_completed: String(result.epochsCompleted), steps: String(result.steps),
     }),

@@ -10,6 +10,8 @@ import { readWeights } from '../backbones/weights.js';
 import type { Module, Optimizer } from '../nn/index.js';
 
 export const CHECKPOINT_FORMAT = 'weakseg-checkpoint/1';
+/** The format of a trained classifier's model file (`weakseg train`'s model.safetensors). */
+export const MODEL_FORMAT = 'weakseg-model/1';
 
 export interface CheckpointInfo {
   /** Epochs completed. */
