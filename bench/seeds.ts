@@ -12,7 +12,7 @@ import {
   type EvalReport, type TrainSummary, type WeaksegConfig, evaluateSeeds, makeCams, readRunConfig, readSplit, resolveConfig,
   runPaths, trainClassifier,
 } from '../src/pipeline/index.js';
-import { frequentMiou, round } from './common.js';
+import { frequentMiou, pct, round } from './common.js';
 
 /** The options every method benchmark takes for its seeds (parseArgs shapes). */
 export const SEED_OPTIONS = {
@@ -200,7 +200,7 @@ export function readBaselinePerSeed(summaryPath: string): BaselineSeed[] {
     // Only the benchmarks' own protocol counts: train scored at the threshold chosen on val.
     if (!e?.result || e.mode !== 'leak-free' || e.split !== 'train' || e.thresholdChosenOn !== 'val') continue;
     const f7 = frequentMiou(e.result);
-    out.push({ seed, seed_miou_valt: e.result.miou === null ? null : round(e.result.miou * 100, 2), seed_miou_frequent7: f7 === null ? null : round(f7 * 100, 2) });
+    out.push({ seed, seed_miou_valt: pct(e.result.miou), seed_miou_frequent7: pct(f7) });
   }
   return out.sort((a, b) => a.seed - b.seed);
 }
