@@ -259,7 +259,7 @@ export function buildProgram(): Command {
   program
     .name('weakseg')
     .description('Weakly supervised semantic segmentation from image-level tags: train a classifier, make class ' +
-      'activation maps (CAMs), refine them (dense CRF, affinity random walk) into pseudo-masks, train a segmentation ' +
+      'activation maps (CAMs), refine them (dense CRF, affinity random walk, IRN) into pseudo-masks, train a segmentation ' +
       'network on those, and score every step.')
     .version('0.1.0')
     .showHelpAfterError('(add --help for usage)')
