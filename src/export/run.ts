@@ -7,7 +7,7 @@ import { type StageHooks, logger } from '../pipeline/common.js';
 import { runPaths } from '../pipeline/paths.js';
 import { hasSegmenter, loadClassifier, loadSegmenter } from '../predict/models.js';
 import { CamNet } from '../methods/cam.js';
-import { writeWebPage } from '../web/page.js';
+import { writeWebPage } from './web-page.js';
 import { classifierToOnnx, segmenterToOnnx } from './onnx.js';
 import { parseModelMetadata } from './metadata.js';
 import { readOnnxMetadata } from './graph.js';

@@ -1,2 +1,2 @@
-export * from './page.js';
+export * from '../export/web-page.js';
 export * from './serve.js';

@@ -18,7 +18,7 @@ import { segmenterToOnnx } from '../../src/export/onnx.js';
 import { readOnnxMetadata } from '../../src/export/graph.js';
 import { parseModelMetadata } from '../../src/export/metadata.js';
 import { decodeImage, normalizeToChw, vocColormap } from '../../src/data/index.js';
-import { writeWebPage } from '../../src/web/page.js';
+import { writeWebPage } from '../../src/export/web-page.js';
 import { serveDirectory } from '../../src/web/serve.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));

@@ -13,7 +13,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { writeFileAtomic } from '../io/files.js';
 import { vocColormap } from '../data/mask.js';
-import type { OnnxModelInfo } from '../export/metadata.js';
+import type { OnnxModelInfo } from './metadata.js';
 
 /** onnxruntime-web's files the page needs: the WebGPU-capable bundle and the binary it imports. */
 const ORT_FILES = ['ort.webgpu.min.mjs', 'ort-wasm-simd-threaded.asyncify.mjs', 'ort-wasm-simd-threaded.asyncify.wasm'];
