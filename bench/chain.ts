@@ -164,11 +164,14 @@ const linkChain = (c: WeaksegConfig): WeaksegConfig => {
 // 2-4. The reference segmenters asked for; the candidates' base whenever there are candidates.
 const runs = Object.fromEntries(Object.entries(SEGMENTERS).map(([name, r]) => [name, seg(r.dir, r.seg)])) as Record<Segmenter, WeaksegConfig>;
 for (const [name, c] of Object.entries(runs)) if (segmenters.includes(name) || (wanted.length && name === variantsOn)) await runPipeline(linkChain(c), hooks);
-const segResult = (c: WeaksegConfig) => (readMetrics(c) as Json)['seg-eval']?.result;
+const segEval = (c: WeaksegConfig) => (readMetrics(c) as Json)['seg-eval'];
+const segResult = (c: WeaksegConfig) => segEval(c)?.result;
 const segMiou = (c: WeaksegConfig) => segResult(c)?.miou ?? null;
 // The seeds are told each image's tags and the segmenters are not: on classes seen in a handful of images only the
 // seeds score, so the frequent classes are reported beside the mIoU over all classes.
 const segFrequent = (c: WeaksegConfig) => { const r = segResult(c); return r ? frequentMiou(r) : null; };
+// The segmenters told each image's tags too (seg-eval's resultWithTags): level terms with the seeds on all classes.
+const segTagged = (c: WeaksegConfig) => segEval(c)?.resultWithTags?.miou ?? null;
 const ceiling = segMiou(runs.ceiling);
 
 const variants: Record<string, { what: string; miou: number | null; delta: number | null }> = {};
@@ -206,6 +209,8 @@ const summary = {
   seg_pseudo_masks: refiner,
   seg_miou_val: pct(segMiou(runs.weak)),
   seg_matched_miou_val: pct(segMiou(runs.matched)),
+  seg_tagged_miou_val: pct(segTagged(runs.weak)),
+  ceiling_tagged_miou_val: pct(segTagged(runs.ceiling)),
   seed_miou_val: pct(metrics.eval?.fitCurve?.bestMiou),
   ceiling_miou_val: pct(ceiling),
   seg_miou_val_frequent7: pct(segFrequent(runs.weak)),
@@ -218,7 +223,8 @@ const summary = {
 };
 log(`bench:chain${quick ? ' (quick: figures of a handful of images, for development only)' : ''}: seeds ${summary.seed_miou} -> CRF ${summary.crf_miou} ` +
   `-> random walk ${summary.rw_miou}, IRN ${summary.irn_miou} (train); DeepLab ${summary.seg_miou_val} on val (seeds ${summary.seed_miou_val}; ` +
-  `on the ground-truth images' pseudo-masks ${summary.seg_matched_miou_val}; supervised ceiling ${summary.ceiling_miou_val}); ` +
+  `on the ground-truth images' pseudo-masks ${summary.seg_matched_miou_val}; supervised ceiling ${summary.ceiling_miou_val}; told the tags: DeepLab ` +
+  `${summary.seg_tagged_miou_val}, ceiling ${summary.ceiling_tagged_miou_val}); ` +
   `frequent-7 on val: DeepLab ${summary.seg_miou_val_frequent7}, seeds ${summary.seed_miou_val_frequent7}, matched ${summary.seg_matched_miou_val_frequent7}, ` +
   `ceiling ${summary.ceiling_miou_val_frequent7}`);
 console.log(JSON.stringify(summary));

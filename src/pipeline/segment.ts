@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { emptyCache, manualSeed } from '../engine/index.js';
+import { type Tensor, emptyCache, manualSeed } from '../engine/index.js';
 import { readSafetensorsHeader } from '../engine/serialize/index.js';
 import {
   BatchLoader, DataError, type Dataset, IGNORE_INDEX, type ItemTransform, type LabelMap, decodeImage, evalTransform, readMask, repeatFactors,
@@ -14,7 +14,7 @@ import { createBackbone } from '../backbones/index.js';
 import { type MiouResult, formatMiouTable } from '../eval/index.js';
 import { DeepLab } from '../segmentation/deeplab.js';
 import { syncBatchNorm } from '../nn/index.js';
-import { predictMask } from '../segmentation/infer.js';
+import { labelsFromProbabilities, multiScaleProbabilities } from '../segmentation/infer.js';
 import { ignoreUncertainBand } from '../segmentation/targets.js';
 import { readCam } from '../cams/format.js';
 import { crfParams } from '../refine/crf-presets.js';
@@ -213,6 +213,12 @@ export interface SegEvalReport {
   split: string;
   /** Scores of the predictions against the split's ground truth (null when no image has one). */
   result: MiouResult | null;
+  /**
+   * The same network told each image's tags, as CAM seeds are: only background and the image's own classes may
+   * be predicted. A diagnostic (a new image comes without tags): it separates finding the right class from
+   * delineating it. Null when nothing was scored or some predictions were kept from an interrupted run.
+   */
+  resultWithTags: MiouResult | null;
   scales: number[];
   flip: boolean;
   crf: WeaksegConfig['seg']['crf'];
@@ -257,6 +263,7 @@ export async function evaluateSegmenter(config: WeaksegConfig, hooksIn: StageHoo
   const net = buildSegmenter(config, dataset.classes.length, hooks);
   const dir = paths.seg.predictions(split);
   const score = new SplitScore(dataset);
+  const scoreWithTags = new SplitScore(dataset);
   const outputs = new StageOutputs(hooks.resume ?? false);
   let inferMs = 0;
   let done = 0;
@@ -280,6 +287,7 @@ export async function evaluateSegmenter(config: WeaksegConfig, hooksIn: StageHoo
         const [, , h, w] = batch.shape;
         const out = join(dir, `${item.id}.png`);
         let pred: LabelMap;
+        let withTags: LabelMap | null = null;
         if (outputs.existing(item.id, out)) {
           // Resuming: a prediction written before the interruption is kept.
           pred = await readMask(out);
@@ -294,19 +302,26 @@ export async function evaluateSegmenter(config: WeaksegConfig, hooksIn: StageHoo
           const p0 = performance.now();
           // Above the working size: predicted downscaled, the labels upscaled (nearest) to the image.
           const image = deviceImage(batch, config, work);
+          let probs: Tensor | null = null;
           try {
-            pred = predictMask(net, image, {
-              scales: s.scales, flip: s.testFlip, channelsLast: config.runtime.channelsLast, crf: crfSettings, ...(rgb ? { rgb } : {}),
-            });
-            if (work) pred = resizeNearest(pred, w, h);
+            probs = multiScaleProbabilities(net, image, { scales: s.scales, flip: s.testFlip, channelsLast: config.runtime.channelsLast });
+            const labelling = { crf: crfSettings, ...(rgb ? { rgb } : {}) };
+            pred = labelsFromProbabilities(probs, labelling);
+            inferMs += performance.now() - p0;
+            if (item.maskPath) withTags = labelsFromProbabilities(probs, { ...labelling, allowed: [0, ...item.labels.map((c) => c + 1)] });
           } finally {
+            probs?.dispose();
             image.dispose();
           }
-          inferMs += performance.now() - p0;
+          if (work) {
+            pred = resizeNearest(pred, w, h);
+            if (withTags) withTags = resizeNearest(withTags, w, h);
+          }
           await writeMask(out, pred);
           outputs.add(item.id, out);
         }
         await score.add(item, pred);
+        if (withTags) await scoreWithTags.add(item, withTags);
         done++;
         bar.tick();
         await new Promise<void>((r) => setImmediate(r));
@@ -316,20 +331,25 @@ export async function evaluateSegmenter(config: WeaksegConfig, hooksIn: StageHoo
     }
     share.joinSplit(outputs, dataset.items, (item) => join(dir, `${item.id}.png`));
     score.sumOver(share);
+    scoreWithTags.sumOver(share);
     [done, kept, inferMs] = share.total(done, kept, inferMs) as [number, number, number];
   } finally {
     net.model.dispose();
   }
   const result = score.result();
   const scored = score.scored;
+  const resultWithTags = scoreWithTags.scored === scored ? scoreWithTags.result() : null;
   const report: SegEvalReport = {
-    split, result, scales: [...s.scales], flip: s.testFlip, crf: s.crf, images: done, scoredImages: scored, keptImages: kept,
+    split, result, resultWithTags, scales: [...s.scales], flip: s.testFlip, crf: s.crf, images: done, scoredImages: scored, keptImages: kept,
     msPerImage: done > kept ? inferMs / (done - kept) : 0, predictionsDir: dir, model: weights,
   };
   if (result) {
     log(formatMiouTable(result));
     log(`segmenter mIoU on '${split}': ${pct(result.miou)} % (${scored} images; scales ${s.scales.join('/')}` +
       `${s.testFlip ? ' + flips' : ''}${s.crf ? `, CRF '${s.crf}'` : ', no CRF'}; ${report.msPerImage.toFixed(0)} ms per image)`);
+    log(resultWithTags
+      ? `told each image's tags, as the seeds are (a diagnostic: background and the image's classes only): ${pct(resultWithTags.miou)} %`
+      : `told each image's tags: not scored (${scored - scoreWithTags.scored} predictions kept from an interrupted run)`);
   } else {
     log(`segmenter: no image of '${split}' has a ground-truth mask; ${done} predictions written to ${dir}, nothing scored`);
   }

@@ -7,7 +7,7 @@
 //   labels = argmax_k P, or argmax of the dense CRF's posterior started from P (crf preset, with the RGB image)
 //
 // up() is the bilinear upsampling of the logits to H x W with corners aligned, as in training.
-import { F, type Tensor, noGrad, tidy } from '../engine/index.js';
+import { F, type Tensor, noGrad, tensor, tidy } from '../engine/index.js';
 import { sumOverScalesAndFlips } from '../nn/test-time.js';
 import type { LabelMap, RgbImage } from '../data/image.js';
 import { type CrfParams, type CrfPresetName, CRF_PRESETS } from '../refine/crf-presets.js';
@@ -55,6 +55,11 @@ export interface LabelOptions {
   crf?: CrfPresetName | CrfParams | null;
   /** The image at the probabilities' resolution (HWC uint8 RGB): the CRF's bilateral kernel reads it. */
   rgb?: RgbImage;
+  /**
+   * The only labels that may be predicted (e.g. background and an image's tags, as CAM seeds are told them):
+   * the others' probabilities are zeroed before the CRF, and they are never the argmax. Absent: every label.
+   */
+  allowed?: readonly number[];
 }
 
 /** Label map from K x H x W probabilities: argmax, or argmax of the dense CRF's posterior. */
@@ -63,8 +68,15 @@ export function labelsFromProbabilities(probs: Tensor, options: LabelOptions = {
   const [K, H, W] = probs.shape as [number, number, number];
   if (K > 256) throw new RangeError(`labelsFromProbabilities: ${K} labels do not fit a uint8 label map`);
   const crf = options.crf ?? null;
+  const allowed = options.allowed ? allowedLabels(options.allowed, K) : null;
   if (crf === null) {
-    const ids = tidy(() => probs.argmax(0).to('uint8').dataSync() as Uint8Array);
+    const ids = tidy(() => {
+      // Probabilities lie in [0, 1]: minus 2 puts every disallowed label below every allowed one.
+      const scores = allowed
+        ? probs.sub(tensor(allowed.map((a) => (a ? 0 : 2)), { dtype: probs.dtype, device: probs.device }).view([K, 1, 1]))
+        : probs;
+      return scores.argmax(0).to('uint8').dataSync() as Uint8Array;
+    });
     return { width: W, height: H, data: Uint8Array.from(ids) };
   }
   const rgb = options.rgb;
@@ -73,8 +85,26 @@ export function labelsFromProbabilities(probs: Tensor, options: LabelOptions = {
     throw new RangeError(`labelsFromProbabilities: the RGB image is ${rgb.width}x${rgb.height}x${rgb.channels} but the probabilities are ${W}x${H}`);
   }
   const params = typeof crf === 'string' ? CRF_PRESETS[crf] : crf;
-  const q = denseCrf({ rgb: rgb.data, width: W, height: H }, probs.toFloat32Array(), K, params);
+  const p = probs.toFloat32Array();
+  const plane = H * W;
+  if (allowed) {
+    // Disallowed labels start at probability 0 (the CRF clips it to its floor) and are ruled out of the argmax.
+    allowed.forEach((a, k) => { if (!a) p.fill(0, k * plane, (k + 1) * plane); });
+  }
+  const q = denseCrf({ rgb: rgb.data, width: W, height: H }, p, K, params);
+  if (allowed) allowed.forEach((a, k) => { if (!a) q.fill(-1, k * plane, (k + 1) * plane); });
   return { width: W, height: H, data: labelMap(q, K) };
+}
+
+/** A K-long allowed flag per label; an id outside 0..K-1 or no label at all is an error naming them. */
+function allowedLabels(ids: readonly number[], K: number): boolean[] {
+  const bad = ids.filter((i) => !Number.isInteger(i) || i < 0 || i >= K);
+  if (bad.length || ids.length === 0) {
+    throw new RangeError(`labelsFromProbabilities: allowed labels must be a non-empty list of ids in 0..${K - 1}, got [${ids.join(', ')}]`);
+  }
+  const flags = new Array<boolean>(K).fill(false);
+  for (const i of ids) flags[i] = true;
+  return flags;
 }
 
 export interface PredictOptions extends SegInferenceOptions, LabelOptions {}

@@ -129,6 +129,12 @@ for (const [head, epochs, lr] of [['largefov', 8, 0.05], ['aspp', 20, 0.05]] as 
     assert.equal(metrics['seg-eval'].result.scoredPixels, 4 * W * (H - 1));
     assert.deepEqual(metrics['seg-eval'].scales, [0.5, 1]);
     assert.ok(lines.some((l) => /segmenter mIoU on 'val': \d+\.\d\d %/.test(l)));
+    // Told each image's tags: the ground truth holds only background and tagged classes, so ruling the other
+    // classes out cannot turn a right pixel wrong: pixel accuracy never falls, over the same pixels.
+    const told = report.resultWithTags!;
+    assert.equal(told.scoredPixels, report.result!.scoredPixels);
+    assert.ok(told.pixelAccuracy! >= report.result!.pixelAccuracy!, `${told.pixelAccuracy} < ${report.result!.pixelAccuracy}`);
+    assert.ok(lines.some((l) => /told each image's tags, as the seeds are .*: \d+\.\d\d %/.test(l)));
 
     const moreClasses = resolveConfig({ ...config, data: { ...config.data, classes: [...CLASSES, 'blue'] } });
     await assert.rejects(evaluateSegmenter(moreClasses, hooks), /model\.safetensors: segmenter trained for 2 classes but split 'val' has 3/);
@@ -149,6 +155,7 @@ for (const [head, epochs, lr] of [['largefov', 8, 0.05], ['aspp', 20, 0.05]] as 
       assert.equal(resumed.keptImages, 4);
       assert.ok((await readMask(planted)).data.every((v) => v === 0));
       assert.ok(resumed.result!.miou! < report.result!.miou!, 'the planted prediction is scored');
+      assert.equal(resumed.resultWithTags, null, 'kept predictions have no tagged counterpart');
     }
 
     // A second training run in the same directory must not silently overwrite the first.

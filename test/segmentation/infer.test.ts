@@ -153,6 +153,47 @@ test('labels: the dense CRF overrules a weakly wrong pixel inside a uniform regi
   });
 });
 
+test('labels: allowed labels (an image\'s tags) restrict the argmax and the CRF; bad lists are named', () => {
+  // Three labels over four pixels, label-major: the plain argmax is 1, 0, 1, 2.
+  const p = [
+    0.1, 0.5, 0.0, 0.2,
+    0.7, 0.3, 0.9, 0.1,
+    0.2, 0.2, 0.1, 0.7,
+  ];
+  tidy(() => {
+    const probs = tensor(Float32Array.from(p), { shape: [3, 1, 4] });
+    assert.deepEqual([...labelsFromProbabilities(probs).data], [1, 0, 1, 2]);
+    // Without label 1 each pixel takes its best of 0 and 2 (by hand: 0.2 > 0.1, 0.5 > 0.2, 0.1 > 0.0, 0.7 > 0.2).
+    assert.deepEqual([...labelsFromProbabilities(probs, { allowed: [0, 2] }).data], [2, 0, 2, 2]);
+    // One label allowed: it is everywhere, even where its probability is 0.
+    assert.deepEqual([...labelsFromProbabilities(probs, { allowed: [0] }).data], [0, 0, 0, 0]);
+    assert.deepEqual([...labelsFromProbabilities(probs, { allowed: [0, 1, 2] }).data], [1, 0, 1, 2]);
+    assert.throws(() => labelsFromProbabilities(probs, { allowed: [0, 3] }), /allowed labels must be a non-empty list of ids in 0\.\.2, got \[0, 3\]/);
+    assert.throws(() => labelsFromProbabilities(probs, { allowed: [] }), /non-empty list/);
+  });
+  // Through the CRF: the right half is confidently label 1; with label 1 ruled out it never appears, and the
+  // left half (label 0, uncontested) keeps its label.
+  const [W, H] = [8, 6];
+  const rgb: RgbImage = { width: W, height: H, channels: 3, data: new Uint8Array(W * H * 3) };
+  const prob = new Float32Array(3 * W * H);
+  for (let q = 0; q < W * H; q++) {
+    const right = q % W >= W / 2;
+    if (right) rgb.data.fill(255, 3 * q, 3 * q + 3);
+    const [p0, p1, p2] = right ? [0.15, 0.7, 0.15] : [0.8, 0.1, 0.1];
+    prob[q] = p0;
+    prob[W * H + q] = p1;
+    prob[2 * W * H + q] = p2;
+  }
+  tidy(() => {
+    const probs = tensor(prob, { shape: [3, H, W] });
+    const all = labelsFromProbabilities(probs, { crf: 'psa', rgb });
+    assert.deepEqual([...all.data], Array.from({ length: W * H }, (_, q) => (q % W >= W / 2 ? 1 : 0)));
+    const told = labelsFromProbabilities(probs, { crf: 'psa', rgb, allowed: [0, 2] });
+    assert.ok(told.data.every((v) => v !== 1), 'a disallowed label never comes out of the CRF');
+    assert.deepEqual([...told.data].filter((_, q) => q % W < W / 2), new Array(W * H / 2).fill(0));
+  });
+});
+
 test('inference: bad inputs are reported with their shapes', () => {
   const net = new ConstantLogitNet([1], [0]);
   tidy(() => {
