@@ -41,7 +41,7 @@ export function addUseCommands(program: Command, ctx: UseCommandContext): void {
     .addOption(new Option('--crf <preset>', "segmenter: dense CRF preset, or 'none' (default seg.crf)").choices(['psa', 'deeplab', 'none']))
     .option('--max-side <px>', 'longest side the network sees; larger images are predicted downsized and the mask scaled back (default 1024)',
       positive('--max-side', true))
-    .option('--tags <list>', 'classifier path: use these tags instead of predicting them, comma-separated',
+    .option('--tags <list>', 'the images\' tags, comma-separated: the classifier uses them instead of predicting tags; the segmenter predicts only background and these classes',
       (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean))
     .option('--tag-threshold <p>', 'classifier path: sigmoid score above which a class is a tag (default 0.5)', fraction('--tag-threshold'))
     .option('--opacity <a>', 'mask opacity in the overlay JPEG (default 0.5)', fraction('--opacity'))

@@ -7,8 +7,9 @@
 //
 // and at the end predictions.jsonl (every image's line, in input order) and summary.json.
 //
-// With a segmenter: multi-scale + flip probabilities (src/segmentation/infer.ts), argmax or dense CRF; confidence
-// is the network's mean probability of the label over the pixels given it. Without one, the classifier: tags are
+// With a segmenter: multi-scale + flip probabilities (src/segmentation/infer.ts), argmax or dense CRF, over
+// background and the given tags only when there are some; confidence is the network's mean probability of the
+// label over the pixels given it. Without one, the classifier: tags are
 // the classes with sigmoid(GAP(CAM)) above a threshold (for the CAM method exactly its classification logits), or
 // given with --tags; their CAMs (src/cams) -> seeds at the run's chosen background threshold -> dense CRF (as the
 // 'crf' stage); confidence is the mean CAM score (background: 1 - the highest CAM score).
@@ -51,7 +52,10 @@ export interface PredictOptions {
   crf?: CrfPresetName | null;
   /** Longest side the networks see (default 1024). */
   maxSide?: number;
-  /** Classifier: tags given by name instead of predicted. */
+  /**
+   * Tags given by name: the classifier takes them instead of predicting them; the segmenter may then predict only
+   * background and these classes.
+   */
   tags?: string[];
   /** Classifier: sigmoid threshold of a predicted tag (default 0.5). */
   tagThreshold?: number;
@@ -75,7 +79,7 @@ export interface PredictionLine {
   width: number;
   height: number;
   classes: ClassFound[];
-  /** Tags the classifier path used (absent with a segmenter). */
+  /** Tags the classifier path used, or the ones the segmenter was restricted to (absent when none were given to it). */
   tags?: string[];
   ms: number;
 }
@@ -124,10 +128,11 @@ export function overlay(image: RgbImage, labels: LabelMap, opacity: number): Uin
   return out;
 }
 
-function labelsOfSegmenter(net: DeepLab, x: Tensor, rgb: RgbImage, o: { scales: number[]; flip: boolean; crf: CrfParams | null; channelsLast: boolean }): Labelled {
+function labelsOfSegmenter(net: DeepLab, x: Tensor, rgb: RgbImage,
+  o: { scales: number[]; flip: boolean; crf: CrfParams | null; channelsLast: boolean; allowed?: number[] }): Labelled {
   return tidy(() => {
     const probs = multiScaleProbabilities(net, x, { scales: o.scales, flip: o.flip, channelsLast: o.channelsLast });
-    const labels = labelsFromProbabilities(probs, o.crf ? { crf: o.crf, rgb } : {});
+    const labels = labelsFromProbabilities(probs, { ...(o.crf ? { crf: o.crf, rgb } : {}), ...(o.allowed ? { allowed: o.allowed } : {}) });
     const K = probs.size(0);
     const p = probs.toFloat32Array();
     const n = labels.width * labels.height;
@@ -220,15 +225,16 @@ export async function predict(config: WeaksegConfig, options: PredictOptions, ho
   const names = ['background', ...model.classes];
   const channelsLast = config.runtime.channelsLast;
   const segCrf = options.crf === undefined ? config.seg.crf : options.crf;
+  for (const t of options.tags ?? []) {
+    if (!model.classes.includes(t)) throw new Error(`--tags: unknown class '${t}' (classes: ${model.classes.join(', ')})`);
+  }
   const segSettings = {
     scales: options.scales ?? config.seg.scales, flip: options.flip ?? config.seg.testFlip, channelsLast,
     crf: segCrf ? crfParams(segCrf, { referenceSize: config.refine.crf.referenceSize }) : null,
+    ...(options.tags ? { allowed: [0, ...options.tags.map((t) => model.classes.indexOf(t) + 1)] } : {}),
   };
   let clsSettings: Parameters<typeof labelsOfClassifier>[4] | null = null;
   if (!useSegmenter) {
-    for (const t of options.tags ?? []) {
-      if (!model.classes.includes(t)) throw new Error(`--tags: unknown class '${t}' (classes: ${model.classes.join(', ')})`);
-    }
     clsSettings = {
       scales: options.scales ?? config.cams.scales, flip: options.flip ?? config.cams.flip, crf: crfSettings(config),
       threshold: classifierThreshold(config), tagThreshold: options.tagThreshold ?? 0.5, channelsLast,
@@ -237,7 +243,8 @@ export async function predict(config: WeaksegConfig, options: PredictOptions, ho
   }
   const norm = model.net.backbone.inputNorm;
   log(`predict: ${inputs.length} image(s) -> ${out} with the ${useSegmenter ? 'segmenter' : 'classifier (no segmenter in this run): tags -> CAMs -> seeds -> CRF'} ${model.weights}` +
-    (useSegmenter ? `; scales ${segSettings.scales.join('/')}${segSettings.flip ? ' + flips' : ''}${segCrf ? `, CRF '${segCrf}'` : ''}`
+    (useSegmenter ? `; scales ${segSettings.scales.join('/')}${segSettings.flip ? ' + flips' : ''}${segCrf ? `, CRF '${segCrf}'` : ''}` +
+      `${options.tags ? `; only background and the tags ${options.tags.join(', ')}` : ''}`
       : `; seed threshold ${clsSettings!.threshold}${options.tags ? `, tags ${options.tags.join(', ')}` : `, tags with sigmoid > ${clsSettings!.tagThreshold}`}`));
 
   const useBar = (hooks.progress ?? 'auto') === 'auto' ? Boolean(process.stderr.isTTY) : Boolean(hooks.progress);
@@ -281,7 +288,7 @@ export async function predict(config: WeaksegConfig, options: PredictOptions, ho
           try {
             if (config.runtime.device !== 'cpu') x = x.to({ device: config.runtime.device });
             result = useSegmenter
-              ? labelsOfSegmenter(model.net as DeepLab, x, small, segSettings)
+              ? { ...labelsOfSegmenter(model.net as DeepLab, x, small, segSettings), ...(options.tags ? { tags: options.tags } : {}) }
               : labelsOfClassifier(model.net as Method, x, small, model.classes, clsSettings!);
           } finally {
             x.dispose();

@@ -104,6 +104,33 @@ test('the labels equal the argmax of onnxruntime-node on the exported model (an 
   assert.ok(compared > n * 0.9, `${compared} of ${n} pixels compared`);
 });
 
+test('given tags, the segmenter labels each pixel with the best of background and the tags, as onnxruntime\'s probabilities say', async () => {
+  const out = join(TMP, 'out-tags');
+  const s = await predict(runConfig(SEG_RUN), { input: join(IN, 'good.png'), out, crf: null, tags: ['dog'] }, { log: () => {}, progress: false });
+  assert.equal(s.mode, 'segmenter');
+  const line = lines(out)[0]!;
+  assert.deepEqual(line.tags, ['dog']);
+  assert.ok(line.classes.every((c) => c.label === 0 || c.label === 2), `labels ${line.classes.map((c) => c.name)}`);
+  const image = await decodeImage(join(IN, 'good.png'));
+  const session = await ort.InferenceSession.create(onnx);
+  const res = await session.run({ image: new ort.Tensor('float32', normalizeToChw(image, { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }), [1, 3, image.height, image.width]) });
+  await session.release();
+  const p = res.probabilities!.data as Float32Array;
+  const n = image.width * image.height;
+  const mask = await readMask(join(out, 'good.png'));
+  let compared = 0;
+  let overruled = 0;
+  for (let i = 0; i < n; i++) {
+    const [bg, dog] = [p[i]!, p[2 * n + i]!];
+    if (Math.abs(bg - dog) < 1e-4) continue;
+    assert.equal(mask.data[i], bg > dog ? 0 : 2, `pixel ${i}`);
+    compared++;
+    if ([1, 3].some((k) => p[k * n + i]! > Math.max(bg, dog))) overruled++;
+  }
+  assert.ok(compared > n * 0.9, `${compared} of ${n} pixels compared`);
+  assert.ok(overruled > 0, 'some pixels would take an untagged class without the tags');
+});
+
 test('a rerun after kill -9 redoes nothing already written and finishes the rest', async () => {
   const many = join(TMP, 'many');
   mkdirSync(many);
