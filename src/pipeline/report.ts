@@ -146,6 +146,15 @@ function scoreRows(config: WeaksegConfig, metrics: Json, warnings: string[]): Sc
     const trained = isObject(seg) && typeof seg.pseudoMasks === 'string' ? seg.pseudoMasks : config.seg.pseudoMasks;
     return `${config.seg.head}, trained on ${trained}; scales ${scales}${flip ? ' + flip' : ''}${crf ? ` + CRF (${String(crf)})` : ''}`;
   }, ['eval', 'eval-fit']);
+  const segEval = metrics['seg-eval'];
+  if (isObject(segEval) && isObject(segEval.resultWithTags)) {
+    const result = miouResult({ result: segEval.resultWithTags }, 'seg-eval.resultWithTags', warnings);
+    compare({
+      stage: 'seg-eval-tags', label: `${stageNamed('seg-eval').title}, told the tags`, split: String(segEval.split ?? '?'),
+      miou: result?.miou ?? null, note: "a diagnostic: each image's labels limited to background and its tags, as the seeds' are",
+      ...(result ? { result } : {}),
+    }, ['eval', 'eval-fit']);
+  }
   return rows;
 }
 

@@ -157,7 +157,7 @@ test('a run with every scoring stage: changes against the previous step, segment
     irn: { epochs: 1, steps: 3, epochLosses: [0.9], msPerStep: 10 },
     'irn-walk': { split: 'train', result: result(0.31, [0.6, 0.33, 0]), beta: 10, expTimes: 8, bgThreshold: 0.25 },
     'seg-train': { epochs: 1, steps: 2, epochLosses: [1.2], msPerStep: 20 },
-    'seg-eval': { split: 'val', result: result(0.4, [0.7, 0.5, null]) },
+    'seg-eval': { split: 'val', result: result(0.4, [0.7, 0.5, null]), resultWithTags: result(0.45, [0.72, 0.6, null]) },
     train: { epochs: 1, steps: 1 },
     cams: { splits: [] },
   }, 1);
@@ -174,6 +174,7 @@ test('a run with every scoring stage: changes against the previous step, segment
   assert.match(html, /Seeds \+ dense CRF<\/td><td>train<\/td><td class="num">30\.00<\/td><td><span class="up">\+5\.00<\/span> <span class="muted">vs CAM seeds<\/span>/);
   assert.match(html, /Random walk<\/td><td>train<\/td><td class="num">28\.00<\/td><td><span class="down">−2\.00<\/span> <span class="muted">vs Seeds \+ dense CRF<\/span>/);
   assert.match(html, /Segmentation net<\/td><td>val<\/td><td class="num">40\.00<\/td><td><span class="up">\+13\.00<\/span> <span class="muted">vs CAM seeds \(fit split\)<\/span>/);
+  assert.match(html, /Segmentation net, told the tags<\/td><td>val<\/td><td class="num">45\.00<\/td><td><span class="up">\+18\.00<\/span> <span class="muted">vs CAM seeds \(fit split\)<\/span><\/td><td>a diagnostic/);
   assert.match(html, /IRN walk<\/td><td>train<\/td><td class="num">31\.00<\/td><td><span class="up">\+3\.00<\/span> <span class="muted">vs Random walk<\/span><\/td><td>IRN: beta 10, 2\^8 steps, background score 0\.25/);
   // Per-class chart: 4 series, and per-epoch training curves from metrics.json for affinity and seg (no logs).
   assert.match(html, /CAM seeds \(train\)/);
