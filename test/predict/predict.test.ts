@@ -83,15 +83,19 @@ test('a folder of good and bad images: bad ones reported by path, every other on
   assert.ok(new Set(lines(out).flatMap((l) => l.classes.map((c) => c.label))).size >= 2, 'the test net predicts several labels');
 });
 
-test('the labels equal the argmax of onnxruntime-node on the exported model (an independent forward)', async () => {
-  const out = join(TMP, 'out-single');
-  await predict(runConfig(SEG_RUN), { input: join(IN, 'good.png'), out, crf: null }, { log: () => {}, progress: false });
-  const image = await decodeImage(join(IN, 'good.png'));
+/** onnxruntime-node's probabilities (label-major, K x n) of the exported segmenter on an image: an independent forward. */
+async function ortProbabilities(path: string): Promise<{ p: Float32Array; n: number }> {
+  const image = await decodeImage(path);
   const session = await ort.InferenceSession.create(onnx);
   const res = await session.run({ image: new ort.Tensor('float32', normalizeToChw(image, { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }), [1, 3, image.height, image.width]) });
   await session.release();
-  const p = res.probabilities!.data as Float32Array;
-  const n = image.width * image.height;
+  return { p: res.probabilities!.data as Float32Array, n: image.width * image.height };
+}
+
+test('the labels equal the argmax of onnxruntime-node on the exported model (an independent forward)', async () => {
+  const out = join(TMP, 'out-single');
+  await predict(runConfig(SEG_RUN), { input: join(IN, 'good.png'), out, crf: null }, { log: () => {}, progress: false });
+  const { p, n } = await ortProbabilities(join(IN, 'good.png'));
   const mask = await readMask(join(out, 'good.png'));
   let compared = 0;
   for (let i = 0; i < n; i++) {
@@ -111,12 +115,7 @@ test('given tags, the segmenter labels each pixel with the best of background an
   const line = lines(out)[0]!;
   assert.deepEqual(line.tags, ['dog']);
   assert.ok(line.classes.every((c) => c.label === 0 || c.label === 2), `labels ${line.classes.map((c) => c.name)}`);
-  const image = await decodeImage(join(IN, 'good.png'));
-  const session = await ort.InferenceSession.create(onnx);
-  const res = await session.run({ image: new ort.Tensor('float32', normalizeToChw(image, { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }), [1, 3, image.height, image.width]) });
-  await session.release();
-  const p = res.probabilities!.data as Float32Array;
-  const n = image.width * image.height;
+  const { p, n } = await ortProbabilities(join(IN, 'good.png'));
   const mask = await readMask(join(out, 'good.png'));
   let compared = 0;
   let overruled = 0;
