@@ -9,10 +9,10 @@
 //
 // With a segmenter: multi-scale + flip probabilities (src/segmentation/infer.ts), argmax or dense CRF, over
 // background and the given tags only when there are some; confidence is the network's mean probability of the
-// label over the pixels given it. Without one, the classifier: tags are
-// the classes with sigmoid(GAP(CAM)) above a threshold (for the CAM method exactly its classification logits), or
-// given with --tags; their CAMs (src/cams) -> seeds at the run's chosen background threshold -> dense CRF (as the
-// 'crf' stage); confidence is the mean CAM score (background: 1 - the highest CAM score).
+// label over the pixels given it. Without one, the classifier: tags are the classes with sigmoid(GAP(CAM)) above a
+// threshold (for the CAM method exactly its classification logits), or given with --tags; their CAMs (src/cams) ->
+// seeds at the run's chosen background threshold -> dense CRF (as the 'crf' stage); confidence is the mean CAM
+// score (background: 1 - the highest CAM score).
 //
 // Images larger than maxSide on their longer side are predicted at that size and the labels scaled back up
 // (nearest), so a 24-megapixel photo does not need gigabytes of class probabilities.
