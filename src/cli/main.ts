@@ -107,7 +107,7 @@ function trainOptions(cmd: Command): Command {
     .option('--head-lr-mult <x>', 'learning-rate multiplier of the new layers (default 10)', num('--head-lr-mult'))
     .option('--momentum <m>', 'SGD momentum (default 0.9; 0 reproduces the official PSA/SEAM/IRN code)', num('--momentum'))
     .option('--weight-decay <wd>', 'weight decay (default 1e-4)', num('--weight-decay'))
-    .option('--seed <n>', 'seed for data order, augmentation, initialisation and dropout (default 0; see runtime.deterministic)', num('--seed'))
+    .option('--seed <n>', "the classifier's seed for data order, augmentation, initialisation and dropout (train.seed, default 0; see runtime.deterministic)", num('--seed'))
     .option('--max-steps <n>', 'stop after this many steps (smoke runs)', num('--max-steps'));
 }
 
