@@ -20,29 +20,26 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 
 import { type Tensor, getNumThreads, manualSeed, noGrad, rand, randn, tidy } from '../src/engine/index.js';
 import { loadSafetensors, saveSafetensors } from '../src/engine/serialize/index.js';
 import { BatchNorm2d, Conv2d } from '../src/nn/index.js';
 import { type Backbone, mobilenetV2, resnet50 } from '../src/backbones/index.js';
 import { type Amm, AmrMethod, type GaussianScale, ammBlocks, flipCombine } from '../src/methods/amr.js';
-import { benchPaths, findTorchPython } from './common.js';
+import { benchArgs, benchPaths, findTorchPython } from './common.js';
 
 const { repo, weights } = benchPaths();
 const torchScript = join(repo, 'bench', 'amr_torch.py');
 
-const { values: args } = parseArgs({
-  options: {
-    backbone: { type: 'string', default: 'both' },
-    batch: { type: 'string', default: '2' },
-    crop: { type: 'string', default: '96' },
-    variant: { type: 'string', default: 'code' },
-    'gaussian-scale': { type: 'string', default: 'code' },
-    seed: { type: 'string', default: '0' },
-    dir: { type: 'string' },
-    keep: { type: 'boolean', default: false },
-  },
+const args = benchArgs(import.meta.url, {
+  backbone: { type: 'string', default: 'both' },
+  batch: { type: 'string', default: '2' },
+  crop: { type: 'string', default: '96' },
+  variant: { type: 'string', default: 'code' },
+  'gaussian-scale': { type: 'string', default: 'code' },
+  seed: { type: 'string', default: '0' },
+  dir: { type: 'string' },
+  keep: { type: 'boolean', default: false },
 });
 const variant = args.variant as 'code' | 'paper';
 if (variant !== 'code' && variant !== 'paper') throw new Error(`--variant must be code or paper, got ${args.variant}`);

@@ -10,24 +10,21 @@
 // Ends with one JSON line.
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 
 import { readMask } from '../src/data/index.js';
 import { ThresholdSweep, formatMiouTable, withBackground } from '../src/eval/index.js';
 import { readCam } from '../src/cams/index.js';
 import { type WeaksegConfig, camFile, readConfigFile, readSplit, resolveConfig, thresholdList } from '../src/pipeline/index.js';
-import { benchPaths, pct, round } from './common.js';
+import { benchArgs, benchPaths, pct, round } from './common.js';
 import { gainOver, meanSd, readBaselinePerSeed, seedList } from './seeds.js';
 
 const { repo } = benchPaths();
-const { values: args } = parseArgs({
-  options: {
-    'run-dir': { type: 'string' },
-    seeds: { type: 'string', default: '3' },
-    'seed-list': { type: 'string' },
-    weights: { type: 'string', default: '0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1' },
-    'cam-summary': { type: 'string' },
-  },
+const args = benchArgs(import.meta.url, {
+  'run-dir': { type: 'string' },
+  seeds: { type: 'string', default: '3' },
+  'seed-list': { type: 'string' },
+  weights: { type: 'string', default: '0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1' },
+  'cam-summary': { type: 'string' },
 });
 const runDir = resolve(args['run-dir'] ?? join(repo, 'runs', 'bench-amr'));
 const camSummaryPath = resolve(args['cam-summary'] ?? join(repo, 'runs', 'bench-cam', 'bench-summary.json'));

@@ -8,22 +8,19 @@
 // present; mAP over the classes present in them). It says whether a classifier can start from what the AMM network
 // passes on; the README's AMR section cites it. Needs ../shared. Ends with one JSON line.
 import { existsSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 
 import { Adam } from '../src/nn/index.js';
 import { F, type Tensor, cat, manualSeed, noGrad, tensor, tidy, zeros } from '../src/engine/index.js';
 import { type Backbone, mobilenetV2 } from '../src/backbones/index.js';
 import { Amm, type GaussianScale, ammBlocks } from '../src/methods/amr.js';
 import { BatchLoader, type Dataset, evalTransform, readVoc } from '../src/data/index.js';
-import { benchPaths, round } from './common.js';
+import { benchArgs, benchPaths, round } from './common.js';
 
 const { voc, weights } = benchPaths();
-const { values: args } = parseArgs({
-  options: {
-    train: { type: 'string', default: '300' },
-    val: { type: 'string', default: '150' },
-    iterations: { type: 'string', default: '500' },
-  },
+const args = benchArgs(import.meta.url, {
+  train: { type: 'string', default: '300' },
+  val: { type: 'string', default: '150' },
+  iterations: { type: 'string', default: '500' },
 });
 if (!existsSync(voc) || !existsSync(weights)) {
   console.log(`amr-probe needs ${voc} and ${weights} (../shared is absent); skipped`);

@@ -28,7 +28,6 @@
 // Ends with one JSON line.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 
 import { emptyCache, getNumThreads, tensor } from '../src/engine/index.js';
 import { BatchLoader, trainTransform } from '../src/data/index.js';
@@ -37,31 +36,29 @@ import type { Method } from '../src/methods/index.js';
 import { makeOptimizer } from '../src/train/index.js';
 import { formatMiouTable } from '../src/eval/index.js';
 import { buildMethod, readSplit, resolveConfig } from '../src/pipeline/index.js';
-import { TUNED_GLIBC_ENV, TorchPeer, benchPaths, findTorchPython, frequentMiou, median, pct, round, stepTimer } from './common.js';
+import { TUNED_GLIBC_ENV, TorchPeer, benchArgs, benchPaths, findTorchPython, frequentMiou, median, pct, round, stepTimer } from './common.js';
 import { SEED_OPTIONS, type SeedRun, gainOver, meanSd, meansOver, readBaselinePerSeed, runSeed, seedDirs, seedList } from './seeds.js';
 import { advcamSubset, amrSeedConfig, branchFigures, quickVocRoot } from './amr-extras.js';
 
 const { repo, voc, weights } = benchPaths();
 
-const { values: args } = parseArgs({
-  options: {
-    method: { type: 'string', default: 'cam' },
-    epochs: { type: 'string', default: '8' },
-    'run-dir': { type: 'string' },
-    'cam-summary': { type: 'string' },
-    ...SEED_OPTIONS,
-    rounds: { type: 'string', default: '4' },
-    steps: { type: 'string', default: '2' },
-    warmup: { type: 'string', default: '2' },
-    momentum: { type: 'string', default: '0.9' },
-    'head-lr-mult': { type: 'string', default: '10' },
-    quick: { type: 'boolean', default: false },
-    'spotlight-run-dir': { type: 'string' },
-    variant: { type: 'string', default: 'code' },
-    'gaussian-scale': { type: 'string' },
-    'advcam-images': { type: 'string' },
-    'advcam-iterations': { type: 'string' },
-  },
+const args = benchArgs(import.meta.url, {
+  method: { type: 'string', default: 'cam' },
+  epochs: { type: 'string', default: '8' },
+  'run-dir': { type: 'string' },
+  'cam-summary': { type: 'string' },
+  ...SEED_OPTIONS,
+  rounds: { type: 'string', default: '4' },
+  steps: { type: 'string', default: '2' },
+  warmup: { type: 'string', default: '2' },
+  momentum: { type: 'string', default: '0.9' },
+  'head-lr-mult': { type: 'string', default: '10' },
+  quick: { type: 'boolean', default: false },
+  'spotlight-run-dir': { type: 'string' },
+  variant: { type: 'string', default: 'code' },
+  'gaussian-scale': { type: 'string' },
+  'advcam-images': { type: 'string' },
+  'advcam-iterations': { type: 'string' },
 });
 
 const method = args.method as 'cam' | 'seam' | 'amr';

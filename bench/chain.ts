@@ -21,23 +21,20 @@
 // Needs ../shared (data and weights). Ends with one JSON line.
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 
 import { mergeConfig, readConfigFile, readMetrics, resolveConfig, runPipeline, type WeaksegConfig } from '../src/pipeline/index.js';
-import { benchPaths, frequentMiou, pct, round } from './common.js';
+import { benchArgs, benchPaths, frequentMiou, pct, round } from './common.js';
 
 const { repo, voc, weights } = benchPaths();
 
-const { values: args } = parseArgs({
-  options: {
-    'model-run': { type: 'string' },
-    'run-dir': { type: 'string' },
-    quick: { type: 'boolean', default: false },
-    'seg-variants': { type: 'string' },
-    'variants-on': { type: 'string', default: 'weak' },
-    segmenters: { type: 'string', default: 'weak,matched,ceiling' },
-    'no-irn': { type: 'boolean', default: false },
-  },
+const args = benchArgs(import.meta.url, {
+  'model-run': { type: 'string' },
+  'run-dir': { type: 'string' },
+  quick: { type: 'boolean', default: false },
+  'seg-variants': { type: 'string' },
+  'variants-on': { type: 'string', default: 'weak' },
+  segmenters: { type: 'string', default: 'weak,matched,ceiling' },
+  'no-irn': { type: 'boolean', default: false },
 });
 const quick = args.quick!;
 if (!existsSync(voc) || !existsSync(weights)) {

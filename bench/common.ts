@@ -1,9 +1,10 @@
 // Shared helpers for the benchmarks: medians, the PyTorch peer process, and the closing JSON line.
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
 
 import { type Tensor, tidy } from '../src/engine/index.js';
 import type { MiouResult } from '../src/eval/index.js';
@@ -15,6 +16,39 @@ export function benchPaths(): { repo: string; shared: string; voc: string; weigh
   const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
   const shared = resolve(repo, '..', 'shared');
   return { repo, shared, voc: join(shared, 'data', 'voc-mini'), weights: join(shared, 'weights', 'mobilenet_v2_imagenet.safetensors') };
+}
+
+type BenchOptions = NonNullable<ParseArgsConfig['options']>;
+
+/**
+ * A benchmark's command-line options (node's parseArgs, strict). `--help` prints the file's header comment, its
+ * usage and what it measures; an unknown option or a missing value ends the run with one line naming it and exit
+ * code 2, where parseArgs alone throws a TypeError with a stack.
+ */
+export function benchArgs<const O extends BenchOptions>(moduleUrl: string, options: O): ReturnType<typeof parseArgs<{ options: O }>>['values'] {
+  const file = fileURLToPath(moduleUrl);
+  const name = basename(file).replace(/\.js$/, '');
+  const argv = process.argv.slice(2);
+  if (argv.includes('--help') || argv.includes('-h')) {
+    console.log(headerComment(file) || `node dist/bench/${name}.js: options ${Object.keys(options).map((o) => `--${o}`).join(' ')}`);
+    process.exit(0);
+  }
+  try {
+    return parseArgs({ args: argv, options }).values;
+  } catch (e) {
+    console.error(`bench ${name}: ${(e as Error).message.split('\n')[0]} (--help lists the options)`);
+    process.exit(2);
+  }
+}
+
+/** The leading // comment block of a compiled benchmark (tsc keeps it), without the slashes. */
+function headerComment(file: string): string {
+  const lines: string[] = [];
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    if (!line.startsWith('//')) break;
+    lines.push(line.replace(/^\/\/ ?/, ''));
+  }
+  return lines.join('\n').trim();
 }
 
 /**

@@ -19,20 +19,17 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { freeLoopbackPort, tidy } from '../src/engine/index.js';
 import { loadSafetensors } from '../src/engine/serialize/index.js';
 import { makeSyntheticDataset } from '../src/data/index.js';
-import { median, round } from './common.js';
+import { benchArgs, median, round } from './common.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const shared = resolve(here, '..', '..', '..', 'shared');
 const voc = join(shared, 'data', 'voc-mini');
 const weights = join(shared, 'weights', 'mobilenet_v2_imagenet.safetensors');
 
-const { values: args } = parseArgs({
-  options: { quick: { type: 'boolean', default: false }, steps: { type: 'string' }, warmup: { type: 'string' } },
-});
+const args = benchArgs(import.meta.url, { quick: { type: 'boolean', default: false }, steps: { type: 'string' }, warmup: { type: 'string' } });
 const quick = args.quick;
 const steps = Number(args.steps ?? (quick ? 4 : 20));
 const warmup = Number(args.warmup ?? (quick ? 1 : 3));

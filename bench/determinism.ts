@@ -11,23 +11,20 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 
 import { getNumThreads } from '../src/engine/index.js';
 import { loadSafetensors } from '../src/engine/serialize/index.js';
 import { makeSyntheticDataset } from '../src/data/index.js';
 import { type WeaksegConfigInput, demoConfig, resolveConfig, runPaths, trainClassifier } from '../src/pipeline/index.js';
-import { round } from './common.js';
+import { benchArgs, round } from './common.js';
 
-const { values: args } = parseArgs({
-  options: {
-    method: { type: 'string', default: 'seam' },
-    steps: { type: 'string', default: '4' },
-    batch: { type: 'string', default: '8' },
-    tiny: { type: 'boolean', default: false },
-    variants: { type: 'string', default: 'rerun,off,threads,avx2' },
-    child: { type: 'string' },
-  },
+const args = benchArgs(import.meta.url, {
+  method: { type: 'string', default: 'seam' },
+  steps: { type: 'string', default: '4' },
+  batch: { type: 'string', default: '8' },
+  tiny: { type: 'boolean', default: false },
+  variants: { type: 'string', default: 'rerun,off,threads,avx2' },
+  child: { type: 'string' },
 });
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const voc = join(repo, '..', 'shared', 'data', 'voc-mini');

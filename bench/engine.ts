@@ -3,19 +3,16 @@
 // timed in weakseg and, interleaved in the same run, in PyTorch on the same machine. Ends with one JSON line.
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import { parseArgs } from 'node:util';
 
 import { F, Tensor, getNumThreads, manualSeed, noGrad, randn, rand, synchronize, tidy, engineInfo } from '../src/engine/index.js';
 import { BatchNorm2d, Conv2d, Linear, Module, SGD } from '../src/nn/index.js';
-import { TorchPeer, findTorchPython, median, round } from './common.js';
+import { TorchPeer, benchArgs, findTorchPython, median, round } from './common.js';
 
-const { values: args } = parseArgs({
-  options: {
-    device: { type: 'string', default: 'cpu' },
-    rounds: { type: 'string', default: '4' },
-    steps: { type: 'string', default: '5' },
-    warmup: { type: 'string', default: '3' },
-  },
+const args = benchArgs(import.meta.url, {
+  device: { type: 'string', default: 'cpu' },
+  rounds: { type: 'string', default: '4' },
+  steps: { type: 'string', default: '5' },
+  warmup: { type: 'string', default: '3' },
 });
 const device = args.device!;
 const rounds = Number(args.rounds), steps = Number(args.steps), warmup = Number(args.warmup);

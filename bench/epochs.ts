@@ -10,20 +10,17 @@
 // precision at the best t (a class that fills its images shows as low precision). Finished epochs are reused.
 // Needs the runs' data (../shared for bench runs). Ends with one JSON line.
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 
 import { readCamIndex } from '../src/cams/index.js';
 import { listCheckpoints } from '../src/train/index.js';
 import { evaluateSeeds, makeCams, readRunConfig, readSplit, resolveConfig } from '../src/pipeline/index.js';
-import { pct, round } from './common.js';
+import { benchArgs, pct, round } from './common.js';
 
-const { values: args } = parseArgs({
-  options: {
-    'run-dir': { type: 'string', multiple: true },
-    split: { type: 'string', default: 'val' },
-    epochs: { type: 'string' },
-    threshold: { type: 'string' },
-  },
+const args = benchArgs(import.meta.url, {
+  'run-dir': { type: 'string', multiple: true },
+  split: { type: 'string', default: 'val' },
+  epochs: { type: 'string' },
+  threshold: { type: 'string' },
 });
 const runDirs = (args['run-dir'] ?? []).map((d) => resolve(d));
 if (runDirs.length === 0) throw new Error('give --run-dir DIR (a weakseg run directory with checkpoints/epoch-NNN.safetensors), once per run');

@@ -19,28 +19,25 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 
 import { type Tensor, cat, emptyCache, getNumThreads, manualSeed, noGrad, tensor, tidy } from '../src/engine/index.js';
 import { loadSafetensors, saveSafetensors } from '../src/engine/serialize/index.js';
 import { BatchLoader, type Dataset, readVoc, trainTransform } from '../src/data/index.js';
 import { type Backbone, mobilenetV2, vgg16 } from '../src/backbones/index.js';
 import { McisMethod, selfPairViews } from '../src/methods/mcis.js';
-import { benchPaths, findTorchPython, relScalar, relTensor } from './common.js';
+import { benchArgs, benchPaths, findTorchPython, relScalar, relTensor } from './common.js';
 
 const { repo, voc, weights } = benchPaths();
 const torchScript = join(repo, 'bench', 'mcis_torch.py');
 
-const { values: args } = parseArgs({
-  options: {
-    backbone: { type: 'string', default: 'both' },
-    size: { type: 'string', default: '256' },
-    batch: { type: 'string', default: '2' },
-    epoch: { type: 'string', default: '2' },
-    seed: { type: 'string', default: '0' },
-    dir: { type: 'string' },
-    keep: { type: 'boolean', default: false },
-  },
+const args = benchArgs(import.meta.url, {
+  backbone: { type: 'string', default: 'both' },
+  size: { type: 'string', default: '256' },
+  batch: { type: 'string', default: '2' },
+  epoch: { type: 'string', default: '2' },
+  seed: { type: 'string', default: '0' },
+  dir: { type: 'string' },
+  keep: { type: 'boolean', default: false },
 });
 
 if (!existsSync(voc) || !existsSync(weights)) {

@@ -25,7 +25,6 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 
 import { emptyCache, getNumThreads, tensor, tidy } from '../src/engine/index.js';
 import { saveSafetensors } from '../src/engine/serialize/index.js';
@@ -34,24 +33,22 @@ import { formatMiouTable } from '../src/eval/index.js';
 import type { McisMethod } from '../src/methods/index.js';
 import { makeOptimizer } from '../src/train/index.js';
 import { buildMethod, readSplit, resolveConfig } from '../src/pipeline/index.js';
-import { TUNED_GLIBC_ENV, TorchPeer, benchPaths, findTorchPython, median, pct, round, stepTimer } from './common.js';
+import { TUNED_GLIBC_ENV, TorchPeer, benchArgs, benchPaths, findTorchPython, median, pct, round, stepTimer } from './common.js';
 import { SEED_OPTIONS, type SeedRun, gainOver, meansOver, readBaselinePerSeed, runSeed, seedDirs, seedList } from './seeds.js';
 
 const { repo, voc, weights } = benchPaths();
 
-const { values: args } = parseArgs({
-  options: {
-    epochs: { type: 'string', default: '8' },
-    'run-dir': { type: 'string' },
-    'cam-summary': { type: 'string' },
-    ...SEED_OPTIONS,
-    'no-ablation': { type: 'boolean', default: false },
-    rounds: { type: 'string', default: '3' },
-    steps: { type: 'string', default: '1' },
-    warmup: { type: 'string', default: '1' },
-    quick: { type: 'boolean', default: false },
-    'extra-half': { type: 'string' },
-  },
+const args = benchArgs(import.meta.url, {
+  epochs: { type: 'string', default: '8' },
+  'run-dir': { type: 'string' },
+  'cam-summary': { type: 'string' },
+  ...SEED_OPTIONS,
+  'no-ablation': { type: 'boolean', default: false },
+  rounds: { type: 'string', default: '3' },
+  steps: { type: 'string', default: '1' },
+  warmup: { type: 'string', default: '1' },
+  quick: { type: 'boolean', default: false },
+  'extra-half': { type: 'string' },
 });
 const half = args['extra-half'];
 if (half !== undefined && half !== 'alone' && half !== 'extra') throw new Error(`--extra-half must be 'alone' or 'extra', got '${half}'`);

@@ -16,30 +16,27 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 
 import { F, type Tensor, getNumThreads, manualSeed, rand, randn, tensor, tidy } from '../src/engine/index.js';
 import { loadSafetensors, saveSafetensors } from '../src/engine/serialize/index.js';
 import { readVoc } from '../src/data/index.js';
 import { prototypeContrast, regionLabels, regionPrototypes } from '../src/methods/index.js';
-import { benchPaths, findTorchPython } from './common.js';
+import { benchArgs, benchPaths, findTorchPython } from './common.js';
 import { type StepTiming, timePixelSsStep } from './pixelss-step.js';
 
 const { repo, voc, weights } = benchPaths();
 const torchScript = join(repo, 'bench', 'pixelss_torch.py');
 
-const { values: args } = parseArgs({
-  options: {
-    seed: { type: 'string', default: '0' },
-    dir: { type: 'string' },
-    keep: { type: 'boolean', default: false },
-    time: { type: 'boolean', default: false },
-    batch: { type: 'string', default: '16' },
-    crop: { type: 'string', default: '224' },
-    rounds: { type: 'string', default: '3' },
-    steps: { type: 'string', default: '2' },
-    warmup: { type: 'string', default: '1' },
-  },
+const args = benchArgs(import.meta.url, {
+  seed: { type: 'string', default: '0' },
+  dir: { type: 'string' },
+  keep: { type: 'boolean', default: false },
+  time: { type: 'boolean', default: false },
+  batch: { type: 'string', default: '16' },
+  crop: { type: 'string', default: '224' },
+  rounds: { type: 'string', default: '3' },
+  steps: { type: 'string', default: '2' },
+  warmup: { type: 'string', default: '1' },
 });
 
 const python = findTorchPython();

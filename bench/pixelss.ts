@@ -21,32 +21,29 @@
 // Needs ../shared (data and weights); PyTorch is optional (step_ratio is null without it). Ends with one JSON line.
 import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 
 import { getNumThreads } from '../src/engine/index.js';
 import { readVoc } from '../src/data/index.js';
 import { type WeaksegConfig, readSplit, resolveConfig } from '../src/pipeline/index.js';
 import { loadModelWeights } from '../src/train/checkpoint.js';
-import { benchPaths, findTorchPython, pct, round } from './common.js';
+import { benchArgs, benchPaths, findTorchPython, pct, round } from './common.js';
 import { timePixelSsStep } from './pixelss-step.js';
 import { SEED_OPTIONS, type SeedRun, gainOver, meansOver, readBaselinePerSeed, runSeed, seedDirs, seedList } from './seeds.js';
 
 const { repo, voc, weights } = benchPaths();
 
-const { values: args } = parseArgs({
-  options: {
-    epochs: { type: 'string', default: '8' },
-    'run-dir': { type: 'string' },
-    'seam-dir': { type: 'string' },
-    ...SEED_OPTIONS,
-    variants: { type: 'string', default: 'full,rcm-only,mam-only' },
-    'skip-ablation': { type: 'boolean', default: false },
-    quick: { type: 'boolean', default: false },
-    rounds: { type: 'string', default: '4' },
-    steps: { type: 'string', default: '2' },
-    warmup: { type: 'string', default: '2' },
-    momentum: { type: 'string', default: '0.9' },
-  },
+const args = benchArgs(import.meta.url, {
+  epochs: { type: 'string', default: '8' },
+  'run-dir': { type: 'string' },
+  'seam-dir': { type: 'string' },
+  ...SEED_OPTIONS,
+  variants: { type: 'string', default: 'full,rcm-only,mam-only' },
+  'skip-ablation': { type: 'boolean', default: false },
+  quick: { type: 'boolean', default: false },
+  rounds: { type: 'string', default: '4' },
+  steps: { type: 'string', default: '2' },
+  warmup: { type: 'string', default: '2' },
+  momentum: { type: 'string', default: '0.9' },
 });
 
 if (!existsSync(voc) || !existsSync(weights)) {

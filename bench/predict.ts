@@ -14,7 +14,6 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import * as ort from 'onnxruntime-node';
 
@@ -27,9 +26,9 @@ import { decodeImage, normalizeToChw } from '../src/data/index.js';
 import { resolveConfig } from '../src/pipeline/config.js';
 import { segmenterToOnnx } from '../src/export/onnx.js';
 import { predict } from '../src/predict/predict.js';
-import { TorchPeer, findTorchPython, median, round } from './common.js';
+import { TorchPeer, benchArgs, findTorchPython, median, round } from './common.js';
 
-const { values: args } = parseArgs({ options: { images: { type: 'string', default: '24' }, threads: { type: 'string' }, repeats: { type: 'string', default: '3' } } });
+const args = benchArgs(import.meta.url, { images: { type: 'string', default: '24' }, threads: { type: 'string' }, repeats: { type: 'string', default: '3' } });
 const repo = fileURLToPath(new URL('../../', import.meta.url));
 const shared = join(repo, '..', 'shared');
 const weights = join(shared, 'weights', 'mobilenet_v2_imagenet.safetensors');

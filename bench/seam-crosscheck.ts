@@ -23,7 +23,6 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 
 import { type Tensor, emptyCache, getNumThreads, manualSeed, noGrad, tensor, tidy } from '../src/engine/index.js';
 import { loadSafetensors, saveSafetensors } from '../src/engine/serialize/index.js';
@@ -31,25 +30,23 @@ import { BatchLoader, type Dataset, readVoc, trainTransform } from '../src/data/
 import { mobilenetV2 } from '../src/backbones/index.js';
 import { SEAM_PAPER, SeamMethod } from '../src/methods/seam.js';
 import { makeOptimizer } from '../src/train/index.js';
-import { TUNED_GLIBC_ENV, TorchPeer, benchPaths, findTorchPython, median, relScalar, relTensor, round, stepTimer } from './common.js';
+import { TUNED_GLIBC_ENV, TorchPeer, benchArgs, benchPaths, findTorchPython, median, relScalar, relTensor, round, stepTimer } from './common.js';
 
 const { repo, voc, weights } = benchPaths();
 const torchScript = join(repo, 'bench', 'seam_torch.py');
 
-const { values: args } = parseArgs({
-  options: {
-    time: { type: 'boolean', default: false },
-    'skip-check': { type: 'boolean', default: false },
-    dir: { type: 'string' },
-    keep: { type: 'boolean', default: false },
-    batch: { type: 'string', default: '2' },
-    crop: { type: 'string', default: '224' },
-    seed: { type: 'string', default: '0' },
-    rounds: { type: 'string', default: '3' },
-    steps: { type: 'string', default: '2' },
-    warmup: { type: 'string', default: '1' },
-    variant: { type: 'string', default: 'code' },
-  },
+const args = benchArgs(import.meta.url, {
+  time: { type: 'boolean', default: false },
+  'skip-check': { type: 'boolean', default: false },
+  dir: { type: 'string' },
+  keep: { type: 'boolean', default: false },
+  batch: { type: 'string', default: '2' },
+  crop: { type: 'string', default: '224' },
+  seed: { type: 'string', default: '0' },
+  rounds: { type: 'string', default: '3' },
+  steps: { type: 'string', default: '2' },
+  warmup: { type: 'string', default: '1' },
+  variant: { type: 'string', default: 'code' },
 });
 
 if (!existsSync(voc) || !existsSync(weights)) {

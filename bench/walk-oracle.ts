@@ -14,7 +14,6 @@
 // is an oracle, never a result. Ends with one JSON line.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 
 import { readCam } from '../src/cams/format.js';
 import { BatchLoader, evalTransform, readMask } from '../src/data/index.js';
@@ -26,11 +25,9 @@ import {
 import type { PairLabels } from '../src/refine/affinity-labels.js';
 import { AffinityAgreement, type AffinityAgreementResult, gridPairLabels } from '../src/refine/affinity-score.js';
 import { type AffinityField, randomWalkMask } from '../src/refine/random-walk.js';
-import { frequentMiou, pct, round } from './common.js';
+import { benchArgs, frequentMiou, pct, round } from './common.js';
 
-const { values: args } = parseArgs({
-  options: { 'run-dir': { type: 'string', default: 'runs/bench-chain/chain' }, logt: { type: 'string' }, beta: { type: 'string' } },
-});
+const args = benchArgs(import.meta.url, { 'run-dir': { type: 'string', default: 'runs/bench-chain/chain' }, logt: { type: 'string' }, beta: { type: 'string' } });
 const runDir = args['run-dir']!;
 if (!existsSync(join(runDir, 'config.json'))) {
   console.error(`bench:walk-oracle: ${runDir} is not a run directory (no config.json): run npm run bench:chain first, or pass --run-dir DIR`);
