@@ -32,6 +32,13 @@ export function formatDuration(seconds: number): string {
   return h ? `${h}h${String(m).padStart(2, '0')}m` : m ? `${m}m${String(r).padStart(2, '0')}s` : `${r}s`;
 }
 
+/** "580 steps done (4 epochs and 80 steps of epoch 5)": a rolling checkpoint can stop inside an epoch. */
+export function resumedAt(step: number, epochs: number, stepsPerEpoch: number): string {
+  const within = step - epochs * stepsPerEpoch;
+  const plural = (n: number, w: string) => `${n} ${w}${n === 1 ? '' : 's'}`;
+  return `${plural(step, 'step')} done (${plural(epochs, 'epoch')}${within > 0 ? ` and ${plural(within, 'step')} of epoch ${epochs + 1}` : ''})`;
+}
+
 export class TrainReporter {
   readonly #opts: ReporterOptions;
   #multi: cliProgress.MultiBar | null = null;
@@ -86,7 +93,7 @@ export class TrainReporter {
     if (this.#opts.jsonLog) append(this.#opts.jsonLog, `${JSON.stringify({ time: new Date().toISOString(), ...e })}\n`);
     switch (e.type) {
       case 'resume':
-        this.line(`resumed from ${e.path}: ${e.epoch} epochs (${e.step} steps) already done`);
+        this.line(`resumed from ${e.path}: ${resumedAt(e.step, e.epoch, e.stepsPerEpoch)}`);
         break;
       case 'start':
         this.line(`training ${e.epochs} epochs x ${e.stepsPerEpoch} steps = ${e.totalSteps} steps; groups: ` +

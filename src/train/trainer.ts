@@ -40,7 +40,7 @@ export type ScheduleSettings = { warmupSteps?: number; warmupFactor?: number } &
 export type TrainEvent =
   | { type: 'start'; epochs: number; stepsPerEpoch: number; totalSteps: number; startEpoch: number; startStep: number;
     groups: { name: string; params: number; lr: number }[]; threads: number }
-  | { type: 'resume'; path: string; epoch: number; step: number }
+  | { type: 'resume'; path: string; epoch: number; step: number; stepsPerEpoch: number }
   | { type: 'step'; epoch: number; step: number; totalSteps: number; stepInEpoch: number; stepsPerEpoch: number;
     loss: number; parts: Record<string, number>; lr: number; stepMs: number; waitMs: number; imagesPerSec: number;
     etaSec: number }
@@ -188,7 +188,7 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
       step = info.step;
       lastCheckpoint = path;
       scheduler.setStep(step);
-      emit({ type: 'resume', path, epoch: startEpoch, step });
+      emit({ type: 'resume', path, epoch: startEpoch, step, stepsPerEpoch });
     }
   }
 

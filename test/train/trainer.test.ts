@@ -9,7 +9,7 @@ import { BatchLoader } from '../../src/data/index.js';
 import { loadSafetensors } from '../../src/engine/serialize/index.js';
 import { CamMethod } from '../../src/methods/index.js';
 import { SGD } from '../../src/nn/index.js';
-import { type TrainEvent, listCheckpoints, loadCheckpoint, train } from '../../src/train/index.js';
+import { type TrainEvent, listCheckpoints, loadCheckpoint, resumedAt, train } from '../../src/train/index.js';
 import { TinyBackbone, synthDataset, synthTransform } from '../methods/tiny.js';
 
 const OPT = { lr: 0.1, momentum: 0.9, weightDecay: 1e-4, polyPower: 0.9 };
@@ -55,6 +55,7 @@ test('checkpoint then resume continues at the right step with identical paramete
   assert.ok(resume && resume.type === 'resume');
   assert.equal(resume.epoch, 1);
   assert.equal(resume.step, 4);
+  assert.equal(resumedAt(resume.step, resume.epoch, resume.stepsPerEpoch), '4 steps done (1 epoch)');
   const firstStep = events.find((e) => e.type === 'step');
   assert.ok(firstStep && firstStep.type === 'step');
   assert.equal(firstStep.step, 5, 'the first step after resuming is global step 5');
@@ -94,6 +95,7 @@ test('a mid-epoch checkpoint resumes inside the epoch and repeats the uninterrup
   });
   const resume = events.find((e) => e.type === 'resume');
   assert.ok(resume && resume.type === 'resume' && resume.step === 6 && resume.path.endsWith('last.safetensors'));
+  assert.equal(resumedAt(resume.step, resume.epoch, resume.stepsPerEpoch), '6 steps done (1 epoch and 2 steps of epoch 2)');
   const firstStep = events.find((e) => e.type === 'step');
   assert.ok(firstStep && firstStep.type === 'step' && firstStep.step === 7 && firstStep.stepInEpoch === 3);
   assert.deepEqual(rest.stepLosses, full.stepLosses.slice(6), 'the two remaining steps see the same batches');
