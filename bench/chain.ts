@@ -169,6 +169,7 @@ const segMiou = (c: WeaksegConfig) => segResult(c)?.miou ?? null;
 const segFrequent = (c: WeaksegConfig) => { const r = segResult(c); return r ? frequentMiou(r) : null; };
 // The segmenters told each image's tags too (seg-eval's resultWithTags): level terms with the seeds on all classes.
 const segTagged = (c: WeaksegConfig) => segEval(c)?.resultWithTags?.miou ?? null;
+const segTaggedFrequent = (c: WeaksegConfig) => { const r = segEval(c)?.resultWithTags; return r ? frequentMiou(r) : null; };
 const ceiling = segMiou(runs.ceiling);
 
 const variants: Record<string, { what: string; miou: number | null; delta: number | null }> = {};
@@ -214,6 +215,7 @@ const summary = {
   seg_matched_miou_val_frequent7: pct(segFrequent(runs.matched)),
   seed_miou_val_frequent7: pct(metrics.eval?.fitCurve?.result ? frequentMiou(metrics.eval.fitCurve.result) : null),
   ceiling_miou_val_frequent7: pct(segFrequent(runs.ceiling)),
+  seg_tagged_miou_val_frequent7: pct(segTaggedFrequent(runs.weak)),
   seg_of_ceiling: ceiling && segMiou(runs.weak) !== null ? round(segMiou(runs.weak) / ceiling, 3) : null,
   ...(wanted.length ? { seg_variants: variants, seg_variants_on: variantsOn } : {}),
   run_dir: runDir,
@@ -223,5 +225,5 @@ log(`bench:chain${quick ? ' (quick: figures of a handful of images, for developm
   `on the ground-truth images' pseudo-masks ${summary.seg_matched_miou_val}; supervised ceiling ${summary.ceiling_miou_val}; told the tags: DeepLab ` +
   `${summary.seg_tagged_miou_val}, ceiling ${summary.ceiling_tagged_miou_val}); ` +
   `frequent-7 on val: DeepLab ${summary.seg_miou_val_frequent7}, seeds ${summary.seed_miou_val_frequent7}, matched ${summary.seg_matched_miou_val_frequent7}, ` +
-  `ceiling ${summary.ceiling_miou_val_frequent7}`);
+  `ceiling ${summary.ceiling_miou_val_frequent7}; DeepLab told the tags ${summary.seg_tagged_miou_val_frequent7}`);
 console.log(JSON.stringify(summary));
