@@ -37,7 +37,7 @@ import { makeOptimizer } from '../src/train/index.js';
 import { formatMiouTable } from '../src/eval/index.js';
 import { buildMethod, readSplit, resolveConfig } from '../src/pipeline/index.js';
 import { TUNED_GLIBC_ENV, TorchPeer, benchArgs, benchPaths, findTorchPython, frequentMiou, median, pct, round, stepTimer } from './common.js';
-import { SEED_OPTIONS, type SeedRun, gainOver, meanSd, meansOver, readBaselinePerSeed, runSeed, seedDirs, seedList } from './seeds.js';
+import { SEED_OPTIONS, type SeedRun, gainOver, meanSd, meansOver, readBaselinePerSeed, runSeed, seedDirs, seedList, threadsNote } from './seeds.js';
 import { advcamSubset, amrSeedConfig, branchFigures, quickVocRoot } from './amr-extras.js';
 
 const { repo, voc, weights } = benchPaths();
@@ -198,6 +198,7 @@ const perSeed = runs.map((r) => ({
   seed_miou_best: pct(r.report.curve.bestMiou),
   best_t: r.report.curve.bestThreshold,
   seed_miou_frequent7: pct(frequentMiou(r.report.result)),
+  train_threads: r.trainThreads,
 }));
 const title = method === 'seam' ? 'SEAM (from the PCM output)' : method === 'amr' ? `AMR (variant '${args.variant}', fused 0.5/0.5, no AdvCAM)` : 'CAM baseline';
 console.log(`\n==== ${title} on voc-mini (MobileNetV2, output stride 8), training seeds ${seeds.join(', ')} ====`);
@@ -259,6 +260,9 @@ if (method !== 'cam') {
       `gain ${gain.gain} (sd of the per-seed gains ${gain.sd})`
     : `no baseline figures for seeds ${seeds.join(', ')} at ${camSummaryPath}: run npm run bench:cam with them first for gain_over_cam`);
 }
+const threadsWarning = threadsNote([...perSeed.map((p) => ({ name: `${method} seed ${p.seed}`, threads: p.train_threads })),
+  ...camPerSeed.filter((c) => common.some((p) => p.seed === c.seed)).map((c) => ({ name: `cam seed ${c.seed}`, threads: c.train_threads }))]);
+if (threadsWarning) console.log(threadsWarning);
 const trained = runs.filter((r) => r.train !== null).map((r) => r.train!);
 const camRuns = runs.filter((r) => r.camMsPerImage !== null);
 const summary = {
@@ -270,6 +274,7 @@ const summary = {
   gain_over_cam_frequent7: gainFrequent.gain,
   gain_over_cam_frequent7_sd: gainFrequent.sd,
   gain_seeds: method !== 'cam' ? common.map((p) => p.seed) : undefined,
+  threads_note: threadsWarning,
   per_seed: perSeed.map((p) => ({
     ...p,
     ...(method !== 'cam' && camPerSeed.some((c) => c.seed === p.seed) && p.seed_miou_valt !== null

@@ -34,7 +34,7 @@ import type { McisMethod } from '../src/methods/index.js';
 import { makeOptimizer } from '../src/train/index.js';
 import { buildMethod, readSplit, resolveConfig } from '../src/pipeline/index.js';
 import { TUNED_GLIBC_ENV, TorchPeer, benchArgs, benchPaths, findTorchPython, median, pct, round, stepTimer } from './common.js';
-import { SEED_OPTIONS, type SeedRun, gainOver, meansOver, readBaselinePerSeed, runSeed, seedDirs, seedList } from './seeds.js';
+import { SEED_OPTIONS, type SeedRun, gainOver, meansOver, readBaselinePerSeed, runSeed, seedDirs, seedList, threadsNote } from './seeds.js';
 
 const { repo, voc, weights } = benchPaths();
 
@@ -151,7 +151,7 @@ for (const v of variants) {
 const perSeed = (v: Variant) => runs[v]!.map((r) => ({
   seed: r.seed, run_dir: r.runDir, trained: r.train !== null,
   seed_miou_valt: pct(r.report.result.miou), valt: r.report.threshold,
-  seed_miou_best: pct(r.report.curve.bestMiou), best_t: r.report.curve.bestThreshold,
+  seed_miou_best: pct(r.report.curve.bestMiou), best_t: r.report.curve.bestThreshold, train_threads: r.trainThreads,
 }));
 const headline = (v: Variant) => meansOver(perSeed(v), ['seed_miou_valt', 'seed_miou_best', 'valt', 'best_t']);
 
@@ -170,6 +170,10 @@ const gainFigures = gainOver(perSeed('full').map((p) => ({ seed: p.seed, value: 
 const gain = quick || half ? null : gainFigures.gain ?? null; // --extra-half trains on other data than bench:cam
 console.log(gain !== null ? `gain over bench:cam (seeds ${gainFigures.seeds.join(', ')}): ${gain} points (sd of the per-seed gains ${gainFigures.sd})`
   : `no gain_over_cam: ${quick ? '--quick' : half ? '--extra-half' : `no bench:cam figures for these seeds at ${camSummaryPath}`}`);
+const threadsWarning = threadsNote([
+  ...variants.flatMap((v) => perSeed(v).map((p) => ({ name: `${v} seed ${p.seed}`, threads: p.train_threads }))),
+  ...camPerSeed.filter((c) => seeds.includes(c.seed)).map((c) => ({ name: `cam seed ${c.seed}`, threads: c.train_threads }))]);
+if (threadsWarning) console.log(threadsWarning);
 const ablation = Object.fromEntries(variants.map((v) => [v, headline(v).seed_miou_valt]));
 console.log(`ablation (seed mIoU at the val-chosen t, mean over seeds): ${variants.map((v) => `${v} ${ablation[v]}`).join(', ')}`);
 
@@ -238,6 +242,7 @@ const summary = {
   gain_over_cam: gain,
   gain_over_cam_sd: quick ? null : gainFigures.sd ?? null,
   gain_seeds: gainFigures.seeds,
+  threads_note: threadsWarning,
   ablation,
   per_seed: perSeed('full'),
   step_ratio: torchMs !== null ? round(ours / torchMs, 3) : null,

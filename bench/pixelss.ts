@@ -28,7 +28,7 @@ import { type WeaksegConfig, readSplit, resolveConfig } from '../src/pipeline/in
 import { loadModelWeights } from '../src/train/checkpoint.js';
 import { benchArgs, benchPaths, findTorchPython, pct, round } from './common.js';
 import { timePixelSsStep } from './pixelss-step.js';
-import { SEED_OPTIONS, type SeedRun, gainOver, meansOver, readBaselinePerSeed, runSeed, seedDirs, seedList } from './seeds.js';
+import { SEED_OPTIONS, type SeedRun, gainOver, meansOver, readBaselinePerSeed, runSeed, seedDirs, seedList, threadsNote } from './seeds.js';
 
 const { repo, voc, weights } = benchPaths();
 
@@ -131,18 +131,22 @@ for (const seed of seeds) {
 // The baseline: bench:seam's per-seed figures (--quick: the SEAM support trained here).
 const seamSummaryPath = join(seamDir, 'bench-summary.json');
 const seamPerSeed = quick
-  ? seamRuns.map((r) => ({ seed: r.seed, value: pct(r.report.result.miou) }))
-  : readBaselinePerSeed(seamSummaryPath).map((p) => ({ seed: p.seed, value: p.seed_miou_valt }));
+  ? seamRuns.map((r) => ({ seed: r.seed, value: pct(r.report.result.miou), threads: r.trainThreads }))
+  : readBaselinePerSeed(seamSummaryPath).map((p) => ({ seed: p.seed, value: p.seed_miou_valt, threads: p.train_threads }));
 if (!seamPerSeed.length) console.log(`no bench:seam figures at ${seamSummaryPath}: gain_over_seam left out`);
 
 const perSeed = (rs: SeedRun[]) => rs.map((r) => ({
   seed: r.seed, run_dir: r.runDir, trained: r.train !== null, seed_miou_valt: pct(r.report.result.miou), valt: r.report.threshold,
-  seed_miou_best: pct(r.report.curve.bestMiou), best_t: r.report.curve.bestThreshold,
+  seed_miou_best: pct(r.report.curve.bestMiou), best_t: r.report.curve.bestThreshold, train_threads: r.trainThreads,
 }));
 const full = perSeed(runs.full!);
 const headline = meansOver(full, ['seed_miou_valt', 'seed_miou_best', 'valt']);
 const values = (rs: SeedRun[]) => rs.map((r) => ({ seed: r.seed, value: pct(r.report.result.miou) }));
 const gain = gainOver(values(runs.full!), seamPerSeed);
+const threadsWarning = threadsNote([
+  ...Object.entries(runs).flatMap(([v, rs]) => rs.map((r) => ({ name: `${v.replace('_', '-')} seed ${r.seed}`, threads: r.trainThreads }))),
+  ...seamPerSeed.filter((b) => seeds.includes(b.seed)).map((b) => ({ name: `seam seed ${b.seed}`, threads: b.threads }))]);
+if (threadsWarning) console.log(threadsWarning);
 const ablation = Object.fromEntries(['rcm_only', 'mam_only'].flatMap((k) => {
   if (!runs[k]!.length) return [];
   const m = meansOver(perSeed(runs[k]!), ['seed_miou_valt']);
@@ -177,6 +181,7 @@ const summary = {
   gain_over_seam: gain.gain ?? null,
   gain_over_seam_sd: gain.sd ?? null,
   gain_seeds: gain.seeds,
+  threads_note: threadsWarning,
   rcm_only_miou_valt: null,
   mam_only_miou_valt: null,
   ...ablation,

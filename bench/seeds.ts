@@ -75,6 +75,8 @@ export interface SeedRun {
   camMsPerImage: number | null;
   camImages: number;
   report: EvalReport;
+  /** The engine threads its classifier was trained with (model.safetensors metadata; null for older files). */
+  trainThreads: number | null;
 }
 
 /**
@@ -132,7 +134,27 @@ export async function runSeed(base: WeaksegConfig, seed: number, where: { dir: s
     camMsPerImage = cams.splits.reduce((s, c) => s + c.msPerImage * c.images, 0) / Math.max(1, camImages);
   }
   const report = await evaluateSeeds(config, { progress: false, log: o.log });
-  return { seed, runDir: dir, train, camMsPerImage, camImages, report };
+  return { seed, runDir: dir, train, camMsPerImage, camImages, report, trainThreads: trainThreads(dir) };
+}
+
+/** The engine threads the model in `runDir` was trained with (its model.safetensors metadata), null if unknown. */
+export function trainThreads(runDir: string): number | null {
+  const model = join(runDir, 'model.safetensors');
+  const threads = existsSync(model) ? Number(readSafetensorsHeader(model).metadata.threads) : NaN;
+  return Number.isInteger(threads) && threads > 0 ? threads : null;
+}
+
+/**
+ * A warning when the runs behind one figure (a method's seeds, and its baseline's for a gain) were trained at
+ * different engine thread counts: the thread count changes the order of float sums, and on a training of hundreds
+ * of steps that moves the result as a different seed does (README, "Reproducibility"). Null when they agree.
+ */
+export function threadsNote(runs: { name: string; threads: number | null }[]): string | null {
+  const counts = [...new Set(runs.map((r) => r.threads).filter((t): t is number => t !== null))].sort((a, b) => a - b);
+  if (counts.length < 2) return null;
+  const at = counts.map((t) => `${t}: ${runs.filter((r) => r.threads === t).map((r) => r.name).join(', ')}`);
+  return `note: these figures come from trainings at different engine thread counts (${at.join('; ')}); ` +
+    'a thread count moves a training\'s result as a seed does, so compare them as different seeds\' figures';
 }
 
 /** Mean and sample standard deviation (n - 1; null for one value), rounded. */
@@ -174,7 +196,11 @@ export function gainOver(ours: { seed: number; value: number | null }[], baselin
 }
 
 /** One seed of a baseline benchmark (bench:cam, bench:seam), as a method's gain reads it. */
-export interface BaselineSeed { seed: number; seed_miou_valt: number | null; seed_miou_frequent7: number | null }
+export interface BaselineSeed {
+  seed: number; seed_miou_valt: number | null; seed_miou_frequent7: number | null;
+  /** Its classifier's engine threads (from its model file), null if unknown. */
+  train_threads: number | null;
+}
 
 /**
  * A baseline benchmark's per-seed figures: the `per_seed` of its bench-summary.json, and for each seed that file
@@ -183,13 +209,17 @@ export interface BaselineSeed { seed: number; seed_miou_valt: number | null; see
  * older single-run summary without `per_seed` was seed 0's. Empty where neither exists.
  */
 export function readBaselinePerSeed(summaryPath: string): BaselineSeed[] {
-  type Summary = { per_seed?: BaselineSeed[]; seed_miou_valt?: number | null; seed_miou_frequent7?: number | null };
+  type SummarySeed = Partial<BaselineSeed> & { seed: number; run_dir?: string };
+  type Summary = { per_seed?: SummarySeed[]; seed_miou_valt?: number | null; seed_miou_frequent7?: number | null };
   const summary = existsSync(summaryPath) ? (JSON.parse(readFileSync(summaryPath, 'utf8')) as Summary) : null;
+  const dir = dirname(summaryPath);
   const out: BaselineSeed[] = summary
     ? (summary.per_seed ?? [{ seed: 0, seed_miou_valt: summary.seed_miou_valt ?? null, seed_miou_frequent7: summary.seed_miou_frequent7 ?? null }])
-      .map((p) => ({ seed: p.seed, seed_miou_valt: p.seed_miou_valt ?? null, seed_miou_frequent7: p.seed_miou_frequent7 ?? null }))
+      .map((p) => ({
+        seed: p.seed, seed_miou_valt: p.seed_miou_valt ?? null, seed_miou_frequent7: p.seed_miou_frequent7 ?? null,
+        train_threads: p.train_threads ?? trainThreads(p.run_dir ?? join(dir, `seed-${p.seed}`)),
+      }))
     : [];
-  const dir = dirname(summaryPath);
   const seedDirNames = existsSync(dir) ? readdirSync(dir).filter((n) => /^seed-\d+$/.test(n)) : [];
   for (const name of seedDirNames) {
     const seed = Number(name.slice(5));
@@ -200,7 +230,7 @@ export function readBaselinePerSeed(summaryPath: string): BaselineSeed[] {
     // Only the benchmarks' own protocol counts: train scored at the threshold chosen on val.
     if (!e?.result || e.mode !== 'leak-free' || e.split !== 'train' || e.thresholdChosenOn !== 'val') continue;
     const f7 = frequentMiou(e.result);
-    out.push({ seed, seed_miou_valt: pct(e.result.miou), seed_miou_frequent7: pct(f7) });
+    out.push({ seed, seed_miou_valt: pct(e.result.miou), seed_miou_frequent7: pct(f7), train_threads: trainThreads(join(dir, name)) });
   }
   return out.sort((a, b) => a.seed - b.seed);
 }

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 
 import { makeSyntheticDataset } from '../../src/data/index.js';
 import { type WeaksegConfig, demoConfig, runPaths, runPipeline } from '../../src/pipeline/index.js';
-import { gainOver, meanSd, meansOver, readBaselinePerSeed, runSeed, seedDirs, seedList } from '../../bench/seeds.js';
+import { gainOver, meanSd, meansOver, readBaselinePerSeed, runSeed, seedDirs, seedList, threadsNote } from '../../bench/seeds.js';
 import { tempDir } from '../data/helpers.js';
 
 const quiet = { log: () => {} };
@@ -49,6 +49,9 @@ test('a seed is trained once, then reused; a `weakseg run` directory is reused; 
 
   const first = await runSeed(cfg, 0, own, opts);
   assert.ok(first.train !== null && first.camMsPerImage !== null, 'trained and made CAMs');
+  assert.equal(first.trainThreads, 1, 'the thread count of runtime.threads, read back from the model file');
+  // As a baseline (no summary yet): its leak-free figure and its thread count, from the seed's own files.
+  assert.deepEqual(readBaselinePerSeed(join(dir, 'bench', 'bench-summary.json')).map((b) => [b.seed, b.train_threads]), [[0, 1]]);
   const model = join(own.dir, 'model.safetensors');
   const modelTime = statSync(model).mtimeMs;
   const again = await runSeed(cfg, 0, own, opts);
@@ -102,11 +105,18 @@ test('readBaselinePerSeed: the summary\'s seeds, then the leak-free metrics of t
   write('seed-2/metrics.json', metrics(0.5, 'oracle', 0.5)); // another protocol: not a benchmark figure
   write('seed-3/config.json', {}); // no metrics yet
   assert.deepEqual(readBaselinePerSeed(join(dir, 'bench-summary.json')), [
-    { seed: 0, seed_miou_valt: 24.19, seed_miou_frequent7: 40 },
-    { seed: 1, seed_miou_valt: 30.46, seed_miou_frequent7: 46.31 },
+    { seed: 0, seed_miou_valt: 24.19, seed_miou_frequent7: 40, train_threads: null },
+    { seed: 1, seed_miou_valt: 30.46, seed_miou_frequent7: 46.31, train_threads: null },
   ]);
   // An older single-run summary without per_seed was seed 0's; no summary and no seed directories: nothing.
   write('old/bench-summary.json', { seed_miou_valt: 25.83, seed_miou_frequent7: 41 });
-  assert.deepEqual(readBaselinePerSeed(join(dir, 'old', 'bench-summary.json')), [{ seed: 0, seed_miou_valt: 25.83, seed_miou_frequent7: 41 }]);
+  assert.deepEqual(readBaselinePerSeed(join(dir, 'old', 'bench-summary.json')), [{ seed: 0, seed_miou_valt: 25.83, seed_miou_frequent7: 41, train_threads: null }]);
   assert.deepEqual(readBaselinePerSeed(join(dir, 'none', 'bench-summary.json')), []);
+});
+
+test('threadsNote: silent when every known thread count agrees, names each count\'s runs when they differ', () => {
+  assert.equal(threadsNote([{ name: 'seam seed 0', threads: 2 }, { name: 'cam seed 0', threads: 2 }, { name: 'old', threads: null }]), null);
+  assert.equal(threadsNote([]), null);
+  const note = threadsNote([{ name: 'pixel-ss seed 0', threads: 1 }, { name: 'pixel-ss seed 2', threads: 2 }, { name: 'seam seed 0', threads: 2 }]);
+  assert.ok(note?.includes('(1: pixel-ss seed 0; 2: pixel-ss seed 2, seam seed 0)'), note ?? 'null');
 });
