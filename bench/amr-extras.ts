@@ -12,7 +12,7 @@ import { evalTransform } from '../src/data/transforms.js';
 import { imageCams, localizeContexts } from '../src/cams/localize.js';
 import { ADVCAM_DEFAULTS } from '../src/cams/advcam.js';
 import {
-  type WeaksegConfig, buildMethod, evaluateSeeds, inferenceModel, makeCams, readSplit, resolveConfig, runPaths,
+  type WeaksegConfig, buildMethod, evaluateSeeds, inferenceModel, scoredEval, makeCams, readSplit, resolveConfig, runPaths,
 } from '../src/pipeline/index.js';
 
 /** The AMR config of one seed: its spotlight is the CAM benchmark's model of the same seed. */
@@ -33,7 +33,7 @@ export async function branchFigures(seedConfig: WeaksegConfig, seedDir: string, 
     cams: { ...seedConfig.cams, checkpoint: model },
   });
   await makeCams(config, { resume: true, progress: false, log });
-  return evaluateSeeds(config, { progress: false, log });
+  return scoredEval(await evaluateSeeds(config, { progress: false, log }));
 }
 
 /**

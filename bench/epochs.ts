@@ -13,7 +13,7 @@ import { join, resolve } from 'node:path';
 
 import { readCamIndex } from '../src/cams/index.js';
 import { listCheckpoints } from '../src/train/index.js';
-import { evaluateSeeds, makeCams, readRunConfig, readSplit, resolveConfig } from '../src/pipeline/index.js';
+import { evaluateSeeds, makeCams, readRunConfig, readSplit, resolveConfig, scoredEval } from '../src/pipeline/index.js';
 import { benchArgs, pct, round } from './common.js';
 
 const args = benchArgs(import.meta.url, {
@@ -62,7 +62,7 @@ for (const dir of runDirs) {
     try { count = readCamIndex(join(config.runDir, 'cams', split)).count; } catch { /* not made yet */ }
     const quiet = { progress: false as const, log: () => {} };
     if (count !== size) await makeCams(config, { ...quiet, resume: true });
-    const report = await evaluateSeeds(config, quiet);
+    const report = scoredEval(await evaluateSeeds(config, quiet));
     const at = fixedT === null ? -1 : report.curve.thresholds.findIndex((t) => Math.abs(t - fixedT) < 1e-9);
     if (fixedT !== null && at < 0) throw new Error(`--threshold ${fixedT} is not on the sweep (${report.curve.thresholds[0]}..${report.curve.thresholds.at(-1)})`);
     const classes: EpochFigures['classes'] = {};

@@ -9,7 +9,7 @@ import { readCamIndex } from '../src/cams/index.js';
 import type { MiouResult } from '../src/eval/index.js';
 import { listCheckpoints } from '../src/train/index.js';
 import {
-  type EvalReport, type TrainSummary, type WeaksegConfig, evaluateSeeds, makeCams, readRunConfig, readSplit, resolveConfig,
+  type ScoredEvalReport, type TrainSummary, type WeaksegConfig, evaluateSeeds, makeCams, readRunConfig, scoredEval, readSplit, resolveConfig,
   runPaths, trainClassifier,
 } from '../src/pipeline/index.js';
 import { frequentMiou, pct, round } from './common.js';
@@ -74,7 +74,7 @@ export interface SeedRun {
   /** CAMs made in this call (ms per image), null when they were all there. */
   camMsPerImage: number | null;
   camImages: number;
-  report: EvalReport;
+  report: ScoredEvalReport;
   /** The engine threads its classifier was trained with (model.safetensors metadata; null for older files). */
   trainThreads: number | null;
 }
@@ -133,7 +133,7 @@ export async function runSeed(base: WeaksegConfig, seed: number, where: { dir: s
     camImages = cams.splits.reduce((s, c) => s + c.images, 0);
     camMsPerImage = cams.splits.reduce((s, c) => s + c.msPerImage * c.images, 0) / Math.max(1, camImages);
   }
-  const report = await evaluateSeeds(config, { progress: false, log: o.log });
+  const report = scoredEval(await evaluateSeeds(config, { progress: false, log: o.log }));
   return { seed, runDir: dir, train, camMsPerImage, camImages, report, trainThreads: trainThreads(dir) };
 }
 

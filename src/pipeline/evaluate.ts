@@ -6,6 +6,8 @@
 //   oracle     t chosen on the reported split itself: leaks its pixel labels into the number (as SEAM's curve does);
 //              only used when there is neither a fit split nor a fixed t
 // In every mode the reported split's own best-t curve is saved too, marked as the oracle figure.
+// A reported split without ground truth (a folder of tagged photos) gets its seeds at the t given or chosen on the
+// fit split, unscored; with no masks anywhere to choose t on, eval.threshold must be given (an error says so).
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Dataset, readMask } from '../data/index.js';
@@ -27,19 +29,38 @@ export interface EvalReport {
   /** Where t came from: a split name, or 'given'. */
   thresholdChosenOn: string;
   threshold: number;
-  /** Scores of `split` at `threshold` (fractions in [0, 1]). */
-  result: MiouResult;
-  /** `split`'s own curve (its best is the oracle, leaky figure). */
-  curve: { thresholds: number[]; miou: (number | null)[]; bestThreshold: number; bestMiou: number | null };
+  /** Scores of `split` at `threshold` (fractions in [0, 1]); null when `split` has no ground truth. */
+  result: MiouResult | null;
+  /** `split`'s own curve (its best is the oracle, leaky figure); null when `split` has no ground truth. */
+  curve: { thresholds: number[]; miou: (number | null)[]; bestThreshold: number; bestMiou: number | null } | null;
   /** The fit split's curve, and its scores at the threshold chosen on it (leak-free mode). */
   fitCurve?: { split: string; thresholds: number[]; miou: (number | null)[]; bestThreshold: number; bestMiou: number | null; result: MiouResult };
   seedsDir: string | null;
 }
 
+/** An EvalReport of a split with ground truth: what benchmarks and tests read. */
+export interface ScoredEvalReport extends EvalReport {
+  result: MiouResult;
+  curve: NonNullable<EvalReport['curve']>;
+}
+
+/** The report itself, typed as scored; an error naming the split when it was not (no ground truth). */
+export function scoredEval(report: EvalReport): ScoredEvalReport {
+  if (!report.result || !report.curve) throw new Error(`eval: '${report.split}' has no ground-truth masks, so its seeds were not scored`);
+  return report as ScoredEvalReport;
+}
+
+const withMasks = (dataset: Dataset): Dataset['items'] => dataset.items.filter((i) => i.maskPath);
+
+/** Without ground truth to choose t on: what to set instead. */
+function noThresholdError(splits: string[]): Error {
+  return new Error(`eval: no ground-truth masks to choose the seed threshold on (${splits.map((s) => `'${s}'`).join(', ')} ` +
+    `${splits.length > 1 ? 'have' : 'has'} none); set eval.threshold (a fraction, e.g. 0.3; configs/seam-mobilenetv2-folder.json ` +
+    'gives the one chosen on voc-mini) or give the split masks');
+}
+
 async function* camSamples(config: WeaksegConfig, dataset: Dataset, split: string): AsyncGenerator<CamSample> {
-  const scored = dataset.items.filter((i) => i.maskPath);
-  if (scored.length === 0) throw new Error(`split '${split}' has no ground-truth masks to score against`);
-  for (const item of scored) {
+  for (const item of withMasks(dataset)) {
     const cam = readCam(camFile(config, split, item));
     const gt = await readMask(item.maskPath!);
     if (gt.width !== cam.width || gt.height !== cam.height) {
@@ -62,33 +83,38 @@ export async function evaluateSeeds(config: WeaksegConfig, hooks: StageHooks = {
   const K = dataset.classes.length + 1;
   const names = withBackground(dataset.classes);
 
+  const scored = withMasks(dataset).length > 0;
   const sweep = new ThresholdSweep(K, thresholds);
-  for await (const s of camSamples(config, dataset, e.split)) sweep.add(s);
-  const curve = sweep.result(names);
+  if (scored) for await (const s of camSamples(config, dataset, e.split)) sweep.add(s);
+  const curve = scored ? sweep.result(names) : null;
 
   let mode: EvalMode;
   let threshold: number;
   let chosenOn: string;
-  let result: MiouResult;
+  let result: MiouResult | null = null;
   let fitCurve: EvalReport['fitCurve'];
   if (e.threshold !== null) {
     mode = 'fixed';
     threshold = e.threshold;
     chosenOn = 'given';
-    const exact = new ThresholdSweep(K, [threshold]);
-    for await (const s of camSamples(config, dataset, e.split)) exact.add(s);
-    result = exact.confusionAt(0).score(names);
+    if (scored) {
+      const exact = new ThresholdSweep(K, [threshold]);
+      for await (const s of camSamples(config, dataset, e.split)) exact.add(s);
+      result = exact.confusionAt(0).score(names);
+    }
   } else if (e.fitSplit) {
     mode = 'leak-free';
     const fitSet = await readSplit(config, e.fitSplit);
+    if (withMasks(fitSet).length === 0) throw noThresholdError([...new Set([e.fitSplit, ...(scored ? [] : [e.split])])]);
     const fit = new ThresholdSweep(K, thresholds);
     for await (const s of camSamples(config, fitSet, e.fitSplit)) fit.add(s);
     const fitResult = fit.result(names);
     fitCurve = { split: e.fitSplit, ...curveOf(fitResult), result: fitResult.best.result };
     threshold = fitResult.best.threshold;
     chosenOn = e.fitSplit;
-    result = sweep.confusionAt(fitResult.best.index).score(names);
+    if (scored) result = sweep.confusionAt(fitResult.best.index).score(names);
   } else {
+    if (!curve) throw noThresholdError([e.split]);
     mode = 'oracle';
     threshold = curve.best.threshold;
     chosenOn = e.split;
@@ -107,15 +133,17 @@ export async function evaluateSeeds(config: WeaksegConfig, hooks: StageHooks = {
       format: 'VOC palette PNG: 0 background, class index + 1 for objects' }, null, 2)}\n`);
   }
 
-  const report: EvalReport = { mode, split: e.split, thresholdChosenOn: chosenOn, threshold, result, curve: curveOf(curve), fitCurve, seedsDir };
+  const report: EvalReport = { mode, split: e.split, thresholdChosenOn: chosenOn, threshold, result, curve: curve ? curveOf(curve) : null, fitCurve, seedsDir };
   const lines = [
     `seed evaluation of '${e.split}' [mode: ${mode}]: t = ${threshold} ` +
       (mode === 'leak-free' ? `(chosen on '${chosenOn}', whose best mIoU is ${pct(fitCurve!.bestMiou)} %)` :
         mode === 'fixed' ? '(given)' : `(chosen on '${e.split}' itself: oracle, leaks pixel labels)`),
-    formatMiouTable(result),
-    `[${mode}] seed mIoU on '${e.split}' at t = ${threshold}: ${pct(result.miou)} %`,
-    `[oracle, leaky] best t on '${e.split}' itself: ${curve.best.threshold} -> ${pct(curve.best.result.miou)} %`,
-    `curve on '${e.split}' (t: mIoU %): ` + curve.thresholds.map((t, i) => `${t.toFixed(2)}: ${pct(curve.miou[i] ?? null)}`).join(', '),
+    ...(result && curve ? [
+      formatMiouTable(result),
+      `[${mode}] seed mIoU on '${e.split}' at t = ${threshold}: ${pct(result.miou)} %`,
+      `[oracle, leaky] best t on '${e.split}' itself: ${curve.best.threshold} -> ${pct(curve.best.result.miou)} %`,
+      `curve on '${e.split}' (t: mIoU %): ` + curve.thresholds.map((t, i) => `${t.toFixed(2)}: ${pct(curve.miou[i] ?? null)}`).join(', '),
+    ] : [`'${e.split}' has no ground-truth masks: its seeds are written${seedsDir ? ` to ${seedsDir}` : ''}, not scored`]),
   ];
   for (const l of lines) log(l);
   writingTo(paths.evalLog, () => writeFileSync(paths.evalLog, `${lines.join('\n')}\n`));
