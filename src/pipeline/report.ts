@@ -238,13 +238,16 @@ function stageFacts(metrics: Json): [string, string][] {
 }
 
 /** The first `n` ids (sorted) of a split that have ground truth: the same images in every report of the run. */
+/** The first n images by id among those with ground truth, or among all when none has any (a folder of tagged photos). */
 export function galleryItems(items: readonly DatasetItem[], n: number): DatasetItem[] {
-  return items.filter((i) => i.maskPath).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).slice(0, n);
+  const withMasks = items.filter((i) => i.maskPath);
+  return (withMasks.length ? withMasks : [...items]).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).slice(0, n);
 }
 
 async function buildGallery(title: string, items: readonly DatasetItem[], columns: GalleryColumn[], classNames: string[]): Promise<Gallery> {
   const labels = new Set<number>();
-  const all: GalleryColumn[] = [...columns, { title: 'Ground truth', kind: 'mask', path: (id) => items.find((i) => i.id === id)!.maskPath! }];
+  const truth = items.every((i) => i.maskPath);
+  const all: GalleryColumn[] = truth ? [...columns, { title: 'Ground truth', kind: 'mask', path: (id) => items.find((i) => i.id === id)!.maskPath! }] : columns;
   const rows = [];
   for (const item of items) rows.push(await galleryRow(item.id, item.imagePath, all, labels, classNames));
   return { title, columns: ['Image', ...all.map((c) => c.title)], rows, labels: [...labels] };
@@ -294,9 +297,10 @@ async function galleries(config: WeaksegConfig, metrics: Json, model: Pick<Repor
       continue;
     }
     if (items.length === 0) {
-      model.galleryNotes.push(`Split '${job.split}' has no image with ground truth: no gallery.`);
+      model.galleryNotes.push(`Split '${job.split}' has no image: no gallery.`);
       continue;
     }
+    if (!items[0]!.maskPath) model.galleryNotes.push(`Split '${job.split}' has no ground truth: its gallery shows the first ${items.length} images without it.`);
     model.galleries.push(await buildGallery(job.title, items, job.columns, model.classNames));
   }
 }

@@ -1,7 +1,7 @@
 // A folder of tagged photos and nothing else (no masks anywhere), as a practitioner brings it: the whole chain runs
-// to a trained segmenter and its masks of every photo, with the free choices fixed (configs/seam-mobilenetv2-folder.json's
-// rule), and every stage that would score says it did not. Without a fixed seed threshold the eval stage refuses,
-// naming the setting to give.
+// to a trained segmenter and its masks of every photo, with the free choices fixed by the rule of
+// configs/seam-mobilenetv2-folder.json, every stage that would score says it did not, and the report's gallery
+// shows the photos' masks. Without a fixed seed threshold the eval stage refuses, naming the setting to give.
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -72,7 +72,13 @@ test('a folder of tagged photos without masks: seeds, refinement and the segment
   for (const stage of ['eval', 'crf', 'random-walk', 'seg-eval']) assert.equal(metrics[stage]!.result, null, `${stage}: not scored`);
   assert.equal(metrics.eval!.curve, null);
   assert.match(readFileSync(p.evalLog, 'utf8'), /has no ground-truth masks: its seeds are written to .*, not scored/);
-  assert.match(readFileSync(p.report, 'utf8'), /not scored: no ground truth/);
+  // The report shows what was made of the photos: a gallery without a ground-truth column.
+  const html = readFileSync(p.report, 'utf8');
+  assert.match(html, /not scored: no ground truth/);
+  assert.match(html, /<th>Image<\/th><th>CAM<\/th><th>Seeds<\/th><th>CRF<\/th><th>Random walk<\/th><\/tr>/);
+  assert.match(html, /<th>Image<\/th><th>Prediction<\/th><\/tr>/);
+  assert.match(html, new RegExp(`Split &#39;train&#39; has no ground truth: its gallery shows the first ${config.run.galleryImages} images without it\\.`));
+  assert.doesNotMatch(html, /Ground truth<\/th>/);
 });
 
 test('a folder without masks and no fixed seed threshold: the eval stage names eval.threshold', async (t) => {
