@@ -137,8 +137,8 @@ export async function crfSeeds(config: WeaksegConfig, hooksIn: StageHooks = {}):
   const scoredSplit = config.eval.split;
   const trainSplit = config.data.trainSplit;
   const splits = unique([scoredSplit, ...(existsSync(paths.cams(trainSplit)) ? [trainSplit] : [])]);
-  log(`CRF seeds at t = ${chosen.threshold} (${chosen.mode}, ${rule === 'fit' ? 'swept through the CRF' : 'the seed threshold'} ` +
-    `on '${chosen.thresholdChosenOn}'), ` +
+  const where = chosen.thresholdChosenOn === 'given' ? 'given' : `on '${chosen.thresholdChosenOn}'`;
+  log(`CRF seeds at t = ${chosen.threshold} (${chosen.mode}, ${rule === 'fit' ? 'swept through the CRF' : 'the seed threshold'} ${where}), ` +
     `${config.refine.crf.preset} CRF with ${crf.iterations} iterations: ${splits.join(', ')}`);
   const outputs = new StageOutputs(hooks.resume ?? false);
   const summaries: RefineSplitSummary[] = [];
