@@ -283,7 +283,10 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
     const seconds = (performance.now() - epochStart) / 1000;
     const stats = loader.stats;
     waitTotal += stats.waitMsTotal;
-    elapsedTotal += stats.elapsedMs;
+    // The share of the epoch's wall time (its checkpoint excepted): the loader's own share ends at its last batch,
+    // so it leaves out the last step's compute and reads 100 % for a one-batch epoch.
+    const epochMs = seconds * 1000;
+    elapsedTotal += epochMs;
     const finished = stepInEpoch === stepsPerEpoch && count > 0;
     let checkpoint: string | null = null;
     if (finished) {
@@ -301,7 +304,7 @@ export async function train(options: TrainerOptions): Promise<TrainResult> {
     epochLosses.push(meanLoss);
     emit({
       type: 'epoch', epoch: epoch + 1, epochs, step, meanLoss, seconds, steps: count,
-      stepMsMean: count ? stepMsEpoch / count : 0, imagesPerSec: images / seconds, dataWaitShare: stats.waitShare,
+      stepMsMean: count ? stepMsEpoch / count : 0, imagesPerSec: images / seconds, dataWaitShare: epochMs > 0 ? stats.waitMsTotal / epochMs : 0,
       checkpoint,
     });
   }

@@ -158,3 +158,26 @@ test('a diverging loss stops training with a clear message', async () => {
   );
   s.method.model.dispose();
 });
+
+test('data wait: the share of each epoch spent waiting for batches, the last step included', async () => {
+  // One batch per epoch, loaded at once, and a step that takes at least 60 ms: the loader alone, whose clock stops at
+  // its last batch, would call the whole epoch waiting.
+  const { method } = setup(3);
+  const loss = method.loss.bind(method);
+  method.loss = (batch, context) => {
+    const until = performance.now() + 60;
+    while (performance.now() < until) { /* a slow step */ }
+    return loss(batch, context);
+  };
+  const one = new BatchLoader({ ...dataset, items: dataset.items.slice(0, 6) }, synthTransform(16), { batchSize: 6, seed: 11, dropLast: true });
+  const events: TrainEvent[] = [];
+  const result = await train({ method, loader: one, epochs: 2, optimizer: OPT, seed: 1, onEvent: (e) => events.push(e) });
+  const epochs = events.filter((e) => e.type === 'epoch');
+  assert.equal(epochs.length, 2);
+  for (const e of epochs) {
+    assert.ok(e.type === 'epoch' && e.steps === 1 && e.dataWaitShare >= 0 && e.dataWaitShare < 0.5, JSON.stringify(e));
+    assert.ok(e.type === 'epoch' && e.seconds >= 0.06, 'the slow step is inside the epoch');
+  }
+  assert.ok(result.dataWaitShare >= 0 && result.dataWaitShare < 0.5, `overall ${result.dataWaitShare}`);
+  method.model.dispose();
+});
