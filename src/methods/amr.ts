@@ -337,6 +337,13 @@ export class AmrMethod implements Method {
     return tidy(() => compensation.classifier.cams(compensation.backbone.forward(images).features));
   }
 
+  /** The mean of the two branches' logits, each trained by its classification term (the CAM stage fuses both too). */
+  classify(images: Tensor): Tensor {
+    const { spotlight, compensation } = this.model;
+    return tidy(() => spotlight.classifier.logits(spotlight.backbone.forward(images).features)
+      .add(compensation.classifier.logits(compensation.backbone.forward(images).features)).div(2));
+  }
+
   /** One branch as the CAM stage sees it: its raw CAMs, and its Grad-CAM maps under branchMap 'gradcam'. */
   branchSource(branch: CamNet): CamSource {
     const source: CamSource = { cams: (x) => tidy(() => branch.classifier.cams(branch.backbone.forward(x).features)) };

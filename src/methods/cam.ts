@@ -63,6 +63,10 @@ export class CamMethod implements Method {
     const f = this.backbone.forward(images).features;
     return this.model.classifier.cams(f);
   }
+
+  classify(images: Tensor): Tensor {
+    return this.model.classifier.logits(this.backbone.forward(images).features);
+  }
 }
 
 export function camMethod(backbone: Backbone, options: CamMethodOptions): CamMethod {

@@ -281,6 +281,11 @@ export class McisMethod implements Method {
     return tidy(() => this.model.cam(this.model.features(images)));
   }
 
+  /** The single-image score the loss trains (loss1's score1): the CAM's mean over the grid. */
+  classify(images: Tensor): Tensor {
+    return tidy(() => F.globalAvgPool(this.model.cam(this.model.features(images))));
+  }
+
   /**
    * test.py's localisation maps at the image's size: per class, aggregateMaps over the co-attention CAMs of the
    * image paired with its hflip (the image's own, then the view's flipped back), with its 0.75x and 2x views (the

@@ -72,6 +72,11 @@ export interface Method extends Trainable {
    * normalises them.
    */
   cams(images: Tensor): Tensor;
+  /**
+   * Image-level class logits of a batch at inference, N x numClasses: those the classification loss trains, so
+   * sigmoid > 0.5 reads "present". Not always the CAMs' spatial mean: SEAM's CAMs are the PCM's rectified output.
+   */
+  classify(images: Tensor): Tensor;
   /** How the CAM stage normalises each fused class map: per-class max (default) or min-max (SEAM's PCM output). */
   readonly camNormalization?: CamNormalization;
   /** Set by methods that train on pairs of images: every batch then carries each image's partner (TrainBatch.partner). */

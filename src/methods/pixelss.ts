@@ -373,6 +373,10 @@ export class PixelSsMethod implements Method {
   cams(images: Tensor): Tensor {
     return this.baseMethod.cams(images);
   }
+
+  classify(images: Tensor): Tensor {
+    return this.baseMethod.classify(images);
+  }
 }
 
 /** target <- m target + (1 - m) source on every floating-point parameter and buffer (same keys); others copied. */

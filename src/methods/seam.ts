@@ -292,7 +292,7 @@ export class SeamMethod implements Method {
     const n = labels.size(0);
     const y = cat([ones([n, 1], { device: labels.device }), labels], 1).view(n, -1, 1, 1);
 
-    const fgLogits = (cam: Tensor) => F.globalAvgPool(cam).narrow(1, 1, this.numClasses);
+    const fgLogits = (cam: Tensor) => foregroundLogits(cam, this.numClasses);
     const cls = F.multilabelSoftMarginLoss(fgLogits(v1.cam), labels)
       .add(F.multilabelSoftMarginLoss(fgLogits(v2.cam), labels)).div(2);
 
@@ -318,6 +318,11 @@ export class SeamMethod implements Method {
     return { loss, parts: min ? { cls, min, er, ecr } : { cls, er, ecr } };
   }
 
+  /** The classification term's logits: fc8's CAM averaged over the grid, background channel dropped. */
+  classify(images: Tensor): Tensor {
+    return tidy(() => foregroundLogits(this.model.forwardGrid(images).cam, this.numClasses));
+  }
+
   /** Foreground CAMs at the feature grid: the PCM output (the code infers from cam_rv), or fc8's with `camSource: 'cam'`. */
   cams(images: Tensor): Tensor {
     return tidy(() => {
@@ -325,6 +330,11 @@ export class SeamMethod implements Method {
       return (this.options.camSource === 'cam' ? cam : camRv).narrow(1, 1, this.numClasses).contiguous();
     });
   }
+}
+
+/** Image-level logits N x C of a raw CAM N x (C+1) x h x w: its mean over the grid, without the background channel. */
+function foregroundLogits(cam: Tensor, numClasses: number): Tensor {
+  return F.globalAvgPool(cam).narrow(1, 1, numClasses);
 }
 
 /** The PCM taps setting, shared by the methods built on SEAM. */

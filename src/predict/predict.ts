@@ -153,8 +153,9 @@ function labelsOfClassifier(method: Method, x: Tensor, rgb: RgbImage, classes: s
   if (o.tags) {
     tags = o.tags.map((t) => classes.indexOf(t));
   } else {
-    // sigmoid(GAP(CAM)) at scale 1: the CAM method's classification logits are exactly W GAP(f) = GAP(W f).
-    const scores = tidy(() => noGrad(() => method.cams(x).mean([2, 3]).sigmoid().toFloat32Array()));
+    // The method's classification logits at scale 1 (SEAM's CAMs are the PCM's rectified output, whose mean is
+    // no logit: every class that fires anywhere read as a tag).
+    const scores = tidy(() => noGrad(() => method.classify(x).sigmoid().toFloat32Array()));
     tags = [...scores].flatMap((s, c) => (s > o.tagThreshold ? [c] : []));
   }
   const { width, height } = rgb;

@@ -18,6 +18,7 @@ test('CAM method: logits are GAP of the CAM (1x1 head without bias), loss is the
     const f = m.backbone.forward(x).features;
     const z = m.model.classifier.logits(f);
     assert.ok(z.allclose(cams.mean([2, 3]), 1e-4, 1e-5), 'W.GAP(f) == GAP(W*f)');
+    assert.ok(m.classify(x).allclose(z, 1e-6, 1e-7), 'classify gives the logits the loss trains');
     const { loss, parts } = m.loss({ images: x, labels: y, ids: ['a', 'b'] });
     assert.ok(Math.abs(loss.item() - F.multilabelSoftMarginLoss(z, y).item()) < 1e-6);
     assert.ok(parts && 'cls' in parts);

@@ -184,6 +184,26 @@ test("cams(): the PCM output by default, fc8's raw CAM with camSource 'cam'", ()
   assert.ok(fromCam.some((v, i) => Math.abs(v - fromPcm[i]!) > 1e-4), 'the two sources differ');
 });
 
+test("classify: fc8's logits W.GAP(f) without the background, not the mean of the PCM's rectified CAMs", () => {
+  const m = tinySeam();
+  m.model.eval();
+  tidy(() => noGrad(() => {
+    manualSeed(5);
+    const x = randn([2, 3, 16, 16]);
+    const z = m.classify(x);
+    assert.deepEqual(z.shape, [2, 3]);
+    // 1x1 convolution without bias commutes with the spatial mean: fc8(GAP(f)), rows 1..C of fc8's weight.
+    const f = m.backbone.forward(x).features.mean([2, 3]);
+    const w = m.model.fc8.weight.view(4, -1).narrow(0, 1, 3);
+    const expected = f.matmul(w.t());
+    assert.ok(z.allclose(expected, 1e-5, 1e-6), `${flat(z)} vs ${flat(expected)}`);
+    // The PCM's output is rectified: its mean can never say "absent" (sigmoid < 0.5), the logits here do.
+    assert.ok(flat(m.cams(x).mean([2, 3])).every((v) => v >= 0));
+    assert.ok(flat(z).some((v) => v < 0), 'random fc8 gives some negative logits');
+  }));
+  m.model.dispose();
+});
+
 test('the affinity memory is planned: 448 crop at output stride 8 is 3136^2 float32 per image', () => {
   assert.equal(pcmAffinityBytes(448, 8), 3136 * 3136 * 4);  // 39.3 MB
   assert.equal(pcmAffinityBytes(224, 8), 784 * 784 * 4);    // 2.5 MB
