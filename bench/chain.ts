@@ -147,7 +147,7 @@ const chain = configOf('chain', { run: { stages: [...REFINERS, 'report'] } });
 await runPipeline(chain, hooks);
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 const metrics = readMetrics(chain) as Json;
-const valOf = { 'random-walk': metrics['random-walk']?.fit?.best?.miou ?? null, 'irn-walk': metrics['irn-walk']?.bgThresholdFit?.best?.miou ?? null };
+const valOf = { 'random-walk': metrics['random-walk']?.fit?.best?.miou ?? null, 'irn-walk': metrics['irn-walk']?.fit?.best?.miou ?? null };
 const refiner = (valOf['irn-walk'] ?? -1) > (valOf['random-walk'] ?? -1) ? 'irn-walk' : 'random-walk';
 log(`bench:chain: DeepLab trains on the '${refiner}' masks (val mIoU of the refiners: random walk ${valOf['random-walk']}, IRN ${valOf['irn-walk']})`);
 const seg = (dir: string, over: Record<string, unknown>) =>

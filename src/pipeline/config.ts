@@ -394,8 +394,12 @@ const RefineSchema = z.object({
     walk: z.object({
       radius: z.number().int().min(2).default(5),
       beta: z.number().positive().default(10),
-      /** The walk runs 2^expTimes steps (IRN: 8). */
-      expTimes: z.number().int().min(0).max(12).default(8),
+      /**
+       * The walk runs 2^expTimes steps: a number (IRN: 8), or 'fit', which tries every one of `expTimesCandidates`
+       * with the background scores on eval.fitSplit (one walk per image passes through every shorter one).
+       */
+      expTimes: z.union([z.number().int().min(0).max(12), z.literal('fit')]).default(8),
+      expTimesCandidates: z.array(z.number().int().min(0).max(12)).min(1).default([1, 2, 3, 4, 5, 6, 7, 8]),
       /**
        * Background score of the walked (max-normalised) scores: a number (IRN: 0.25), or 'fit' (default), which
        * tries every one of `bgThresholds` on eval.fitSplit (on eval.split itself, an oracle figure, without one).

@@ -1,7 +1,7 @@
 // Stages 'irn' and 'irn-walk' (methods-reference.md section 2.7): IRN's inter-pixel relation labels from the CAMs
 // of data.trainSplit and IRNet trained on them (-> irn/), then the CAMs walked on the affinities of IRNet's class
 // boundary map into pseudo-masks of data.trainSplit and eval.split (-> irn/pseudo/<split>), the background score
-// chosen on the fit split ('fit'). Records their figures in metrics.json under 'irn' and 'irn-walk'.
+// and the walk's length chosen on the fit split ('fit'). Records their figures in metrics.json under 'irn' and 'irn-walk'.
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -12,7 +12,7 @@ import { readSafetensorsHeader } from '../engine/serialize/index.js';
 import { readCam } from '../cams/format.js';
 import { type MiouResult, formatMiouTable } from '../eval/index.js';
 import { crfParams } from '../refine/crf-presets.js';
-import { irLabelMap, irnMasks, irnWalk } from '../refine/irn.js';
+import { irLabelMap, irnMasks, irnWalkSnapshots } from '../refine/irn.js';
 import { IrNet } from '../refine/irn-net.js';
 import { MODEL_FORMAT, loadModelWeights } from '../train/checkpoint.js';
 import type { WeaksegConfig } from './config.js';
@@ -117,14 +117,14 @@ function boundaryOf(net: IrNet, batch: Batch, config: WeaksegConfig) {
   return tidy(() => net.boundaryMap(paddedDeviceImage(batch, config, net.stride)));
 }
 
-/** One mask per background threshold of one image. */
-function walkedMasks(config: WeaksegConfig, net: IrNet, batch: Batch, camPath: string, thresholds: readonly number[]): LabelMap[] {
+/** One image's masks for every walk length (2^e steps, e non-decreasing) and background threshold: [e][threshold]. */
+function walkedMasks(config: WeaksegConfig, net: IrNet, batch: Batch, camPath: string, expTimes: readonly number[], thresholds: readonly number[]): LabelMap[][] {
   const w = config.refine.irn.walk;
   const { boundary, height, width } = boundaryOf(net, batch, config);
   const record = readCam(camPath);
   const grid = { height, width };
-  const walked = irnWalk(record, boundary, grid, { radius: w.radius, beta: w.beta, expTimes: w.expTimes, stride: net.stride });
-  return irnMasks(record, walked, grid, net.stride, thresholds);
+  return irnWalkSnapshots(record, boundary, grid, { radius: w.radius, beta: w.beta, stride: net.stride }, expTimes)
+    .map((walked) => irnMasks(record, walked, grid, net.stride, thresholds));
 }
 
 function loaderOf(config: WeaksegConfig, net: IrNet, dataset: Dataset, items: DatasetItem[], split: string) {
@@ -133,43 +133,63 @@ function loaderOf(config: WeaksegConfig, net: IrNet, dataset: Dataset, items: Da
   });
 }
 
-export interface IrnBgFitCurve {
-  split: string;
-  mode: 'leak-free' | 'oracle';
-  bgThresholds: number[];
-  miou: (number | null)[];
-  best: { bgThreshold: number; miou: number | null };
+/** One setting of IRN's walk the fit tries: 2^expTimes steps, the background score. */
+export interface IrnWalkSetting {
+  expTimes: number;
+  bgThreshold: number;
 }
 
-/** The background score chosen by trying every refine.irn.walk.bgThresholds on the fit split (one walk per image). */
-async function fitBgThreshold(config: WeaksegConfig, net: IrNet, share: ImageShare): Promise<IrnBgFitCurve> {
+export interface IrnWalkFitCurve {
+  split: string;
+  mode: 'leak-free' | 'oracle';
+  /** Every combination tried (length-major) and its mIoU on the fit split. */
+  candidates: IrnWalkSetting[];
+  miou: (number | null)[];
+  best: IrnWalkSetting & { miou: number | null };
+}
+
+/**
+ * The walk's length and background score, each fixed or 'fit': every combination of the candidates walked on the
+ * fit split (one walk per image passes through every shorter one) and the best kept.
+ */
+async function fitWalk(config: WeaksegConfig, net: IrNet, share: ImageShare): Promise<IrnWalkFitCurve> {
   const hooks = share.hooks;
   const log = logger(hooks);
+  const w = config.refine.irn.walk;
   const { split, mode } = fitSplitOf(config);
-  const { dataset, scored } = await fitItems(config, split, "refine.irn.walk.bgThreshold 'fit'");
-  const bgThresholds = [...config.refine.irn.walk.bgThresholds];
-  log(`IRN walk: choosing the background score among ${bgThresholds.join(', ')} on '${split}' (${scored.length} images with masks, ${mode})`);
-  const sweep = new CandidateSweep(bgThresholds.length, dataset.classes);
+  const fitting = [w.expTimes === 'fit' ? 'expTimes' : '', w.bgThreshold === 'fit' ? 'bgThreshold' : ''].filter(Boolean);
+  const { dataset, scored } = await fitItems(config, split, fitting.map((k) => `refine.irn.walk.${k} 'fit'`).join(' and '));
+  const expTimes = w.expTimes === 'fit' ? [...new Set(w.expTimesCandidates)].sort((a, b) => a - b) : [w.expTimes];
+  const bgThresholds = w.bgThreshold === 'fit' ? [...w.bgThresholds] : [w.bgThreshold];
+  log(`IRN walk: choosing ${w.expTimes === 'fit' ? `the length among 2^(${expTimes.join(', ')}) steps` : ''}` +
+    `${fitting.length === 2 ? ' and ' : ''}${w.bgThreshold === 'fit' ? `the background score among ${bgThresholds.join(', ')}` : ''}` +
+    ` on '${split}' (${scored.length} images with masks, ${mode})`);
+  const nb = bgThresholds.length;
+  const candidates = expTimes.flatMap((e) => bgThresholds.map((t) => ({ expTimes: e, bgThreshold: t })));
+  const sweep = new CandidateSweep(candidates.length, dataset.classes);
   const mine = share.mine(scored);
-  const bar = progress(hooks, `IRN background sweep ${split}`, mine.length);
+  const bar = progress(hooks, `IRN walk sweep ${split}`, mine.length);
   for await (const batch of loaderOf(config, net, dataset, mine, split).epoch(0)) {
     hooks.signal?.throwIfAborted();
     const item = mine[batch.indices[0]!]!;
     const gt = await readMask(item.maskPath!);
-    walkedMasks(config, net, batch, camFile(config, split, item), bgThresholds).forEach((m, k) => sweep.add(k, m.data, gt.data, item.id));
+    walkedMasks(config, net, batch, camFile(config, split, item), expTimes, bgThresholds)
+      .forEach((masks, i) => masks.forEach((m, k) => sweep.add(i * nb + k, m.data, gt.data, item.id)));
     bar.tick();
   }
   bar.stop();
   const { miou, bestIndex } = sweep.sumOver(share).result();
-  log(`IRN walk on '${split}' (background score: mIoU %): ${bgThresholds.map((t, k) => `${t}: ${pct(miou[k] ?? null)}`).join(', ')}`);
-  return { split, mode, bgThresholds, miou, best: { bgThreshold: bgThresholds[bestIndex]!, miou: miou[bestIndex] ?? null } };
+  expTimes.forEach((e, i) => log(`IRN walk on '${split}', 2^${e} steps (background score: mIoU %): ` +
+    `${bgThresholds.map((t, k) => `${t}: ${pct(miou[i * nb + k] ?? null)}`).join(', ')}`));
+  return { split, mode, candidates, miou, best: { ...candidates[bestIndex]!, miou: miou[bestIndex] ?? null } };
 }
 
 export interface IrnWalkSummary {
   split: string;
   result: MiouResult | null;
   bgThreshold: number;
-  bgThresholdFit: IrnBgFitCurve | null;
+  /** The fit split's sweep when the length or the background score is 'fit'. */
+  fit: IrnWalkFitCurve | null;
   beta: number;
   expTimes: number;
   radius: number;
@@ -194,17 +214,15 @@ export async function irnWalkMasks(config: WeaksegConfig, hooksIn: StageHooks = 
   const outputs = new StageOutputs(hooks.resume ?? false);
   const summaries: RefineSplitSummary[] = [];
   let result: MiouResult | null = null;
-  let fit: IrnBgFitCurve | null = null;
+  let fit: IrnWalkFitCurve | null = null;
   let bgThreshold: number;
+  let expTimes: number;
   try {
     inferenceModel(net.model, modelPath, config, false);
-    if (w.bgThreshold === 'fit') {
-      fit = await fitBgThreshold(config, net, share);
-      bgThreshold = fit.best.bgThreshold;
-    } else {
-      bgThreshold = w.bgThreshold;
-    }
-    log(`IRN walk with ${modelPath}: radius ${w.radius}, beta ${w.beta}, ${2 ** w.expTimes} steps, background score ${bgThreshold}` +
+    if (w.bgThreshold === 'fit' || w.expTimes === 'fit') fit = await fitWalk(config, net, share);
+    bgThreshold = fit ? fit.best.bgThreshold : w.bgThreshold as number;
+    expTimes = fit ? fit.best.expTimes : w.expTimes as number;
+    log(`IRN walk with ${modelPath}: radius ${w.radius}, beta ${w.beta}, 2^${expTimes} steps, background score ${bgThreshold}` +
       `${fit ? ` (${fit.mode}, chosen on '${fit.split}')` : ''}, stride ${net.stride}`);
     for (const [split, dataset] of datasets) {
       const dir = paths.irn.pseudo(split);
@@ -218,7 +236,7 @@ export async function irnWalkMasks(config: WeaksegConfig, hooksIn: StageHooks = 
         hooks.signal?.throwIfAborted();
         const item = todo[batch.indices[0]!]!;
         const t0 = performance.now();
-        const mask = walkedMasks(config, net, batch, camFile(config, split, item), [bgThreshold])[0]!;
+        const mask = walkedMasks(config, net, batch, camFile(config, split, item), [expTimes], [bgThreshold])[0]![0]!;
         const out = join(dir, `${item.id}.png`);
         await writeMask(out, mask);
         ms += performance.now() - t0;
@@ -243,7 +261,7 @@ export async function irnWalkMasks(config: WeaksegConfig, hooksIn: StageHooks = 
     net.model.dispose();
   }
   const summary: IrnWalkSummary = {
-    split: scoredSplit, result, bgThreshold, bgThresholdFit: fit, beta: w.beta, expTimes: w.expTimes, radius: w.radius, splits: summaries,
+    split: scoredSplit, result, bgThreshold, fit, beta: w.beta, expTimes, radius: w.radius, splits: summaries,
   };
   recordMetrics(config, 'irn-walk', summary);
   return summary;

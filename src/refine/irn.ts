@@ -15,7 +15,7 @@ import type { CamRecord } from '../cams/format.js';
 import type { CrfParams } from './crf-presets.js';
 import { type RgbImage, denseCrf, labelMap } from './crf.js';
 import { UNCERTAIN, pairGrid, pairOffsets, planeIndexToMaskIds } from './affinity-labels.js';
-import { type AffinityField, randomWalk, walkInput } from './random-walk.js';
+import { type AffinityField, propagateSnapshots, transition, walkInput } from './random-walk.js';
 
 /** pydensecrf's `unary_from_labels` certainty (IRN's crf_inference_label: 0.7). */
 export const LABEL_CONFIDENCE = 0.7;
@@ -136,13 +136,27 @@ export interface IrnWalkOptions {
  * stride, times (1 - boundary), propagated by the walk on the boundary-derived affinities.
  */
 export function irnWalk(record: CamRecord, boundary: Float32Array, grid: { height: number; width: number }, o: IrnWalkOptions): Float32Array {
+  return irnWalkSnapshots(record, boundary, grid, o, [o.expTimes])[0]!;
+}
+
+/**
+ * irnWalk after 2^e steps for every e of `expTimes` (non-decreasing), from one walk: the shorter walks are the
+ * longest one's intermediate states (IRN squares T; stepping through its powers gives the same scores).
+ */
+export function irnWalkSnapshots(
+  record: CamRecord, boundary: Float32Array, grid: { height: number; width: number }, o: Omit<IrnWalkOptions, 'expTimes'>,
+  expTimes: readonly number[],
+): Float32Array[] {
+  expTimes.forEach((e) => {
+    if (!Number.isInteger(e) || e < 0) throw new RangeError(`IRN walk: expTimes must be non-negative integers, got ${expTimes.join(', ')}`);
+  });
   const input = walkInput(record, [], o.stride);
   const { height: h, width: w } = grid;
   if (input.height !== h || input.width !== w) {
     throw new RangeError(`${record.id}: the CAMs pool to ${input.height}x${input.width} at stride ${o.stride}, the boundary map is ${h}x${w}`);
   }
   const L = input.channels;
-  if (L === 0) return new Float32Array(0);
+  if (L === 0) return expTimes.map(() => new Float32Array(0));
   const field = boundaryAffinityField(boundary, h, w, o.radius);
   const r1 = o.radius - 1;
   const [H, W] = [field.height, field.width];
@@ -152,12 +166,13 @@ export function irnWalk(record: CamRecord, boundary: Float32Array, grid: { heigh
       for (let xx = 0; xx < w; xx++) x[(c * H + y) * W + xx + r1] = input.scores[(c * h + y) * w + xx]! * (1 - boundary[y * w + xx]!);
     }
   }
-  const walked = randomWalk(x, L, field, { beta: o.beta, logt: o.expTimes });
-  const out = new Float32Array(L * h * w);
-  for (let c = 0; c < L; c++) {
-    for (let y = 0; y < h; y++) out.set(walked.subarray((c * H + y) * W + r1, (c * H + y) * W + r1 + w), (c * h + y) * w);
-  }
-  return out;
+  return propagateSnapshots(x, L, transition(field, o.beta), expTimes.map((e) => 2 ** e)).map((walked) => {
+    const out = new Float32Array(L * h * w);
+    for (let c = 0; c < L; c++) {
+      for (let y = 0; y < h; y++) out.set(walked.subarray((c * H + y) * W + r1, (c * H + y) * W + r1 + w), (c * h + y) * w);
+    }
+    return out;
+  });
 }
 
 /**

@@ -14,8 +14,11 @@ if (env && runDir) {
   const hooks = { progress: false as const, log: () => {} };
   const config = (data: string) => demoConfig({
     out: runDir, size: 'tiny',
-    // Every stage but the report and saliency (which needs a user's saliency maps).
-    overrides: { data: { root: data }, run: { stages: stageNames().filter((s) => s !== 'report' && s !== 'saliency') } },
+    // Every stage but the report and saliency (which needs a user's saliency maps); IRN's walk length chosen too.
+    overrides: {
+      data: { root: data }, run: { stages: stageNames().filter((s) => s !== 'report' && s !== 'saliency') },
+      refine: { irn: { walk: { expTimes: 'fit', expTimesCandidates: [1, 3] } } },
+    },
   });
   try {
     if (mode === 'prepare') {

@@ -68,6 +68,7 @@ test('crf, random-walk, irn-walk and seg-eval on 2 ranks write the files and sco
   }
   // The fit sweeps ran (their curves are compared above) and the scored splits were scored.
   assert.ok((m1['random-walk'] as { fit: unknown }).fit);
+  assert.equal((m1['irn-walk'] as { fit: { candidates: unknown[] } }).fit.candidates.length, 2 * 10, 'IRN: 2 lengths x 10 background scores');
   assert.ok((m1['seg-eval'] as { result: unknown }).result);
   assert.ok(existsSync(join(two, 'crf', 'fit.json')));
 });

@@ -11,7 +11,8 @@ import { tensor, tidy } from '../../src/engine/index.js';
 import { readMask, writeMask } from '../../src/data/index.js';
 import { writeCam } from '../../src/cams/format.js';
 import {
-  type WeaksegConfig, crfSeeds, makeAffinityLabels, randomWalkMasks, recordMetrics, resolveConfig, runPaths, trainAffinity,
+  type WeaksegConfig, crfSeeds, irnWalkMasks, makeAffinityLabels, randomWalkMasks, recordMetrics, resolveConfig, runPaths, trainAffinity,
+  trainIrn,
 } from '../../src/pipeline/index.js';
 import { TinyBackbone } from '../methods/tiny.js';
 
@@ -245,4 +246,29 @@ test('random walk: beta, step count and background exponent chosen by one walk o
   // The exponents matter: at 40 the background is ~0 wherever a CAM is above 0.1, at 0.5 it beats most CAM values.
   assert.ok(new Set(fit.miou).size > 1, JSON.stringify(fit.miou));
   assert.deepEqual(JSON.parse(readFileSync(runPaths(config).metrics, 'utf8'))['random-walk'].fit.best, { ...chosen, miou: best });
+});
+
+test("IRN walk: the walk's length and background score chosen by one walk over all candidates, scored as the stage scores", { timeout: 120_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'weakseg-refine-irn-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const hooks = { log: () => {}, progress: false, backboneFactory: () => new TinyBackbone({ channels: 8 }) };
+  const config = await tinyRun(dir, {
+    irn: { epochs: 2, batchSize: 2, cropSize: 32, scaleRange: null, radius: 3, walk: { radius: 3, expTimes: 'fit', expTimesCandidates: [4, 0, 2], bgThresholds: [0.05, 0.3, 0.7] } },
+  });
+  await trainIrn(config, hooks);
+  const walk = await irnWalkMasks(config, hooks);
+  const fit = walk.fit!;
+  // No eval.fitSplit: chosen on the scored split itself (an oracle figure), so the stage's own score at the chosen
+  // setting, from a separate walk of that length per image, must equal the sweep's best, which the sweep read off
+  // the longest walk's intermediate states.
+  assert.equal(fit.mode, 'oracle');
+  assert.deepEqual(fit.candidates.map((c) => [c.expTimes, c.bgThreshold]),
+    [[0, 0.05], [0, 0.3], [0, 0.7], [2, 0.05], [2, 0.3], [2, 0.7], [4, 0.05], [4, 0.3], [4, 0.7]]);
+  const best = Math.max(...fit.miou.map((m) => m ?? -1));
+  const chosen = fit.candidates[fit.miou.indexOf(best)]!;
+  assert.deepEqual({ expTimes: walk.expTimes, bgThreshold: walk.bgThreshold }, chosen);
+  assert.ok(Math.abs(walk.result!.miou! - best) < 1e-12, `scored ${walk.result!.miou} vs swept ${best}`);
+  // The background score matters (0.7 of the max-normalised scores leaves little foreground), so the sweep is no constant.
+  assert.ok(new Set(fit.miou).size > 1, JSON.stringify(fit.miou));
+  assert.deepEqual(JSON.parse(readFileSync(runPaths(config).metrics, 'utf8'))['irn-walk'].fit.best, { ...chosen, miou: best });
 });

@@ -13,7 +13,7 @@ import { tempDir } from '../data/helpers.js';
 import type { CamRecord } from '../../src/cams/format.js';
 import { crfParams } from '../../src/refine/crf-presets.js';
 import { affinityPairLabels, pairOffsets } from '../../src/refine/affinity-labels.js';
-import { boundaryAffinityField, irLabelMap, irnMasks, irnWalk, pathPoints, thresholdArgmax } from '../../src/refine/irn.js';
+import { boundaryAffinityField, irLabelMap, irnMasks, irnWalk, irnWalkSnapshots, pathPoints, thresholdArgmax } from '../../src/refine/irn.js';
 import { IrNet, boundaryAffinities, displacementTargets, irnLoss, pairDisplacements } from '../../src/refine/irn-net.js';
 import { TinyBackbone } from '../methods/tiny.js';
 import { assertClose, rng } from '../helpers.js';
@@ -147,6 +147,21 @@ test('the walk spreads a class inside its region and never across a closed bound
   assert.deepEqual(Array.from(mask!.data), Array.from({ length: h * w }, (_, i) => (i % w < 3 ? 6 : 0)));
   // Without labels every pixel is background.
   assert.deepEqual(Array.from(irnMasks(record(w, h, [], []), new Float32Array(0), { height: h, width: w }, 1, [0.25])[0]!.data), new Array(h * w).fill(0));
+});
+
+test('the walk of several lengths at once gives each length what its own walk gives', () => {
+  const [h, w] = [4, 6];
+  const boundary = Float32Array.from({ length: h * w }, (_, i) => (i % w === 3 ? 0.7 : 0.05 * (i % 3)));
+  const cams = [Array.from({ length: h * w }, (_, i) => (i === 0 ? 1 : 0)), Array.from({ length: h * w }, (_, i) => (i === h * w - 1 ? 0.8 : 0.1))];
+  const r = record(w, h, [1, 4], cams);
+  const o = { radius: 2, beta: 10, stride: 1 };
+  const grid = { height: h, width: w };
+  const [one, four, eight] = irnWalkSnapshots(r, boundary, grid, o, [0, 2, 3]);
+  for (const [e, got] of [[0, one], [2, four], [3, eight]] as const) {
+    assert.deepEqual(Array.from(got!), Array.from(irnWalk(r, boundary, grid, { ...o, expTimes: e })), `2^${e} steps`);
+  }
+  assert.notDeepEqual(Array.from(one!), Array.from(eight!), 'the walk moves the scores');
+  assert.throws(() => irnWalkSnapshots(r, boundary, grid, o, [1.5]), /non-negative integers/);
 });
 
 test('IRNet: a frozen backbone, the boundary and displacement groups, a finite loss and a flip-averaged boundary map', () => {
