@@ -157,15 +157,13 @@ async function fitWalk(config: WeaksegConfig, net: IrNet, share: ImageShare): Pr
   const log = logger(hooks);
   const w = config.refine.irn.walk;
   const { split, mode } = fitSplitOf(config);
-  const fitting = [w.expTimes === 'fit' ? 'expTimes' : '', w.bgThreshold === 'fit' ? 'bgThreshold' : ''].filter(Boolean);
-  const { dataset, scored } = await fitItems(config, split, fitting.map((k) => `refine.irn.walk.${k} 'fit'`).join(' and '));
+  const { dataset, scored } = await fitItems(config, split, "refine.irn.walk's 'fit' settings");
   const expTimes = w.expTimes === 'fit' ? [...new Set(w.expTimesCandidates)].sort((a, b) => a - b) : [w.expTimes];
   const bgThresholds = w.bgThreshold === 'fit' ? [...w.bgThresholds] : [w.bgThreshold];
-  log(`IRN walk: choosing ${w.expTimes === 'fit' ? `the length among 2^(${expTimes.join(', ')}) steps` : ''}` +
-    `${fitting.length === 2 ? ' and ' : ''}${w.bgThreshold === 'fit' ? `the background score among ${bgThresholds.join(', ')}` : ''}` +
-    ` on '${split}' (${scored.length} images with masks, ${mode})`);
   const nb = bgThresholds.length;
   const candidates = expTimes.flatMap((e) => bgThresholds.map((t) => ({ expTimes: e, bgThreshold: t })));
+  log(`IRN walk: choosing among ${candidates.length} settings (2^(${expTimes.join('/')}) steps, background score ` +
+    `${bgThresholds.join('/')}) on '${split}' (${scored.length} images with masks, ${mode})`);
   const sweep = new CandidateSweep(candidates.length, dataset.classes);
   const mine = share.mine(scored);
   const bar = progress(hooks, `IRN walk sweep ${split}`, mine.length);
