@@ -401,6 +401,13 @@ const RefineSchema = z.object({
       expTimes: z.union([z.number().int().min(0).max(12), z.literal('fit')]).default(8),
       expTimesCandidates: z.array(z.number().int().min(0).max(12)).min(1).default([1, 2, 3, 4, 5, 6, 7, 8]),
       /**
+       * Power of the CAMs before the walk: a number (absent: IRN's 1; AMR's code: 1.5), or 'fit', which tries every
+       * one of `camExponents` (absent: 1 and 1.5) with the other settings on eval.fitSplit (one walk per exponent
+       * and image). Both stay out of the resolved section when absent, so that runs from before keep their fingerprints.
+       */
+      camExponent: z.union([z.number().positive().max(10), z.literal('fit')]).optional(),
+      camExponents: z.array(z.number().positive().max(10)).min(1).optional(),
+      /**
        * Background score of the walked (max-normalised) scores: a number (IRN: 0.25), or 'fit' (default), which
        * tries every one of `bgThresholds` on eval.fitSplit (on eval.split itself, an oracle figure, without one).
        */

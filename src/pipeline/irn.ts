@@ -1,7 +1,8 @@
 // Stages 'irn' and 'irn-walk' (methods-reference.md section 2.7): IRN's inter-pixel relation labels from the CAMs
 // of data.trainSplit and IRNet trained on them (-> irn/), then the CAMs walked on the affinities of IRNet's class
 // boundary map into pseudo-masks of data.trainSplit and eval.split (-> irn/pseudo/<split>), the background score
-// and the walk's length chosen on the fit split ('fit'). Records their figures in metrics.json under 'irn' and 'irn-walk'.
+// and the walk's length and CAM exponent chosen on the fit split ('fit'). Records their figures in metrics.json under
+// 'irn' and 'irn-walk'.
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -117,14 +118,25 @@ function boundaryOf(net: IrNet, batch: Batch, config: WeaksegConfig) {
   return tidy(() => net.boundaryMap(paddedDeviceImage(batch, config, net.stride)));
 }
 
-/** One image's masks for every walk length (2^e steps, e non-decreasing) and background threshold: [e][threshold]. */
-function walkedMasks(config: WeaksegConfig, net: IrNet, batch: Batch, camPath: string, expTimes: readonly number[], thresholds: readonly number[]): LabelMap[][] {
+/**
+ * One image's masks for every setting (CAM exponent-major, then walk length, then background threshold): one walk
+ * per exponent passes through every shorter length (expTimes non-decreasing).
+ */
+function walkedMasks(config: WeaksegConfig, net: IrNet, batch: Batch, camPath: string, s: WalkSettings): LabelMap[] {
   const w = config.refine.irn.walk;
   const { boundary, height, width } = boundaryOf(net, batch, config);
   const record = readCam(camPath);
   const grid = { height, width };
-  return irnWalkSnapshots(record, boundary, grid, { radius: w.radius, beta: w.beta, stride: net.stride }, expTimes)
-    .map((walked) => irnMasks(record, walked, grid, net.stride, thresholds));
+  return s.camExponents.flatMap((camExponent) =>
+    irnWalkSnapshots(record, boundary, grid, { radius: w.radius, beta: w.beta, stride: net.stride, camExponent }, s.expTimes)
+      .flatMap((walked) => irnMasks(record, walked, grid, net.stride, s.bgThresholds)));
+}
+
+/** The values each of the walk's settings takes: one when fixed, its candidates when 'fit'. */
+interface WalkSettings {
+  camExponents: number[];
+  expTimes: number[];
+  bgThresholds: number[];
 }
 
 function loaderOf(config: WeaksegConfig, net: IrNet, dataset: Dataset, items: DatasetItem[], split: string) {
@@ -133,8 +145,9 @@ function loaderOf(config: WeaksegConfig, net: IrNet, dataset: Dataset, items: Da
   });
 }
 
-/** One setting of IRN's walk the fit tries: 2^expTimes steps, the background score. */
+/** One setting of IRN's walk the fit tries: the CAMs' power, 2^expTimes steps, the background score. */
 export interface IrnWalkSetting {
+  camExponent: number;
   expTimes: number;
   bgThreshold: number;
 }
@@ -142,15 +155,15 @@ export interface IrnWalkSetting {
 export interface IrnWalkFitCurve {
   split: string;
   mode: 'leak-free' | 'oracle';
-  /** Every combination tried (length-major) and its mIoU on the fit split. */
+  /** Every combination tried (exponent-major, then length) and its mIoU on the fit split. */
   candidates: IrnWalkSetting[];
   miou: (number | null)[];
   best: IrnWalkSetting & { miou: number | null };
 }
 
 /**
- * The walk's length and background score, each fixed or 'fit': every combination of the candidates walked on the
- * fit split (one walk per image passes through every shorter one) and the best kept.
+ * The walk's CAM exponent, length and background score, each fixed or 'fit': every combination of the candidates
+ * walked on the fit split (one walk per exponent and image passes through every shorter length) and the best kept.
  */
 async function fitWalk(config: WeaksegConfig, net: IrNet, share: ImageShare): Promise<IrnWalkFitCurve> {
   const hooks = share.hooks;
@@ -158,12 +171,16 @@ async function fitWalk(config: WeaksegConfig, net: IrNet, share: ImageShare): Pr
   const w = config.refine.irn.walk;
   const { split, mode } = fitSplitOf(config);
   const { dataset, scored } = await fitItems(config, split, "refine.irn.walk's 'fit' settings");
-  const expTimes = w.expTimes === 'fit' ? [...new Set(w.expTimesCandidates)].sort((a, b) => a - b) : [w.expTimes];
-  const bgThresholds = w.bgThreshold === 'fit' ? [...w.bgThresholds] : [w.bgThreshold];
-  const nb = bgThresholds.length;
-  const candidates = expTimes.flatMap((e) => bgThresholds.map((t) => ({ expTimes: e, bgThreshold: t })));
-  log(`IRN walk: choosing among ${candidates.length} settings (2^(${expTimes.join('/')}) steps, background score ` +
-    `${bgThresholds.join('/')}) on '${split}' (${scored.length} images with masks, ${mode})`);
+  const settings: WalkSettings = {
+    camExponents: w.camExponent === 'fit' ? [...new Set(w.camExponents ?? [1, 1.5])] : [w.camExponent ?? 1],
+    expTimes: w.expTimes === 'fit' ? [...new Set(w.expTimesCandidates)].sort((a, b) => a - b) : [w.expTimes],
+    bgThresholds: w.bgThreshold === 'fit' ? [...w.bgThresholds] : [w.bgThreshold],
+  };
+  const candidates = settings.camExponents.flatMap((p) => settings.expTimes.flatMap((e) =>
+    settings.bgThresholds.map((t) => ({ camExponent: p, expTimes: e, bgThreshold: t }))));
+  log(`IRN walk: choosing among ${candidates.length} settings (CAMs^(${settings.camExponents.join('/')}), ` +
+    `2^(${settings.expTimes.join('/')}) steps, background score ${settings.bgThresholds.join('/')}) on '${split}' ` +
+    `(${scored.length} images with masks, ${mode})`);
   const sweep = new CandidateSweep(candidates.length, dataset.classes);
   const mine = share.mine(scored);
   const bar = progress(hooks, `IRN walk sweep ${split}`, mine.length);
@@ -171,14 +188,17 @@ async function fitWalk(config: WeaksegConfig, net: IrNet, share: ImageShare): Pr
     hooks.signal?.throwIfAborted();
     const item = mine[batch.indices[0]!]!;
     const gt = await readMask(item.maskPath!);
-    walkedMasks(config, net, batch, camFile(config, split, item), expTimes, bgThresholds)
-      .forEach((masks, i) => masks.forEach((m, k) => sweep.add(i * nb + k, m.data, gt.data, item.id)));
+    walkedMasks(config, net, batch, camFile(config, split, item), settings).forEach((m, i) => sweep.add(i, m.data, gt.data, item.id));
     bar.tick();
   }
   bar.stop();
   const { miou, bestIndex } = sweep.sumOver(share).result();
-  expTimes.forEach((e, i) => log(`IRN walk on '${split}', 2^${e} steps (background score: mIoU %): ` +
-    `${bgThresholds.map((t, k) => `${t}: ${pct(miou[i * nb + k] ?? null)}`).join(', ')}`));
+  const nb = settings.bgThresholds.length;
+  for (let row = 0; row * nb < candidates.length; row++) {
+    const { camExponent, expTimes } = candidates[row * nb]!;
+    log(`IRN walk on '${split}', ${camExponent === 1 ? '' : `CAMs^${camExponent}, `}2^${expTimes} steps ` +
+      `(background score: mIoU %): ${settings.bgThresholds.map((t, k) => `${t}: ${pct(miou[row * nb + k] ?? null)}`).join(', ')}`);
+  }
   return { split, mode, candidates, miou, best: { ...candidates[bestIndex]!, miou: miou[bestIndex] ?? null } };
 }
 
@@ -186,8 +206,9 @@ export interface IrnWalkSummary {
   split: string;
   result: MiouResult | null;
   bgThreshold: number;
-  /** The fit split's sweep when the length or the background score is 'fit'. */
+  /** The fit split's sweep when the CAM exponent, the length or the background score is 'fit'. */
   fit: IrnWalkFitCurve | null;
+  camExponent: number;
   beta: number;
   expTimes: number;
   radius: number;
@@ -215,12 +236,14 @@ export async function irnWalkMasks(config: WeaksegConfig, hooksIn: StageHooks = 
   let fit: IrnWalkFitCurve | null = null;
   let bgThreshold: number;
   let expTimes: number;
+  let camExponent: number;
   try {
     inferenceModel(net.model, modelPath, config, false);
-    if (w.bgThreshold === 'fit' || w.expTimes === 'fit') fit = await fitWalk(config, net, share);
+    if (w.bgThreshold === 'fit' || w.expTimes === 'fit' || w.camExponent === 'fit') fit = await fitWalk(config, net, share);
     bgThreshold = fit ? fit.best.bgThreshold : w.bgThreshold as number;
     expTimes = fit ? fit.best.expTimes : w.expTimes as number;
-    log(`IRN walk with ${modelPath}: radius ${w.radius}, beta ${w.beta}, 2^${expTimes} steps, background score ${bgThreshold}` +
+    camExponent = fit ? fit.best.camExponent : typeof w.camExponent === 'number' ? w.camExponent : 1;
+    log(`IRN walk with ${modelPath}: radius ${w.radius}, beta ${w.beta}, CAMs^${camExponent}, 2^${expTimes} steps, background score ${bgThreshold}` +
       `${fit ? ` (${fit.mode}, chosen on '${fit.split}')` : ''}, stride ${net.stride}`);
     for (const [split, dataset] of datasets) {
       const dir = paths.irn.pseudo(split);
@@ -234,7 +257,7 @@ export async function irnWalkMasks(config: WeaksegConfig, hooksIn: StageHooks = 
         hooks.signal?.throwIfAborted();
         const item = todo[batch.indices[0]!]!;
         const t0 = performance.now();
-        const mask = walkedMasks(config, net, batch, camFile(config, split, item), [expTimes], [bgThreshold])[0]![0]!;
+        const mask = walkedMasks(config, net, batch, camFile(config, split, item), { camExponents: [camExponent], expTimes: [expTimes], bgThresholds: [bgThreshold] })[0]!;
         const out = join(dir, `${item.id}.png`);
         await writeMask(out, mask);
         ms += performance.now() - t0;
@@ -259,7 +282,7 @@ export async function irnWalkMasks(config: WeaksegConfig, hooksIn: StageHooks = 
     net.model.dispose();
   }
   const summary: IrnWalkSummary = {
-    split: scoredSplit, result, bgThreshold, fit, beta: w.beta, expTimes, radius: w.radius, splits: summaries,
+    split: scoredSplit, result, bgThreshold, fit, camExponent, beta: w.beta, expTimes, radius: w.radius, splits: summaries,
   };
   recordMetrics(config, 'irn-walk', summary);
   return summary;

@@ -4,7 +4,8 @@
 //   IR labels   fg = CRF(argmax [conf_fg, cams]),  bg = CRF(argmax [conf_bg, cams])  (CRF from hard labels)
 //               label = fg;  label[fg == bg_id] = 255;  label[fg == bg == bg_id] = 0
 //   affinity    a_ij = 1 - max of the class boundary map B along the path from i to j   (pairs within a radius)
-//   walk        x = cams pooled to the boundary grid, times (1 - B);  x T^(2^expTimes) with T = A^beta / column sums
+//   walk        x = (cams pooled to the boundary grid)^p, times (1 - B);  x T^(2^expTimes) with T = A^beta / column sums
+//               (p = 1 in IRN; AMR's make_sem_seg_labels.py raises the CAMs to 1.5 first)
 //   labels      upsampled, divided by its maximum, background plane = a constant threshold, argmax
 //
 // The walk reuses the random walk of random-walk.ts on a grid padded with boundary 1 (affinity 0), so every real
@@ -129,11 +130,13 @@ export interface IrnWalkOptions {
   expTimes: number;
   /** Stride of the boundary grid (IRN: 4). */
   stride: number;
+  /** Power of the pooled CAMs before the walk (IRN: 1, the default; AMR: 1.5). */
+  camExponent?: number;
 }
 
 /**
  * The walked class scores of one image on its boundary grid (planar L x h x w): the CAMs average-pooled by the
- * stride, times (1 - boundary), propagated by the walk on the boundary-derived affinities.
+ * stride, raised to camExponent, times (1 - boundary), propagated by the walk on the boundary-derived affinities.
  */
 export function irnWalk(record: CamRecord, boundary: Float32Array, grid: { height: number; width: number }, o: IrnWalkOptions): Float32Array {
   return irnWalkSnapshots(record, boundary, grid, o, [o.expTimes])[0]!;
@@ -157,13 +160,18 @@ export function irnWalkSnapshots(
   }
   const L = input.channels;
   if (L === 0) return expTimes.map(() => new Float32Array(0));
+  const p = o.camExponent ?? 1;
+  if (!(p > 0)) throw new RangeError(`IRN walk: camExponent must be positive, got ${p}`);
   const field = boundaryAffinityField(boundary, h, w, o.radius);
   const r1 = o.radius - 1;
   const [H, W] = [field.height, field.width];
   const x = new Float32Array(L * H * W);
   for (let c = 0; c < L; c++) {
     for (let y = 0; y < h; y++) {
-      for (let xx = 0; xx < w; xx++) x[(c * H + y) * W + xx + r1] = input.scores[(c * h + y) * w + xx]! * (1 - boundary[y * w + xx]!);
+      for (let xx = 0; xx < w; xx++) {
+        const v = input.scores[(c * h + y) * w + xx]!;
+        x[(c * H + y) * W + xx + r1] = (p === 1 ? v : Math.max(v, 0) ** p) * (1 - boundary[y * w + xx]!);
+      }
     }
   }
   return propagateSnapshots(x, L, transition(field, o.beta), expTimes.map((e) => 2 ** e)).map((walked) => {

@@ -54,6 +54,11 @@ test('every preset in configs/ validates, with the method and settings its name 
       assert.deepEqual([c.model.backbone, c.model.outputStride, c.train.cropSize, c.train.batchSize, c.train.epochs, c.train.lr,
         c.method.variant, c.method.compensationLrMult, c.method.branchMap, c.cams.advcam?.iterations, c.eval.threshold],
       ['resnet50', 16, 512, 16, 8, 0.01, 'code', 10, 'gradcam', 27, 0.2]);
+      // and its IRN (methods-reference.md 6(e)): IR labels at 0.60/0.33, batch 16 of 512 crops, 3 epochs, lr 0.1,
+      // the walk on CAMs^1.5 with beta 10, 2^8 steps and a background score of 0.25
+      const i = c.refine.irn;
+      assert.deepEqual([i.confFg, i.confBg, i.batchSize, i.cropSize, i.epochs, i.lr, i.walk.camExponent, i.walk.beta, i.walk.expTimes, i.walk.bgThreshold],
+        [0.6, 0.33, 16, 512, 3, 0.1, 1.5, 10, 8, 0.25]);
     }
   }
 });

@@ -248,12 +248,12 @@ test('random walk: beta, step count and background exponent chosen by one walk o
   assert.deepEqual(JSON.parse(readFileSync(runPaths(config).metrics, 'utf8'))['random-walk'].fit.best, { ...chosen, miou: best });
 });
 
-test("IRN walk: the walk's length and background score chosen by one walk over all candidates, scored as the stage scores", { timeout: 120_000 }, async (t) => {
+test("IRN walk: the CAM exponent, the walk's length and the background score chosen by one walk per exponent over all candidates, scored as the stage scores", { timeout: 120_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'weakseg-refine-irn-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const hooks = { log: () => {}, progress: false, backboneFactory: () => new TinyBackbone({ channels: 8 }) };
   const config = await tinyRun(dir, {
-    irn: { epochs: 2, batchSize: 2, cropSize: 32, scaleRange: null, radius: 3, walk: { radius: 3, expTimes: 'fit', expTimesCandidates: [4, 0, 2], bgThresholds: [0.05, 0.3, 0.7] } },
+    irn: { epochs: 2, batchSize: 2, cropSize: 32, scaleRange: null, radius: 3, walk: { radius: 3, expTimes: 'fit', expTimesCandidates: [4, 0, 2], bgThresholds: [0.05, 0.3, 0.7], camExponent: 'fit', camExponents: [1, 3] } },
   });
   await trainIrn(config, hooks);
   const walk = await irnWalkMasks(config, hooks);
@@ -262,13 +262,15 @@ test("IRN walk: the walk's length and background score chosen by one walk over a
   // setting, from a separate walk of that length per image, must equal the sweep's best, which the sweep read off
   // the longest walk's intermediate states.
   assert.equal(fit.mode, 'oracle');
-  assert.deepEqual(fit.candidates.map((c) => [c.expTimes, c.bgThreshold]),
-    [[0, 0.05], [0, 0.3], [0, 0.7], [2, 0.05], [2, 0.3], [2, 0.7], [4, 0.05], [4, 0.3], [4, 0.7]]);
+  const lengths = [[0, 0.05], [0, 0.3], [0, 0.7], [2, 0.05], [2, 0.3], [2, 0.7], [4, 0.05], [4, 0.3], [4, 0.7]];
+  assert.deepEqual(fit.candidates.map((c) => [c.camExponent, c.expTimes, c.bgThreshold]), [1, 3].flatMap((p) => lengths.map((l) => [p, ...l])));
   const best = Math.max(...fit.miou.map((m) => m ?? -1));
   const chosen = fit.candidates[fit.miou.indexOf(best)]!;
-  assert.deepEqual({ expTimes: walk.expTimes, bgThreshold: walk.bgThreshold }, chosen);
+  assert.deepEqual({ camExponent: walk.camExponent, expTimes: walk.expTimes, bgThreshold: walk.bgThreshold }, chosen);
   assert.ok(Math.abs(walk.result!.miou! - best) < 1e-12, `scored ${walk.result!.miou} vs swept ${best}`);
-  // The background score matters (0.7 of the max-normalised scores leaves little foreground), so the sweep is no constant.
+  // The background score matters (0.7 of the max-normalised scores leaves little foreground), so the sweep is no
+  // constant; so does the exponent (CAMs^3 shrink the weak regions before the maximum divides them).
   assert.ok(new Set(fit.miou).size > 1, JSON.stringify(fit.miou));
+  assert.notDeepEqual(fit.miou.slice(0, 9), fit.miou.slice(9), 'exponents 1 and 3 score differently');
   assert.deepEqual(JSON.parse(readFileSync(runPaths(config).metrics, 'utf8'))['irn-walk'].fit.best, { ...chosen, miou: best });
 });

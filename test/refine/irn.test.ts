@@ -164,6 +164,20 @@ test('the walk of several lengths at once gives each length what its own walk gi
   assert.throws(() => irnWalkSnapshots(r, boundary, grid, o, [1.5]), /non-negative integers/);
 });
 
+test("the CAM exponent (AMR's 1.5) walks the CAMs raised to it", () => {
+  // At stride 1 the pooling is the identity, so CAMs^1.5 walked at exponent 1 is what exponent 1.5 must give.
+  const [h, w] = [4, 6];
+  const boundary = Float32Array.from({ length: h * w }, (_, i) => (i % w === 2 ? 0.6 : 0.1));
+  const cams = [Array.from({ length: h * w }, (_, i) => (i % 5) / 4), Array.from({ length: h * w }, (_, i) => ((i * 7) % 3) / 2)];
+  const grid = { height: h, width: w };
+  const o = { radius: 2, beta: 10, expTimes: 3, stride: 1 };
+  const got = irnWalk(record(w, h, [0, 3], cams), boundary, grid, { ...o, camExponent: 1.5 });
+  const want = irnWalk(record(w, h, [0, 3], cams.map((c) => c.map((v) => v ** 1.5))), boundary, grid, o);
+  assertClose(Array.from(got), Array.from(want), { atol: 1e-6 });
+  assert.notDeepEqual(Array.from(got), Array.from(irnWalk(record(w, h, [0, 3], cams), boundary, grid, o)), 'the exponent changes the walk');
+  assert.throws(() => irnWalk(record(w, h, [0, 3], cams), boundary, grid, { ...o, camExponent: 0 }), /camExponent must be positive/);
+});
+
 test('IRNet: a frozen backbone, the boundary and displacement groups, a finite loss and a flip-averaged boundary map', () => {
   manualSeed(2);
   const net = new IrNet(new TinyBackbone({ channels: 8 }), { numClasses: 2, radius: 2 });
