@@ -15,6 +15,9 @@ const positiveInt = z.number().int().positive();
 
 /** seg.pseudoMasks of the supervised ceiling: the segmenter trains on ground-truth masks. */
 export const GROUND_TRUTH = 'groundTruth';
+/** IRN walk's CAM exponents tried by camExponent 'fit' when camExponents is absent: IRN's 1 and AMR's 1.5. */
+export const IRN_CAM_EXPONENTS: readonly number[] = [1, 1.5];
+
 const fraction = z.number().min(0).max(1);
 
 /**

@@ -16,7 +16,7 @@ import { crfParams } from '../refine/crf-presets.js';
 import { irLabelMap, irnMasks, irnWalkSnapshots } from '../refine/irn.js';
 import { IrNet } from '../refine/irn-net.js';
 import { MODEL_FORMAT, loadModelWeights } from '../train/checkpoint.js';
-import type { WeaksegConfig } from './config.js';
+import { IRN_CAM_EXPONENTS, type WeaksegConfig } from './config.js';
 import { type StageHooks, imageCount, logger, prepareRun, readSplit, recordMetrics, skippedFilesLog } from './common.js';
 import { type AffinityLabelScore, logLabelScore, scoreAffinityLabels } from './affinity.js';
 import { runPaths } from './paths.js';
@@ -172,7 +172,7 @@ async function fitWalk(config: WeaksegConfig, net: IrNet, share: ImageShare): Pr
   const { split, mode } = fitSplitOf(config);
   const { dataset, scored } = await fitItems(config, split, "refine.irn.walk's 'fit' settings");
   const settings: WalkSettings = {
-    camExponents: w.camExponent === 'fit' ? [...new Set(w.camExponents ?? [1, 1.5])] : [w.camExponent ?? 1],
+    camExponents: w.camExponent === 'fit' ? [...new Set(w.camExponents ?? IRN_CAM_EXPONENTS)] : [w.camExponent ?? 1],
     expTimes: w.expTimes === 'fit' ? [...new Set(w.expTimesCandidates)].sort((a, b) => a - b) : [w.expTimes],
     bgThresholds: w.bgThreshold === 'fit' ? [...w.bgThresholds] : [w.bgThreshold],
   };
