@@ -139,6 +139,14 @@ interface WalkSettings {
   bgThresholds: number[];
 }
 
+function walkSettings(w: WeaksegConfig['refine']['irn']['walk']): WalkSettings {
+  return {
+    camExponents: w.camExponent === 'fit' ? [...new Set(w.camExponents ?? IRN_CAM_EXPONENTS)] : [w.camExponent ?? 1],
+    expTimes: w.expTimes === 'fit' ? [...new Set(w.expTimesCandidates)].sort((a, b) => a - b) : [w.expTimes],
+    bgThresholds: w.bgThreshold === 'fit' ? [...w.bgThresholds] : [w.bgThreshold],
+  };
+}
+
 function loaderOf(config: WeaksegConfig, net: IrNet, dataset: Dataset, items: DatasetItem[], split: string) {
   return new BatchLoader({ ...dataset, items }, evalTransform({ norm: net.backbone.inputNorm, withMask: false }), {
     batchSize: 1, shuffle: false, prefetch: 4, onBadFile: config.data.onBadFile, badFiles: skippedFilesLog(config, split, items.length),
@@ -171,11 +179,7 @@ async function fitWalk(config: WeaksegConfig, net: IrNet, share: ImageShare): Pr
   const w = config.refine.irn.walk;
   const { split, mode } = fitSplitOf(config);
   const { dataset, scored } = await fitItems(config, split, "refine.irn.walk's 'fit' settings");
-  const settings: WalkSettings = {
-    camExponents: w.camExponent === 'fit' ? [...new Set(w.camExponents ?? IRN_CAM_EXPONENTS)] : [w.camExponent ?? 1],
-    expTimes: w.expTimes === 'fit' ? [...new Set(w.expTimesCandidates)].sort((a, b) => a - b) : [w.expTimes],
-    bgThresholds: w.bgThreshold === 'fit' ? [...w.bgThresholds] : [w.bgThreshold],
-  };
+  const settings = walkSettings(w);
   const candidates = settings.camExponents.flatMap((p) => settings.expTimes.flatMap((e) =>
     settings.bgThresholds.map((t) => ({ camExponent: p, expTimes: e, bgThreshold: t }))));
   log(`IRN walk: choosing among ${candidates.length} settings (CAMs^(${settings.camExponents.join('/')}), ` +
@@ -234,15 +238,13 @@ export async function irnWalkMasks(config: WeaksegConfig, hooksIn: StageHooks = 
   const summaries: RefineSplitSummary[] = [];
   let result: MiouResult | null = null;
   let fit: IrnWalkFitCurve | null = null;
-  let bgThreshold: number;
-  let expTimes: number;
-  let camExponent: number;
+  let chosen: IrnWalkSetting;
   try {
     inferenceModel(net.model, modelPath, config, false);
     if (w.bgThreshold === 'fit' || w.expTimes === 'fit' || w.camExponent === 'fit') fit = await fitWalk(config, net, share);
-    bgThreshold = fit ? fit.best.bgThreshold : w.bgThreshold as number;
-    expTimes = fit ? fit.best.expTimes : w.expTimes as number;
-    camExponent = fit ? fit.best.camExponent : typeof w.camExponent === 'number' ? w.camExponent : 1;
+    const fixed = walkSettings(w);
+    chosen = fit ? fit.best : { camExponent: fixed.camExponents[0]!, expTimes: fixed.expTimes[0]!, bgThreshold: fixed.bgThresholds[0]! };
+    const { camExponent, expTimes, bgThreshold } = chosen;
     log(`IRN walk with ${modelPath}: radius ${w.radius}, beta ${w.beta}, CAMs^${camExponent}, 2^${expTimes} steps, background score ${bgThreshold}` +
       `${fit ? ` (${fit.mode}, chosen on '${fit.split}')` : ''}, stride ${net.stride}`);
     for (const [split, dataset] of datasets) {
@@ -282,7 +284,8 @@ export async function irnWalkMasks(config: WeaksegConfig, hooksIn: StageHooks = 
     net.model.dispose();
   }
   const summary: IrnWalkSummary = {
-    split: scoredSplit, result, bgThreshold, fit, camExponent, beta: w.beta, expTimes, radius: w.radius, splits: summaries,
+    split: scoredSplit, result, bgThreshold: chosen.bgThreshold, fit, camExponent: chosen.camExponent, beta: w.beta,
+    expTimes: chosen.expTimes, radius: w.radius, splits: summaries,
   };
   recordMetrics(config, 'irn-walk', summary);
   return summary;
